@@ -1,0 +1,56 @@
+// swift-tools-version:6.0
+import PackageDescription
+
+// C libraries are wrapped once each, as system-library targets with a module map and a shim header;
+// exactly one Swift module imports each of them (see DESIGN.md §1 of the project contracts).
+let package = Package(
+    name: "kandinsky-worker",
+    platforms: [.macOS(.v14)],
+    products: [
+        .executable(name: "kandinsky-worker", targets: ["kandinsky-worker"])
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0")
+    ],
+    targets: [
+        // MARK: C libraries
+        .systemLibrary(
+            name: "CHiredis",
+            providers: [.apt(["libhiredis-dev"])]),
+        .systemLibrary(
+            name: "COpenBLAS", pkgConfig: "openblas",
+            providers: [.apt(["libopenblas-dev"])]),
+        .systemLibrary(
+            name: "CPNG", pkgConfig: "libpng",
+            providers: [.apt(["libpng-dev"])]),
+        .systemLibrary(
+            name: "CSystemd", pkgConfig: "libsystemd",
+            providers: [.apt(["libsystemd-dev"])]),
+        .target(
+            name: "CSentencePiece",
+            cxxSettings: [.unsafeFlags(["-std=c++17"])],
+            linkerSettings: [.linkedLibrary("sentencepiece")]),
+
+        // MARK: Swift modules
+        .target(name: "Tensor", dependencies: ["COpenBLAS"]),
+        .target(name: "Kandinsky", dependencies: ["Tensor", "CSentencePiece"]),
+        .target(name: "JobQueue", dependencies: ["CHiredis"]),
+        .target(name: "ResultStore", dependencies: ["CPNG"]),
+        .target(name: "Systemd", dependencies: ["CSystemd"]),
+        .executableTarget(
+            name: "kandinsky-worker",
+            dependencies: [
+                "Tensor", "Kandinsky", "JobQueue", "ResultStore", "Systemd",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            ]),
+
+        // MARK: Tests
+        // Shared by the test targets: where the committed fixtures are, and a real redis-server per test.
+        .target(name: "TestSupport", path: "Tests/TestSupport"),
+        .testTarget(name: "TensorTests", dependencies: ["Tensor", "TestSupport"]),
+        .testTarget(name: "KandinskyTests", dependencies: ["Kandinsky", "Tensor", "TestSupport"]),
+        .testTarget(name: "JobQueueTests", dependencies: ["JobQueue", "TestSupport"]),
+        .testTarget(name: "ResultStoreTests", dependencies: ["ResultStore", "TestSupport"]),
+        .testTarget(name: "SystemdTests", dependencies: ["Systemd", "TestSupport"]),
+    ]
+)

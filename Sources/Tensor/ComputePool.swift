@@ -1,0 +1,129 @@
+import Foundation
+
+/// A small pool of dedicated threads for the element-wise parts of the kernels (norms, activations, im2col,
+/// softmax…); GEMM runs on OpenBLAS's own threads.
+///
+/// Compute never runs on Swift's cooperative pool (two threads here, needed by the event loops). The calling thread
+/// takes part in the work, so a pool of `threads` uses `threads − 1` workers plus the caller. One parallel region
+/// runs at a time; a region started from inside another runs serially on the calling thread.
+public final class ComputePool: @unchecked Sendable {
+    /// The pool the kernels use: one thread per core.
+    public static let shared = ComputePool(threads: ProcessInfo.processInfo.activeProcessorCount)
+
+    /// Threads taking part in a region, the caller included.
+    public let threadCount: Int
+
+    private var mutex = pthread_mutex_t()
+    private var wake = pthread_cond_t()
+    private var finished = pthread_cond_t()
+    private var regionLock = pthread_mutex_t()
+
+    // The current region, guarded by `mutex`.
+    private var generation = 0
+    private var body: ((Int) -> Void)?
+    private var chunkCount = 0
+    private var nextChunk = 0
+    private var activeWorkers = 0
+    private var shuttingDown = false
+
+    private static let insideRegion = ThreadLocalFlag()
+
+    /// Creates a pool of `threads` threads in all (the caller counts as one).
+    public init(threads: Int) {
+        threadCount = max(1, threads)
+        pthread_mutex_init(&mutex, nil)
+        pthread_mutex_init(&regionLock, nil)
+        pthread_cond_init(&wake, nil)
+        pthread_cond_init(&finished, nil)
+        for index in 1..<threadCount {
+            let thread = Thread { [unowned self] in self.workerLoop() }
+            thread.name = "kd-compute-\(index)"
+            thread.stackSize = 1 << 20
+            thread.start()
+        }
+    }
+
+    /// Runs `body(chunk)` for every chunk in `0..<count`, spread over the pool's threads, and returns when all are done.
+    public func run(chunks count: Int, _ body: (Int) -> Void) {
+        if count <= 0 { return }
+        if count == 1 || threadCount == 1 || Self.insideRegion.value {
+            for i in 0..<count { body(i) }
+            return
+        }
+        pthread_mutex_lock(&regionLock)
+        defer { pthread_mutex_unlock(&regionLock) }
+        withoutActuallyEscaping(body) { escaping in
+            pthread_mutex_lock(&mutex)
+            self.body = escaping
+            chunkCount = count
+            nextChunk = 0
+            activeWorkers = threadCount - 1
+            generation &+= 1
+            pthread_cond_broadcast(&wake)
+            pthread_mutex_unlock(&mutex)
+
+            Self.insideRegion.value = true
+            drain(escaping)
+            Self.insideRegion.value = false
+
+            pthread_mutex_lock(&mutex)
+            while activeWorkers > 0 { pthread_cond_wait(&finished, &mutex) }
+            self.body = nil
+            pthread_mutex_unlock(&mutex)
+        }
+    }
+
+    /// Splits `0..<count` into about `4 × threads` contiguous ranges of at least `minimumChunk` items and runs
+    /// `body` on each range in parallel.
+    public func parallelFor(_ count: Int, minimumChunk: Int = 1, _ body: (Range<Int>) -> Void) {
+        if count <= 0 { return }
+        let pieces = max(1, min(threadCount * 4, count / max(1, minimumChunk)))
+        let step = (count + pieces - 1) / pieces
+        let chunks = (count + step - 1) / step
+        run(chunks: chunks) { chunk in
+            let start = chunk * step
+            body(start..<min(count, start + step))
+        }
+    }
+
+    private func drain(_ body: (Int) -> Void) {
+        while true {
+            pthread_mutex_lock(&mutex)
+            let chunk = nextChunk
+            if chunk < chunkCount { nextChunk += 1 }
+            pthread_mutex_unlock(&mutex)
+            if chunk >= chunkCount { return }
+            body(chunk)
+        }
+    }
+
+    private func workerLoop() {
+        Self.insideRegion.value = true
+        var seen = 0
+        pthread_mutex_lock(&mutex)
+        while true {
+            while generation == seen && !shuttingDown { pthread_cond_wait(&wake, &mutex) }
+            if shuttingDown { break }
+            seen = generation
+            guard let body = self.body else { continue }
+            pthread_mutex_unlock(&mutex)
+            drain(body)
+            pthread_mutex_lock(&mutex)
+            activeWorkers -= 1
+            if activeWorkers == 0 { pthread_cond_signal(&finished) }
+        }
+        pthread_mutex_unlock(&mutex)
+    }
+}
+
+/// A per-thread boolean (pthread key), used to run nested regions serially.
+final class ThreadLocalFlag: @unchecked Sendable {
+    private var key = pthread_key_t()
+
+    init() { pthread_key_create(&key, nil) }
+
+    var value: Bool {
+        get { pthread_getspecific(key) != nil }
+        set { pthread_setspecific(key, newValue ? UnsafeRawPointer(bitPattern: 1) : nil) }
+    }
+}

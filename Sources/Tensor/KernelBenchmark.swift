@@ -1,0 +1,91 @@
+import Foundation
+
+/// Figures for `kandinsky-worker bench kernels`: sgemm throughput and 3×3 convolution throughput at the UNet's
+/// shapes, measured in the same run so their ratio is meaningful on any machine.
+public enum KernelBenchmark {
+    public struct ConvCase: Sendable {
+        public var name: String
+        public var batch: Int, channels: Int, size: Int
+        /// Multiply-adds × 2 of a direct 3×3 convolution with padding 1.
+        public var flops: Double { 2.0 * Double(batch * channels * channels * 9 * size * size) }
+    }
+
+    public struct Result: Sendable {
+        public var name: String
+        public var bestSeconds: Double
+        public var medianSeconds: Double
+        public var gflops: Double
+    }
+
+    /// The UNet's extreme 3×3 shapes: widest plane and widest channel count, batch 2 (one guided step).
+    public static let convCases = [
+        ConvCase(name: "conv3x3 384→384 64×64 b2", batch: 2, channels: 384, size: 64),
+        ConvCase(name: "conv3x3 1536→1536 8×8 b2", batch: 2, channels: 1536, size: 8),
+    ]
+
+    /// Times `body` `repeats` times after one warm-up run; returns the best and the median seconds.
+    public static func time(repeats: Int, _ body: () -> Void) -> (best: Double, median: Double) {
+        body()
+        var samples: [Double] = []
+        for _ in 0..<max(1, repeats) {
+            let start = DispatchTime.now().uptimeNanoseconds
+            body()
+            samples.append(Double(DispatchTime.now().uptimeNanoseconds - start) / 1e9)
+        }
+        samples.sort()
+        return (samples[0], samples[samples.count / 2])
+    }
+
+    /// sgemm of `n`×`n`×`n`.
+    public static func sgemm(n: Int = 2048, repeats: Int = 5) -> Result {
+        var r = sgemm(m: n, n: n, k: n, repeats: repeats)
+        r.name = "sgemm \(n)³"
+        return r
+    }
+
+    /// sgemm of one shape: C[m, n] = A[m, k] · B[k, n], optionally with A or B transposed in memory.
+    public static func sgemm(
+        m: Int, n: Int, k: Int, transA: Bool = false, transB: Bool = false, repeats: Int = 5
+    ) -> Result {
+        let a = random([m, k], seed: 1)
+        let b = random([k, n], seed: 2)
+        let c = Tensor(zeros: [m, n])
+        let (best, median) = time(repeats: repeats) {
+            // C[m, n] = op(A) · op(B)
+            BLAS.sgemm(
+                transA: transA, transB: transB, m: m, n: n, k: k, a: a.storage.pointer, lda: transA ? m : k,
+                b: b.storage.pointer, ldb: transB ? k : n, c: c.storage.pointer, ldc: n)
+        }
+        let flops = 2 * Double(m) * Double(n) * Double(k)
+        let name = "sgemm \(m)×\(n)×\(k)\(transA ? " Aᵀ" : "")\(transB ? " Bᵀ" : "")"
+        return Result(name: name, bestSeconds: best, medianSeconds: median, gflops: flops / best / 1e9)
+    }
+
+    /// One 3×3 convolution case through `Kernels.conv2d`.
+    public static func conv(_ c: ConvCase, repeats: Int = 5) -> Result {
+        let x = random([c.batch, c.channels, c.size, c.size], seed: 3)
+        let w = random([c.channels, c.channels, 3, 3], seed: 4)
+        let bias = random([c.channels], seed: 5)
+        let (best, median) = time(repeats: repeats) {
+            _ = Kernels.conv2d(x, weight: w, bias: bias, stride: 1, padding: .uniform(1))
+        }
+        return Result(name: c.name, bestSeconds: best, medianSeconds: median, gflops: c.flops / best / 1e9)
+    }
+
+    /// A tensor of uniform values in [-1, 1) from a fixed seed (SplitMix64).
+    public static func random(_ shape: [Int], seed: UInt64) -> Tensor {
+        var state = seed &* 0x9E37_79B9_7F4A_7C15
+        var t = Tensor(uninitialized: shape)
+        t.withUnsafeMutableBufferPointer { p in
+            for i in 0..<p.count {
+                state &+= 0x9E37_79B9_7F4A_7C15
+                var z = state
+                z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
+                z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
+                z ^= z >> 31
+                p[i] = Float(z >> 40) / Float(1 << 23) - 1
+            }
+        }
+        return t
+    }
+}

@@ -1,0 +1,61 @@
+import Foundation
+
+extension Kernels {
+    /// GELU, exact form (PyTorch `gelu`, approximate "none"): `0.5·x·(1 + erf(x/√2))`.
+    public static func gelu(_ x: Tensor) -> Tensor {
+        map(x) { v in 0.5 * v * (1 + erff(v * 0.707_106_78)) }
+    }
+
+    /// GELU, tanh form (HF `gelu_new`, T5's gated-gelu): `0.5·x·(1 + tanh(√(2/π)·(x + 0.044715·x³)))`.
+    public static func geluTanh(_ x: Tensor) -> Tensor {
+        map(x) { v in 0.5 * v * (1 + tanhf(0.797_884_56 * (v + 0.044_715 * v * v * v))) }
+    }
+
+    /// SiLU (swish): `x·σ(x)`.
+    public static func silu(_ x: Tensor) -> Tensor {
+        map(x) { v in v / (1 + expf(-v)) }
+    }
+
+    /// Applies `f` to every element, in parallel.
+    public static func map(_ x: Tensor, _ f: (Float) -> Float) -> Tensor {
+        let y = Tensor(uninitialized: x.shape)
+        let (xp, yp) = (x.storage.pointer, y.storage.pointer)
+        ComputePool.shared.parallelFor(x.count, minimumChunk: 4096) { range in
+            for i in range { yp[i] = f(xp[i]) }
+        }
+        return y
+    }
+
+    /// Softmax over the last dimension, stable (the row maximum is subtracted first).
+    public static func softmax(_ x: Tensor) -> Tensor {
+        var y = x
+        y.makeUnique()
+        let width = x.shape.last ?? 1
+        softmaxRows(y.storage.pointer, rows: x.count / max(1, width), width: width)
+        return y
+    }
+
+    /// In-place softmax of `rows` rows of `width` floats.
+    static func softmaxRows(_ p: UnsafeMutablePointer<Float>, rows: Int, width: Int) {
+        ComputePool.shared.parallelFor(rows, minimumChunk: 4) { range in
+            for r in range {
+                let row = p + r * width
+                var peak = -Float.infinity
+                for i in 0..<width { peak = max(peak, row[i]) }
+                if peak == -.infinity {
+                    // Every position masked: PyTorch gives NaN; a uniform row keeps the output finite.
+                    row.update(repeating: 1 / Float(width), count: width)
+                    continue
+                }
+                var sum: Float = 0
+                for i in 0..<width {
+                    let e = expf(row[i] - peak)
+                    row[i] = e
+                    sum += e
+                }
+                let inv = 1 / sum
+                for i in 0..<width { row[i] *= inv }
+            }
+        }
+    }
+}

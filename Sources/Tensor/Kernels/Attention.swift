@@ -1,0 +1,53 @@
+extension Kernels {
+    /// Scaled dot-product attention over independent heads: `softmax(Q·Kᵀ·scale + mask)·V` for each of N slices.
+    ///
+    /// - Parameters:
+    ///   - q: `[N, Lq, D]` (N = batch × heads).
+    ///   - k: `[N, Lk, D]`.
+    ///   - v: `[N, Lk, Dv]`.
+    ///   - scale: multiplies the scores (usually 1/√D; T5 uses 1).
+    ///   - mask: additive, `[Bm, Lq or 1, Lk]` with N divisible by Bm; slice n uses mask row `n / (N / Bm)`
+    ///     (heads of one batch item share its mask).
+    /// - Returns: `[N, Lq, Dv]`.
+    public static func attention(q: Tensor, k: Tensor, v: Tensor, scale: Float, mask: Tensor? = nil) -> Tensor {
+        precondition(q.rank == 3 && k.rank == 3 && v.rank == 3, "attention takes [N, L, D] tensors")
+        let (n, lq, d) = (q.shape[0], q.shape[1], q.shape[2])
+        let (lk, dv) = (k.shape[1], v.shape[2])
+        precondition(k.shape == [n, lk, d], "attention keys \(k.shape) for queries \(q.shape)")
+        precondition(v.shape[0] == n && v.shape[1] == lk, "attention values \(v.shape) for keys \(k.shape)")
+        var maskRows = 0
+        var maskGroups = 1
+        if let mask {
+            precondition(mask.rank == 3 && mask.shape[2] == lk, "attention mask \(mask.shape) for \(lk) keys")
+            precondition(mask.shape[1] == lq || mask.shape[1] == 1, "attention mask \(mask.shape) for \(lq) queries")
+            precondition(mask.shape[0] > 0 && n % mask.shape[0] == 0, "attention mask \(mask.shape) for \(n) slices")
+            maskRows = mask.shape[1]
+            maskGroups = n / mask.shape[0]
+        }
+        let out = Tensor(uninitialized: [n, lq, dv])
+        let scores = TensorStorage(count: lq * lk, zeroed: false)
+        let sp = scores.pointer
+        for slice in 0..<n {
+            // S[Lq, Lk] = scale · Q_n[Lq, D] · K_n[Lk, D]ᵀ
+            BLAS.sgemm(
+                transB: true, m: lq, n: lk, k: d, alpha: scale, a: q.storage.pointer + slice * lq * d, lda: d,
+                b: k.storage.pointer + slice * lk * d, ldb: d, c: sp, ldc: lk)
+            if let mask {
+                let mp = mask.storage.pointer + (slice / maskGroups) * maskRows * lk
+                ComputePool.shared.parallelFor(lq, minimumChunk: 16) { range in
+                    for row in range {
+                        let m = mp + (maskRows == 1 ? 0 : row * lk)
+                        let s = sp + row * lk
+                        for j in 0..<lk { s[j] += m[j] }
+                    }
+                }
+            }
+            softmaxRows(sp, rows: lq, width: lk)
+            // O_n[Lq, Dv] = P[Lq, Lk] · V_n[Lk, Dv]
+            BLAS.sgemm(
+                m: lq, n: dv, k: lk, a: sp, lda: lk, b: v.storage.pointer + slice * lk * dv, ldb: dv,
+                c: out.storage.pointer + slice * lq * dv, ldc: dv)
+        }
+        return out
+    }
+}

@@ -1,0 +1,96 @@
+extension Kernels {
+    /// `a + b`, same shapes.
+    public static func add(_ a: Tensor, _ b: Tensor) -> Tensor { zipMap(a, b, +) }
+
+    /// `a · b` element by element, same shapes.
+    public static func mul(_ a: Tensor, _ b: Tensor) -> Tensor { zipMap(a, b, *) }
+
+    /// `a · s`.
+    public static func scale(_ a: Tensor, by s: Float) -> Tensor { map(a) { $0 * s } }
+
+    /// Combines two tensors of the same shape element by element, in parallel.
+    public static func zipMap(_ a: Tensor, _ b: Tensor, _ f: (Float, Float) -> Float) -> Tensor {
+        precondition(a.shape == b.shape, "element-wise operands \(a.shape) and \(b.shape) differ")
+        let y = Tensor(uninitialized: a.shape)
+        let (ap, bp, yp) = (a.storage.pointer, b.storage.pointer, y.storage.pointer)
+        ComputePool.shared.parallelFor(a.count, minimumChunk: 4096) { range in
+            for i in range { yp[i] = f(ap[i], bp[i]) }
+        }
+        return y
+    }
+
+    /// Per-channel broadcast: `y[b, c, ...] = f(x[b, c, ...], v[b or 0, c])`, where `v` is `[C]`, `[1, C]` or `[B, C]`
+    /// (trailing singleton dimensions allowed, as in PyTorch's `emb[..., None, None]`).
+    public static func channelMap(_ x: Tensor, _ v: Tensor, _ f: (Float, Float) -> Float) -> Tensor {
+        precondition(x.rank >= 2, "channel broadcast needs [B, C, ...], got \(x.shape)")
+        let (batch, channels) = (x.shape[0], x.shape[1])
+        let perBatch: Bool
+        if v.count == channels {
+            perBatch = false
+        } else {
+            precondition(
+                v.count == batch * channels && v.shape.first == batch, "\(v.shape) does not broadcast to \(x.shape)")
+            perBatch = true
+        }
+        let spatial = x.count / max(1, batch * channels)
+        let y = Tensor(uninitialized: x.shape)
+        let (xp, vp, yp) = (x.storage.pointer, v.storage.pointer, y.storage.pointer)
+        ComputePool.shared.parallelFor(batch * channels, minimumChunk: max(1, 4096 / max(1, spatial))) { range in
+            for plane in range {
+                let value = vp[perBatch ? plane : plane % channels]
+                let base = plane * spatial
+                for i in 0..<spatial { yp[base + i] = f(xp[base + i], value) }
+            }
+        }
+        return y
+    }
+
+    /// `x + v` with `v` broadcast per channel (`[C]` or `[B, C]`).
+    public static func addChannels(_ x: Tensor, _ v: Tensor) -> Tensor { channelMap(x, v, +) }
+
+    /// `x · v` with `v` broadcast per channel (`[C]` or `[B, C]`).
+    public static func mulChannels(_ x: Tensor, _ v: Tensor) -> Tensor { channelMap(x, v, *) }
+
+    /// Rows of an embedding table: `y[i] = table[ids[i]]`.
+    ///
+    /// - Parameters:
+    ///   - table: `[V, D]`.
+    ///   - ids: indices in `0..<V`.
+    /// - Returns: `[ids.count, D]`.
+    public static func embedding(_ table: Tensor, ids: [Int]) -> Tensor {
+        precondition(table.rank == 2, "embedding table must be [V, D], got \(table.shape)")
+        let (vocab, width) = (table.shape[0], table.shape[1])
+        let y = Tensor(uninitialized: [ids.count, width])
+        for (row, id) in ids.enumerated() {
+            precondition(id >= 0 && id < vocab, "embedding id \(id) outside 0..<\(vocab)")
+            (y.storage.pointer + row * width).update(from: table.storage.pointer + id * width, count: width)
+        }
+        return y
+    }
+
+    /// Concatenation along dimension 1 (channels) of tensors that agree on every other dimension.
+    public static func concatChannels(_ parts: [Tensor]) -> Tensor {
+        precondition(!parts.isEmpty, "nothing to concatenate")
+        let first = parts[0]
+        precondition(first.rank >= 2, "concatenation along channels needs rank ≥ 2, got \(first.shape)")
+        let batch = first.shape[0]
+        let rest = Array(first.shape.dropFirst(2))
+        for p in parts {
+            precondition(
+                p.rank == first.rank && p.shape[0] == batch && Array(p.shape.dropFirst(2)) == rest,
+                "cannot concatenate \(p.shape) with \(first.shape) along channels")
+        }
+        let inner = rest.reduce(1, *)
+        let total = parts.reduce(0) { $0 + $1.shape[1] }
+        let y = Tensor(uninitialized: [batch, total] + rest)
+        var dst = y.storage.pointer
+        for b in 0..<batch {
+            for p in parts {
+                let n = p.shape[1] * inner
+                dst.update(from: p.storage.pointer + b * n, count: n)
+                dst += n
+            }
+        }
+        return y
+    }
+}

@@ -1,0 +1,187 @@
+import Foundation
+
+// MARK: - Storage
+
+/// The memory behind a tensor: either owned (allocated, aligned, freed in `deinit`) or a read-only window
+/// into a memory-mapped file (kept alive by holding the mapping).
+public final class TensorStorage: @unchecked Sendable {
+    /// Start of the float32 elements.
+    public let pointer: UnsafeMutablePointer<Float>
+    /// Number of float32 elements.
+    public let count: Int
+    /// Whether the memory is a read-only map; writing goes through a copy.
+    public let isReadOnly: Bool
+    private let owner: AnyObject?
+    private let owned: Bool
+
+    /// Allocates `count` floats (64-byte aligned), zero-filled when `zeroed`.
+    public init(count: Int, zeroed: Bool = true) {
+        precondition(count >= 0, "negative element count")
+        let bytes = max(count, 1) * MemoryLayout<Float>.stride
+        let raw = UnsafeMutableRawPointer.allocate(byteCount: bytes, alignment: 64)
+        if zeroed { raw.initializeMemory(as: UInt8.self, repeating: 0, count: bytes) }
+        self.pointer = raw.bindMemory(to: Float.self, capacity: max(count, 1))
+        self.count = count
+        self.isReadOnly = false
+        self.owner = nil
+        self.owned = true
+    }
+
+    /// Wraps memory that `owner` keeps alive (a memory map); the storage never writes to it.
+    public init(readOnly pointer: UnsafePointer<Float>, count: Int, owner: AnyObject) {
+        self.pointer = UnsafeMutablePointer(mutating: pointer)
+        self.count = count
+        self.isReadOnly = true
+        self.owner = owner
+        self.owned = false
+    }
+
+    deinit {
+        if owned { UnsafeMutableRawPointer(pointer).deallocate() }
+    }
+}
+
+// MARK: - Tensor
+
+/// A contiguous, row-major float32 tensor (NCHW for images).
+///
+/// Value semantics: copies share storage until one of them is written (copy-on-write); a tensor backed by a
+/// read-only memory map is copied the first time it is written.
+public struct Tensor: @unchecked Sendable, CustomStringConvertible {
+    public private(set) var shape: [Int]
+    public private(set) var storage: TensorStorage
+
+    /// Number of elements: the product of the shape.
+    public var count: Int { shape.reduce(1, *) }
+    public var rank: Int { shape.count }
+
+    /// A zero-filled tensor.
+    public init(zeros shape: [Int]) {
+        precondition(shape.allSatisfy { $0 >= 0 }, "negative dimension in \(shape)")
+        self.shape = shape
+        self.storage = TensorStorage(count: shape.reduce(1, *))
+    }
+
+    /// A tensor whose elements are left for the caller to write (every element must be written before reading).
+    public init(uninitialized shape: [Int]) {
+        precondition(shape.allSatisfy { $0 >= 0 }, "negative dimension in \(shape)")
+        self.shape = shape
+        self.storage = TensorStorage(count: shape.reduce(1, *), zeroed: false)
+    }
+
+    /// A tensor holding `values` (row-major), which must have exactly as many elements as the shape.
+    public init(shape: [Int], values: [Float]) {
+        precondition(shape.reduce(1, *) == values.count, "\(values.count) values for shape \(shape)")
+        self.init(uninitialized: shape)
+        values.withUnsafeBufferPointer { src in
+            if let base = src.baseAddress { storage.pointer.update(from: base, count: values.count) }
+        }
+    }
+
+    /// A tensor filled with one value.
+    public init(shape: [Int], repeating value: Float) {
+        self.init(uninitialized: shape)
+        storage.pointer.update(repeating: value, count: count)
+    }
+
+    /// A tensor over existing storage (for example a memory-mapped weight).
+    public init(shape: [Int], storage: TensorStorage) {
+        precondition(shape.reduce(1, *) == storage.count, "shape \(shape) does not cover \(storage.count) elements")
+        self.shape = shape
+        self.storage = storage
+    }
+
+    /// The elements as an array (a copy).
+    public var scalars: [Float] { Array(UnsafeBufferPointer(start: storage.pointer, count: count)) }
+
+    /// Read access to the elements.
+    @inlinable
+    public func withUnsafeBufferPointer<R>(_ body: (UnsafeBufferPointer<Float>) throws -> R) rethrows -> R {
+        try body(UnsafeBufferPointer(start: storage.pointer, count: count))
+    }
+
+    /// Write access to the elements; copies first if the storage is shared or read-only.
+    public mutating func withUnsafeMutableBufferPointer<R>(
+        _ body: (UnsafeMutableBufferPointer<Float>) throws -> R
+    ) rethrows -> R {
+        makeUnique()
+        return try body(UnsafeMutableBufferPointer(start: storage.pointer, count: count))
+    }
+
+    /// Makes the storage this tensor's own and writable.
+    public mutating func makeUnique() {
+        if storage.isReadOnly || !isKnownUniquelyReferenced(&storage) {
+            let copy = TensorStorage(count: count, zeroed: false)
+            copy.pointer.update(from: storage.pointer, count: count)
+            storage = copy
+        }
+    }
+
+    /// The same elements under another shape with the same element count; `-1` stands for the inferred dimension.
+    public func reshaped(_ newShape: [Int]) -> Tensor {
+        var dims = newShape
+        if let hole = dims.firstIndex(of: -1) {
+            let known = dims.enumerated().filter { $0.offset != hole }.map(\.element).reduce(1, *)
+            precondition(known > 0 && count % known == 0, "cannot infer a dimension of \(newShape) for \(shape)")
+            dims[hole] = count / known
+        }
+        precondition(dims.reduce(1, *) == count, "cannot reshape \(shape) to \(newShape)")
+        return Tensor(shape: dims, storage: storage)
+    }
+
+    /// Element at a multi-dimensional index (slow; for tests and small tensors).
+    public subscript(_ index: Int...) -> Float {
+        get { storage.pointer[flatIndex(index)] }
+        set {
+            makeUnique()
+            storage.pointer[flatIndex(index)] = newValue
+        }
+    }
+
+    private func flatIndex(_ index: [Int]) -> Int {
+        precondition(index.count == shape.count, "index \(index) for shape \(shape)")
+        var flat = 0
+        for (i, dim) in zip(index, shape) {
+            precondition(i >= 0 && i < dim, "index \(index) out of range for shape \(shape)")
+            flat = flat * dim + i
+        }
+        return flat
+    }
+
+    public var description: String { "Tensor\(shape)" }
+}
+
+extension Tensor {
+    /// Rows `range` of the first dimension, copied.
+    public func slice(first range: Range<Int>) -> Tensor {
+        precondition(
+            rank >= 1 && range.lowerBound >= 0 && range.upperBound <= shape[0], "bad slice \(range) of \(shape)")
+        let inner = shape.dropFirst().reduce(1, *)
+        let out = Tensor(uninitialized: [range.count] + shape.dropFirst())
+        out.storage.pointer.update(from: storage.pointer + range.lowerBound * inner, count: range.count * inner)
+        return out
+    }
+
+    /// Maximum absolute difference and the reference's standard deviation, the figure the conformance tests use:
+    /// `max|self − reference| / std(reference)`.
+    public func relativeMaxError(to reference: Tensor) -> Double {
+        precondition(shape == reference.shape, "shape \(shape) vs reference \(reference.shape)")
+        var mean = 0.0
+        reference.withUnsafeBufferPointer { r in for v in r { mean += Double(v) } }
+        mean /= Double(max(1, reference.count))
+        var variance = 0.0
+        var maxDiff = 0.0
+        withUnsafeBufferPointer { a in
+            reference.withUnsafeBufferPointer { r in
+                for i in 0..<r.count {
+                    let d = Double(r[i]) - mean
+                    variance += d * d
+                    let diff = abs(Double(a[i]) - Double(r[i]))
+                    if diff.isNaN { maxDiff = .infinity } else { maxDiff = max(maxDiff, diff) }
+                }
+            }
+        }
+        let std = (variance / Double(max(1, reference.count))).squareRoot()
+        return std > 0 ? maxDiff / std : maxDiff
+    }
+}

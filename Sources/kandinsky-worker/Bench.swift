@@ -1,0 +1,80 @@
+import ArgumentParser
+import Foundation
+import Tensor
+
+struct Bench: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Measure speed; figures are printed, never asserted.",
+        subcommands: [Kernels.self]
+    )
+
+    struct Kernels: ParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "sgemm and 3×3 convolution GFLOP/s at the UNet's shapes, measured in the same run.")
+
+        @Option(help: "Timed repetitions of each case (after one warm-up).")
+        var repeats = 5
+
+        @Option(help: "OpenBLAS threads (default: one per core).")
+        var threads: Int?
+
+        @Flag(help: "Print one JSON object on the last line.")
+        var json = false
+
+        @Option(
+            parsing: .upToNextOption,
+            help: "Also time sgemm at these shapes, each M,N,K (append t to transpose B: M,N,Kt).")
+        var gemm: [String] = []
+
+        func validate() throws {
+            guard repeats >= 1 else { throw ValidationError("--repeats must be at least 1") }
+            if let threads, threads < 1 { throw ValidationError("--threads must be at least 1") }
+        }
+
+        func run() throws {
+            if let threads { BLAS.threads = threads }
+            print(
+                "OpenBLAS \(BLAS.coreName) kernel, \(BLAS.threads) threads; compute pool \(ComputePool.shared.threadCount) threads"
+            )
+            let peak = KernelBenchmark.sgemm(repeats: repeats)
+            report(peak, peak: peak.gflops)
+            for shape in gemm {
+                let transB = shape.hasSuffix("t")
+                let dims = shape.trimmingCharacters(in: CharacterSet(charactersIn: "t")).split(separator: ",")
+                    .compactMap { Int($0) }
+                guard dims.count == 3, dims.allSatisfy({ $0 > 0 }) else {
+                    throw ValidationError("--gemm \(shape): expected M,N,K")
+                }
+                report(
+                    KernelBenchmark.sgemm(m: dims[0], n: dims[1], k: dims[2], transB: transB, repeats: repeats),
+                    peak: peak.gflops)
+            }
+            var convs: [KernelBenchmark.Result] = []
+            for c in KernelBenchmark.convCases {
+                let r = KernelBenchmark.conv(c, repeats: repeats)
+                report(r, peak: peak.gflops)
+                convs.append(r)
+            }
+            if json {
+                let worst = convs.map(\.gflops).min() ?? 0
+                let object: [String: Any] = [
+                    "sgemm_gflops": round2(peak.gflops),
+                    "conv3x3_gflops": Dictionary(uniqueKeysWithValues: convs.map { ($0.name, round2($0.gflops)) }),
+                    "conv3x3_over_sgemm": round2(worst / peak.gflops),
+                    "threads": BLAS.threads,
+                ]
+                let data = try JSONSerialization.data(withJSONObject: object, options: [.sortedKeys])
+                print(String(decoding: data, as: UTF8.self))
+            }
+        }
+
+        private func report(_ r: KernelBenchmark.Result, peak: Double) {
+            let line = String(
+                format: "%-28@ best %8.2f ms  median %8.2f ms  %7.1f GFLOP/s  (%.2f × sgemm)",
+                r.name, r.bestSeconds * 1e3, r.medianSeconds * 1e3, r.gflops, r.gflops / peak)
+            print(line)
+        }
+
+        private func round2(_ v: Double) -> Double { (v * 100).rounded() / 100 }
+    }
+}

@@ -1,0 +1,11 @@
+import ArgumentParser
+
+/// The one executable: argument parsing only; the libraries do the work.
+struct KandinskyWorker: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "kandinsky-worker",
+        abstract: "Serve the Kandinsky 2.0 text-to-image model from Redis job queues.",
+        version: "0.1.0",
+        subcommands: [Bench.self]
+    )
+}

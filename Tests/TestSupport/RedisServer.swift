@@ -1,0 +1,89 @@
+import Foundation
+
+/// A real `redis-server` that a test starts for itself: its own temporary directory, a Unix socket, no TCP port
+/// unless asked, `appendonly yes`. Starting fails loudly when `redis-server` is not installed.
+public final class RedisServer: @unchecked Sendable {
+    public struct Missing: Error, CustomStringConvertible {
+        public var description: String {
+            "redis-server was not found on PATH: install it (Debian: apt-get install redis-server); the Redis tests need a real server"
+        }
+    }
+
+    public let directory: TemporaryDirectory
+    public let socketPath: String
+    /// The TCP port, when started with `tcp: true`.
+    public let port: Int?
+    private let process: Process
+
+    /// Starts a server and waits (up to 10 s) until it answers on its socket.
+    public init(tcp: Bool = false, extraConfig: [String] = []) throws {
+        guard let binary = Self.find("redis-server") else { throw Missing() }
+        directory = try TemporaryDirectory(prefix: "kd-redis")
+        socketPath = directory.file("redis.sock")
+        port = tcp ? Self.freePort() : nil
+        var config = [
+            "dir \(directory.path)", "unixsocket \(socketPath)", "unixsocketperm 700", "port \(port ?? 0)",
+            "bind 127.0.0.1", "appendonly yes", "save \"\"", "daemonize no", "logfile \(directory.file("redis.log"))",
+        ]
+        config += extraConfig
+        let configPath = directory.file("redis.conf")
+        try config.joined(separator: "\n").write(toFile: configPath, atomically: true, encoding: .utf8)
+        process = Process()
+        process.executableURL = URL(fileURLWithPath: binary)
+        process.arguments = [configPath]
+        process.standardOutput = FileHandle.nullDevice
+        process.standardError = FileHandle.nullDevice
+        try process.run()
+        let deadline = Date().addingTimeInterval(10)
+        while !FileManager.default.fileExists(atPath: socketPath) {
+            if !process.isRunning || Date() > deadline {
+                let log = (try? String(contentsOfFile: directory.file("redis.log"), encoding: .utf8)) ?? ""
+                stop()
+                throw NSError(
+                    domain: "RedisServer", code: 1,
+                    userInfo: [NSLocalizedDescriptionKey: "redis-server did not start: \(log)"])
+            }
+            usleep(10_000)
+        }
+    }
+
+    /// Kills the server (SIGKILL when `hard`, else SIGTERM) and waits for it to exit.
+    public func stop(hard: Bool = false) {
+        if process.isRunning {
+            kill(process.processIdentifier, hard ? SIGKILL : SIGTERM)
+            process.waitUntilExit()
+        }
+    }
+
+    deinit {
+        stop(hard: true)
+        directory.remove()
+    }
+
+    static func find(_ name: String) -> String? {
+        let path = ProcessInfo.processInfo.environment["PATH"] ?? "/usr/bin:/bin"
+        for dir in path.split(separator: ":") + ["/usr/sbin", "/usr/bin"] {
+            let candidate = "\(dir)/\(name)"
+            if FileManager.default.isExecutableFile(atPath: candidate) { return candidate }
+        }
+        return nil
+    }
+
+    /// A TCP port that was free a moment ago (bound to port 0, then released).
+    static func freePort() -> Int {
+        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        defer { close(fd) }
+        var addr = sockaddr_in()
+        addr.sin_family = sa_family_t(AF_INET)
+        addr.sin_addr.s_addr = inet_addr("127.0.0.1")
+        addr.sin_port = 0
+        var len = socklen_t(MemoryLayout<sockaddr_in>.size)
+        _ = withUnsafeMutablePointer(to: &addr) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, len) }
+        }
+        _ = withUnsafeMutablePointer(to: &addr) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(fd, $0, &len) }
+        }
+        return Int(UInt16(bigEndian: addr.sin_port))
+    }
+}
