@@ -34,13 +34,14 @@ let package = Package(
         // MARK: Swift modules
         .target(name: "Tensor", dependencies: ["COpenBLAS"]),
         .target(name: "Kandinsky", dependencies: ["Tensor", "CSentencePiece"]),
+        .target(name: "ModelConversion", dependencies: ["Tensor"]),
         .target(name: "JobQueue", dependencies: ["CHiredis"]),
         .target(name: "ResultStore", dependencies: ["CPNG"]),
         .target(name: "Systemd", dependencies: ["CSystemd"]),
         .executableTarget(
             name: "kandinsky-worker",
             dependencies: [
-                "Tensor", "Kandinsky", "JobQueue", "ResultStore", "Systemd",
+                "Tensor", "Kandinsky", "ModelConversion", "JobQueue", "ResultStore", "Systemd",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]),
 
@@ -49,6 +50,7 @@ let package = Package(
         .target(name: "TestSupport", path: "Tests/TestSupport"),
         .testTarget(name: "TensorTests", dependencies: ["Tensor", "TestSupport"]),
         .testTarget(name: "KandinskyTests", dependencies: ["Kandinsky", "Tensor", "TestSupport"]),
+        .testTarget(name: "ModelConversionTests", dependencies: ["ModelConversion", "Tensor", "TestSupport"]),
         .testTarget(name: "JobQueueTests", dependencies: ["JobQueue", "TestSupport"]),
         .testTarget(name: "ResultStoreTests", dependencies: ["ResultStore", "TestSupport"]),
         .testTarget(name: "SystemdTests", dependencies: ["Systemd", "TestSupport"]),
