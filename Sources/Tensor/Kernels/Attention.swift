@@ -50,4 +50,35 @@ extension Kernels {
         }
         return out
     }
+
+    /// Attention with channel-first operands (GLIDE's `QKVAttentionLegacy`, the VAE's `AttnBlock`): for each of N
+    /// slices, `out[:, t] = Σ_s softmax_s(scale · q[:, t]·k[:, s]) · v[:, s]`.
+    ///
+    /// - Parameters:
+    ///   - q: `[N, D, T]`.
+    ///   - k: `[N, D, S]`.
+    ///   - v: `[N, Dv, S]`.
+    /// - Returns: `[N, Dv, T]`.
+    public static func attentionChannelsFirst(q: Tensor, k: Tensor, v: Tensor, scale: Float) -> Tensor {
+        precondition(q.rank == 3 && k.rank == 3 && v.rank == 3, "attention takes [N, D, L] tensors")
+        let (n, d, t) = (q.shape[0], q.shape[1], q.shape[2])
+        let s = k.shape[2]
+        let dv = v.shape[1]
+        precondition(k.shape == [n, d, s], "attention keys \(k.shape) for queries \(q.shape)")
+        precondition(v.shape == [n, dv, s], "attention values \(v.shape) for keys \(k.shape)")
+        let out = Tensor(uninitialized: [n, dv, t])
+        let scores = Scratch.current.buffer(1, count: t * s)
+        for slice in 0..<n {
+            // S[T, S] = scale · Q_nᵀ[T, D] · K_n[D, S]
+            BLAS.sgemm(
+                transA: true, m: t, n: s, k: d, alpha: scale, a: q.storage.pointer + slice * d * t, lda: t,
+                b: k.storage.pointer + slice * d * s, ldb: s, c: scores, ldc: s)
+            softmaxRows(scores, rows: t, width: s)
+            // O_n[Dv, T] = V_n[Dv, S] · Pᵀ[S, T]
+            BLAS.sgemm(
+                transB: true, m: dv, n: t, k: s, a: v.storage.pointer + slice * dv * s, lda: s, b: scores, ldb: s,
+                c: out.storage.pointer + slice * dv * t, ldc: t)
+        }
+        return out
+    }
 }

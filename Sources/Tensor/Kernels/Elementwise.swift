@@ -69,26 +69,19 @@ extension Kernels {
     }
 
     /// Concatenation along dimension 1 (channels) of tensors that agree on every other dimension.
-    public static func concatChannels(_ parts: [Tensor]) -> Tensor {
-        precondition(!parts.isEmpty, "nothing to concatenate")
-        let first = parts[0]
-        precondition(first.rank >= 2, "concatenation along channels needs rank ≥ 2, got \(first.shape)")
-        let batch = first.shape[0]
-        let rest = Array(first.shape.dropFirst(2))
-        for p in parts {
-            precondition(
-                p.rank == first.rank && p.shape[0] == batch && Array(p.shape.dropFirst(2)) == rest,
-                "cannot concatenate \(p.shape) with \(first.shape) along channels")
-        }
-        let inner = rest.reduce(1, *)
-        let total = parts.reduce(0) { $0 + $1.shape[1] }
-        let y = Tensor(uninitialized: [batch, total] + rest)
-        var dst = y.storage.pointer
-        for b in 0..<batch {
-            for p in parts {
-                let n = p.shape[1] * inner
-                dst.update(from: p.storage.pointer + b * n, count: n)
-                dst += n
+    public static func concatChannels(_ parts: [Tensor]) -> Tensor { concat(parts, axis: 1) }
+}
+
+extension Kernels {
+    /// `x + v` with `v` (`[W]`) added to every row of the last dimension.
+    public static func addRows(_ x: Tensor, _ v: Tensor) -> Tensor {
+        let width = x.shape.last ?? 1
+        precondition(v.count == width, "row vector of \(v.count) for rows of \(width)")
+        let y = Tensor(uninitialized: x.shape)
+        let (xp, vp, yp) = (x.storage.pointer, v.storage.pointer, y.storage.pointer)
+        ComputePool.shared.parallelFor(x.count / max(1, width), minimumChunk: max(1, 4096 / max(1, width))) { range in
+            for r in range {
+                for i in 0..<width { yp[r * width + i] = xp[r * width + i] + vp[i] }
             }
         }
         return y

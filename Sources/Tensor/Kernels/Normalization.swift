@@ -11,27 +11,51 @@ extension Kernels {
     public static func groupNorm(
         _ x: Tensor, groups: Int, weight: Tensor?, bias: Tensor?, eps: Float, silu: Bool = false
     ) -> Tensor {
+        groupNorm(x, groups: groups, weight: weight, bias: bias, eps: eps, modulation: nil, silu: silu)
+    }
+
+    /// Group normalization followed by a per-item scale and shift (GLIDE's `use_scale_shift_norm`):
+    /// `y = GN(x)·(1 + scale[b, c]) + shift[b, c]`, then SiLU when `silu`, in one pass.
+    ///
+    /// - Parameter modulation: `[B, 2C]`, scale in the first C columns and shift in the last C (the chunk order
+    ///   of `emb_out.chunk(2, dim=1)`).
+    public static func groupNorm(
+        _ x: Tensor, groups: Int, weight: Tensor?, bias: Tensor?, eps: Float, modulation: Tensor?, silu: Bool
+    ) -> Tensor {
         precondition(x.rank >= 2, "group norm input must be [B, C, ...], got \(x.shape)")
         let (batch, channels) = (x.shape[0], x.shape[1])
         precondition(groups > 0 && channels % groups == 0, "\(channels) channels do not split into \(groups) groups")
         if let weight { precondition(weight.count == channels, "group norm weight \(weight.shape) for \(channels)") }
         if let bias { precondition(bias.count == channels, "group norm bias \(bias.shape) for \(channels)") }
+        if let modulation {
+            precondition(
+                modulation.count == batch * 2 * channels,
+                "modulation \(modulation.shape) for [\(batch), \(2 * channels)]")
+        }
         let spatial = x.count / max(1, batch * channels)
         let perGroup = channels / groups
         let y = Tensor(uninitialized: x.shape)
         let (xp, yp) = (x.storage.pointer, y.storage.pointer)
         let wp = weight?.storage.pointer
         let bp = bias?.storage.pointer
+        let mp = modulation?.storage.pointer
         ComputePool.shared.parallelFor(batch * groups) { range in
             for item in range {
-                let g = item % groups
+                let (b, g) = (item / groups, item % groups)
                 let base = item * perGroup * spatial
                 let n = perGroup * spatial
                 let (mean, invStd) = meanAndInverseStd(xp + base, count: n, eps: eps)
                 for cc in 0..<perGroup {
                     let c = g * perGroup + cc
-                    let scale = invStd * (wp?[c] ?? 1)
-                    let shift = (bp?[c] ?? 0) - mean * scale
+                    var scale = invStd * (wp?[c] ?? 1)
+                    var shift = (bp?[c] ?? 0) - mean * scale
+                    if let mp {
+                        // (x̂·w + b)·(1 + s) + t, folded into one multiply-add per element.
+                        let s = 1 + mp[b * 2 * channels + c]
+                        let t = mp[b * 2 * channels + channels + c]
+                        scale *= s
+                        shift = shift * s + t
+                    }
                     let src = xp + base + cc * spatial
                     let dst = yp + base + cc * spatial
                     if silu {

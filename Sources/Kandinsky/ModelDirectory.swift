@@ -1,0 +1,98 @@
+import Foundation
+import Tensor
+
+/// A model directory (DESIGN §2): `model.json`, the weights of each component as safetensors, two tokenizers.
+/// Each component loads strictly from its memory-mapped file, on demand.
+public struct ModelDirectory: Sendable {
+    public let path: String
+    public let config: ModelConfig
+
+    /// The files of a model directory.
+    public enum File: String, CaseIterable, Sendable {
+        case unet = "unet.safetensors"
+        case unetInpaint = "unet_inpaint.safetensors"
+        case vae = "vae.safetensors"
+        case textEncoder1 = "text_encoder1.safetensors"
+        case textEncoder2 = "text_encoder2.safetensors"
+        case tokenizer1 = "tokenizer1.model"
+        case tokenizer2 = "tokenizer2.model"
+    }
+
+    /// Opens `path` and reads its `model.json`.
+    public init(path: String) throws(KandinskyError) {
+        var isDirectory: ObjCBool = false
+        guard FileManager.default.fileExists(atPath: path, isDirectory: &isDirectory), isDirectory.boolValue else {
+            throw KandinskyError(.modelDirectory, "not a directory", file: path)
+        }
+        self.path = path
+        config = try ModelConfig.load(path: (path as NSString).appendingPathComponent("model.json"))
+    }
+
+    public func file(_ name: String) -> String { (path as NSString).appendingPathComponent(name) }
+    public func file(_ f: File) -> String { file(f.rawValue) }
+
+    /// Whether the optional inpainting UNet is present.
+    public var hasInpaintingUNet: Bool { FileManager.default.fileExists(atPath: file(.unetInpaint)) }
+
+    public func tokenizers() throws(KandinskyError) -> KandinskyTokenizers {
+        KandinskyTokenizers(
+            xlmr: try SentencePieceModel(path: file(.tokenizer1)), mt5: try SentencePieceModel(path: file(.tokenizer2)))
+    }
+
+    public func textEncoder1(checkFinite: Bool = true) throws(KandinskyError) -> Loaded<MultilingualCLIP> {
+        try load(.textEncoder1, checkFinite: checkFinite) { w throws(KandinskyError) in
+            try MultilingualCLIP(w, config: config.textEncoder1)
+        }
+    }
+
+    public func textEncoder2(checkFinite: Bool = true) throws(KandinskyError) -> Loaded<MT5Encoder> {
+        try load(.textEncoder2, checkFinite: checkFinite) { w throws(KandinskyError) in
+            try MT5Encoder(w, config: config.textEncoder2)
+        }
+    }
+
+    public func unet(checkFinite: Bool = true) throws(KandinskyError) -> Loaded<Text2ImUNet> {
+        var c = config.unet
+        c.inpainting = false
+        return try load(.unet, checkFinite: checkFinite) { w throws(KandinskyError) in try Text2ImUNet(w, config: c) }
+    }
+
+    /// The inpainting UNet: the same configuration with `inpainting` set (9 input channels).
+    public func inpaintingUNet(checkFinite: Bool = true) throws(KandinskyError) -> Loaded<Text2ImUNet> {
+        var c = config.unet
+        c.inpainting = true
+        return try load(.unetInpaint, checkFinite: checkFinite) { w throws(KandinskyError) in
+            try Text2ImUNet(w, config: c)
+        }
+    }
+
+    public func vae(checkFinite: Bool = true) throws(KandinskyError) -> Loaded<AutoencoderKL> {
+        try load(.vae, checkFinite: checkFinite) { w throws(KandinskyError) in try AutoencoderKL(w, config: config.vae)
+        }
+    }
+
+    private func load<M>(
+        _ f: File, checkFinite: Bool, _ build: (WeightFile) throws(KandinskyError) -> M
+    ) throws(KandinskyError) -> Loaded<M> {
+        let path = file(f)
+        guard FileManager.default.fileExists(atPath: path) else {
+            throw KandinskyError(.modelDirectory, "missing weights file", file: path)
+        }
+        let weights = try WeightFile(path: path, checkFinite: checkFinite)
+        let module = try build(weights)
+        return Loaded(
+            module: module, file: path, parameters: weights.parameterCount, dtypes: weights.dtypes,
+            unusedKeys: weights.unusedKeys)
+    }
+}
+
+/// A component loaded from its weights file, with what the strict loader saw.
+public struct Loaded<Module>: @unchecked Sendable {
+    public let module: Module
+    public let file: String
+    public let parameters: Int
+    /// Storage dtypes of the weights taken, with counts.
+    public let dtypes: [String: Int]
+    /// Tensors in the file that no module took (reported, not an error).
+    public let unusedKeys: [String]
+}

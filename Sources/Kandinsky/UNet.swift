@@ -1,0 +1,331 @@
+import Foundation
+import Tensor
+
+/// `ResBlock` of `unet.py` with `use_scale_shift_norm` and optional resampling (`resblock_updown`, spec §4.4).
+struct ResBlock: Sendable {
+    enum Resample: Sendable { case none, up, down }
+
+    let inNorm: GroupNorm, inConv: Conv2d
+    let embedding: Linear
+    let outNorm: GroupNorm, outConv: Conv2d
+    let skip: Conv2d?
+    let resample: Resample
+
+    init(
+        _ w: WeightFile, _ p: String, channels: Int, out: Int, embedDim: Int, resample: Resample = .none
+    ) throws(KandinskyError) {
+        inNorm = try GroupNorm(w, "\(p).in_layers.0", channels: channels, eps: 1e-5)
+        inConv = try Conv2d(w, "\(p).in_layers.2", in: channels, out: out, kernel: 3)
+        embedding = try Linear(w, "\(p).emb_layers.1", in: embedDim, out: 2 * out)
+        outNorm = try GroupNorm(w, "\(p).out_layers.0", channels: out, eps: 1e-5)
+        outConv = try Conv2d(w, "\(p).out_layers.3", in: out, out: out, kernel: 3)
+        skip = channels == out ? nil : try Conv2d(w, "\(p).skip_connection", in: channels, out: out, kernel: 1)
+        self.resample = resample
+    }
+
+    /// - Parameter activatedEmbedding: `SiLU(emb)`, `[N, time_embed_dim]` (the same for every block of a forward).
+    func callAsFunction(_ x: Tensor, activatedEmbedding: Tensor) -> Tensor {
+        var input = x
+        var a = inNorm(x, silu: true)
+        switch resample {
+        case .none: break
+        case .up:
+            a = Kernels.upsampleNearest2x(a)
+            input = Kernels.upsampleNearest2x(x)
+        case .down:
+            a = Kernels.avgPool2x2(a)
+            input = Kernels.avgPool2x2(x)
+        }
+        var h = inConv(a)
+        // GN(h)·(1 + scale) + shift, then SiLU; scale and shift are the two halves of emb_layers(SiLU(emb)).
+        let modulation = embedding(activatedEmbedding)
+        h = Kernels.groupNorm(
+            h, groups: outNorm.groups, weight: outNorm.weight, bias: outNorm.bias, eps: outNorm.eps,
+            modulation: modulation, silu: true)
+        h = outConv(h)
+        return Kernels.add(skip.map { $0(input) } ?? input, h)
+    }
+}
+
+/// `AttentionBlock` of `unet.py`: self-attention over image positions jointly with the text tokens
+/// (`encoder_kv`), legacy per-head `[q|k|v]` channel order, text keys first, no padding mask (spec §4.4, §7.1).
+struct AttentionBlock: Sendable {
+    let norm: GroupNorm
+    let qkv: Conv1x1
+    let encoderKV: Conv1x1
+    let projOut: Conv1x1
+    let channels: Int, heads: Int
+
+    init(_ w: WeightFile, _ p: String, channels: Int, heads: Int, encoderChannels: Int) throws(KandinskyError) {
+        guard heads > 0, channels % heads == 0 else {
+            throw KandinskyError(.modelDirectory, "\(channels) channels do not split into \(heads) heads", key: p)
+        }
+        norm = try GroupNorm(w, "\(p).norm", channels: channels, eps: 1e-5)
+        qkv = try Conv1x1(w, "\(p).qkv", in: channels, out: 3 * channels)
+        encoderKV = try Conv1x1(w, "\(p).encoder_kv", in: encoderChannels, out: 2 * channels)
+        projOut = try Conv1x1(w, "\(p).proj_out", in: channels, out: channels)
+        self.channels = channels
+        self.heads = heads
+    }
+
+    /// The text keys and values of this block, `[N·H, 2·ch, S]` (per head `[k | v]`): they depend only on the
+    /// prompt, so a sampling run computes them once.
+    func textKeysValues(_ xfOut: Tensor) -> Tensor {
+        let (n, s) = (xfOut.shape[0], xfOut.shape[2])
+        return encoderKV(xfOut).reshaped([n * heads, 2 * channels / heads, s])
+    }
+
+    func callAsFunction(_ x: Tensor, textKV: Tensor) -> Tensor {
+        let (n, c) = (x.shape[0], x.shape[1])
+        let t = x.count / (n * c)
+        let ch = c / heads
+        let flat = x.reshaped([n, c, t])
+        let qkv = self.qkv(norm(flat)).reshaped([n * heads, 3 * ch, t])
+        let q = Kernels.slice(qkv, axis: 1, 0..<ch)
+        let k = Kernels.concat(
+            [Kernels.slice(textKV, axis: 1, 0..<ch), Kernels.slice(qkv, axis: 1, ch..<(2 * ch))], axis: 2)
+        let v = Kernels.concat(
+            [Kernels.slice(textKV, axis: 1, ch..<(2 * ch)), Kernels.slice(qkv, axis: 1, (2 * ch)..<(3 * ch))], axis: 2)
+        // softmax((q·ch^-¼)ᵀ(k·ch^-¼)) = softmax(qᵀk / √ch), one joint softmax over text and image keys.
+        let a = Kernels.attentionChannelsFirst(q: q, k: k, v: v, scale: 1 / Float(ch).squareRoot())
+        return Kernels.add(projOut(a.reshaped([n, c, t])), flat).reshaped(x.shape)
+    }
+}
+
+/// `AttentionPooling` of `text_encoders.py` (the UNet's `proj2`): multi-head attention over all mT5 tokens (no
+/// padding mask), output kept at sequence position 0 only.
+struct AttentionPooling: Sendable {
+    let q: Linear, k: Linear, v: Linear, out: Linear
+    let heads: Int
+
+    init(_ w: WeightFile, _ p: String, heads: Int, width: Int, outWidth: Int) throws(KandinskyError) {
+        q = try Linear(w, "\(p).q_linear", in: width, out: width)
+        k = try Linear(w, "\(p).k_linear", in: width, out: width)
+        v = try Linear(w, "\(p).v_linear", in: width, out: width)
+        out = try Linear(w, "\(p).out", in: width, out: outWidth)
+        self.heads = heads
+    }
+
+    /// `[N, L, width] → [N, outWidth]`.
+    func callAsFunction(_ x: Tensor) -> Tensor {
+        let (n, d) = (x.shape[0], x.shape[2])
+        let context = Kernels.attention(
+            q: Kernels.splitHeads(q(x), heads: heads), k: Kernels.splitHeads(k(x), heads: heads),
+            v: Kernels.splitHeads(v(x), heads: heads), scale: 1 / Float(d / heads).squareRoot())
+        let first = Kernels.slice(Kernels.mergeHeads(context, heads: heads), axis: 1, 0..<1).reshaped([n, d])
+        return out(first)
+    }
+}
+
+/// The text conditioning of one sampling run (`Text2ImUNet.get_text_emb`, spec §4.3), computed once.
+public struct TextConditioning: Sendable {
+    /// `ln_model2(proj(pooled_emb1)) + ln_model3(proj2(full_emb2))`, `[N, time_embed_dim]`.
+    public var pooled: Tensor
+    /// `ln_model1([to_model_dim(full_emb1); to_model_dim2(full_emb2)])` transposed, `[N, model_dim, 154]`.
+    public var tokens: Tensor
+    /// Every attention block's text keys and values, in traversal order.
+    var keysValues: [Tensor]
+
+    public var batch: Int { pooled.shape[0] }
+}
+
+/// `Text2ImUNet` (and `InpaintText2ImUNet`) of Kandinsky 2.0 (spec §4).
+public final class Text2ImUNet: @unchecked Sendable {
+    enum Layer: Sendable {
+        case conv(Conv2d)
+        case res(ResBlock)
+        case attention(AttentionBlock, index: Int)
+    }
+
+    public let config: UNetConfig
+    public let inputChannels: Int
+    let inputBlocks: [[Layer]]
+    let middleBlock: [Layer]
+    let outputBlocks: [[Layer]]
+    let timeEmbed0: Linear, timeEmbed2: Linear
+    let outNorm: GroupNorm, outConv: Conv2d
+    let toModelDim: Linear, toModelDim2: Linear, proj: Linear
+    let proj2: AttentionPooling
+    let lnModel1: LayerNorm, lnModel2: LayerNorm, lnModel3: LayerNorm
+    let attentionBlocks: [AttentionBlock]
+
+    /// Width of the mT5 hidden state, hard-coded in the official module.
+    public static let mt5Width = 512
+
+    /// Builds the UNet from its weights, taking every tensor strictly.
+    public init(_ w: WeightFile, config: UNetConfig) throws(KandinskyError) {
+        self.config = config
+        let mc = config.numChannels
+        let mults = try config.channelMultipliers
+        let attentionAt = try config.attentionFactors
+        let embedDim = 4 * mc
+        let encoderChannels = config.modelDim
+        inputChannels = config.inpainting ? 2 * config.inChannels + 1 : config.inChannels
+        var attention: [AttentionBlock] = []
+
+        func attentionBlock(_ p: String, _ ch: Int, upsampling: Bool) throws(KandinskyError) -> Layer {
+            let block = try AttentionBlock(
+                w, p, channels: ch, heads: config.heads(channels: ch, upsampling: upsampling),
+                encoderChannels: encoderChannels)
+            attention.append(block)
+            return .attention(block, index: attention.count - 1)
+        }
+
+        // MARK: input blocks
+        var ch = mults[0] * mc
+        var input: [[Layer]] = [[.conv(try Conv2d(w, "input_blocks.0.0", in: inputChannels, out: ch, kernel: 3))]]
+        var skipChannels = [ch]
+        var ds = 1
+        for (level, mult) in mults.enumerated() {
+            for _ in 0..<config.numResBlocks {
+                let p = "input_blocks.\(input.count)"
+                var layers: [Layer] = [
+                    .res(try ResBlock(w, "\(p).0", channels: ch, out: mult * mc, embedDim: embedDim))
+                ]
+                ch = mult * mc
+                if attentionAt.contains(ds) { layers.append(try attentionBlock("\(p).1", ch, upsampling: false)) }
+                input.append(layers)
+                skipChannels.append(ch)
+            }
+            if level != mults.count - 1 {
+                let p = "input_blocks.\(input.count)"
+                input.append([
+                    .res(try ResBlock(w, "\(p).0", channels: ch, out: ch, embedDim: embedDim, resample: .down))
+                ])
+                skipChannels.append(ch)
+                ds *= 2
+            }
+        }
+        inputBlocks = input
+
+        // MARK: middle
+        middleBlock = [
+            .res(try ResBlock(w, "middle_block.0", channels: ch, out: ch, embedDim: embedDim)),
+            try attentionBlock("middle_block.1", ch, upsampling: false),
+            .res(try ResBlock(w, "middle_block.2", channels: ch, out: ch, embedDim: embedDim)),
+        ]
+
+        // MARK: output blocks
+        var output: [[Layer]] = []
+        for (level, mult) in mults.enumerated().reversed() {
+            for i in 0...config.numResBlocks {
+                let p = "output_blocks.\(output.count)"
+                let skip = skipChannels.removeLast()
+                var layers: [Layer] = [
+                    .res(try ResBlock(w, "\(p).0", channels: ch + skip, out: mc * mult, embedDim: embedDim))
+                ]
+                ch = mc * mult
+                if attentionAt.contains(ds) { layers.append(try attentionBlock("\(p).1", ch, upsampling: true)) }
+                if level > 0 && i == config.numResBlocks {
+                    layers.append(
+                        .res(
+                            try ResBlock(
+                                w, "\(p).\(layers.count)", channels: ch, out: ch, embedDim: embedDim, resample: .up)))
+                    ds /= 2
+                }
+                output.append(layers)
+            }
+        }
+        outputBlocks = output
+        attentionBlocks = attention
+
+        timeEmbed0 = try Linear(w, "time_embed.0", in: mc, out: embedDim)
+        timeEmbed2 = try Linear(w, "time_embed.2", in: embedDim, out: embedDim)
+        outNorm = try GroupNorm(w, "out.0", channels: ch, eps: 1e-5)
+        outConv = try Conv2d(w, "out.2", in: ch, out: config.outChannels, kernel: 3)
+
+        // MARK: text conditioning
+        toModelDim = try Linear(w, "to_model_dim", in: config.textEncoderInDim1, out: config.modelDim)
+        toModelDim2 = try Linear(w, "to_model_dim2", in: Self.mt5Width, out: config.modelDim)
+        proj = try Linear(w, "proj", in: config.textEncoderInDim2, out: embedDim)
+        proj2 = try AttentionPooling(w, "proj2", heads: 8, width: Self.mt5Width, outWidth: embedDim)
+        lnModel1 = try LayerNorm(w, "ln_model1", width: config.modelDim, eps: 1e-5)
+        lnModel2 = try LayerNorm(w, "ln_model2", width: embedDim, eps: 1e-5)
+        lnModel3 = try LayerNorm(w, "ln_model3", width: embedDim, eps: 1e-5)
+    }
+
+    /// The text part of the forward pass, to be computed once per sampling run.
+    ///
+    /// - Parameters:
+    ///   - full1: XLM-R last hidden state `[N, 77, text_encoder_in_dim1]`.
+    ///   - pooled1: M-CLIP pooled embedding `[N, text_encoder_in_dim2]`.
+    ///   - full2: mT5 last hidden state `[N, 77, 512]`.
+    public func textConditioning(full1: Tensor, pooled1: Tensor, full2: Tensor) -> TextConditioning {
+        let n = full1.shape[0]
+        precondition(pooled1.shape == [n, config.textEncoderInDim2], "pooled_emb1 \(pooled1.shape)")
+        precondition(full1.rank == 3 && full1.shape[2] == config.textEncoderInDim1, "full_emb1 \(full1.shape)")
+        precondition(
+            full2.rank == 3 && full2.shape[0] == n && full2.shape[2] == Self.mt5Width, "full_emb2 \(full2.shape)")
+        let pooled = Kernels.add(lnModel2(proj(pooled1)), lnModel3(proj2(full2)))
+        let tokens = lnModel1(Kernels.concat([toModelDim(full1), toModelDim2(full2)], axis: 1))
+        let xfOut = Kernels.transposeLast2(tokens)
+        return TextConditioning(
+            pooled: pooled, tokens: xfOut, keysValues: attentionBlocks.map { $0.textKeysValues(xfOut) })
+    }
+
+    /// Sinusoidal timestep embedding (`nn.py:timestep_embedding`): cos first, then sin, float32.
+    static func timestepEmbedding(_ timesteps: [Float], dim: Int) -> Tensor {
+        let half = dim / 2
+        let out = Tensor(zeros: [timesteps.count, dim])
+        let logPeriod = Float(-log(10000.0))
+        for (row, t) in timesteps.enumerated() {
+            for i in 0..<half {
+                let freq = expf(logPeriod * Float(i) / Float(half))
+                let arg = t * freq
+                out.storage.pointer[row * dim + i] = cosf(arg)
+                out.storage.pointer[row * dim + half + i] = sinf(arg)
+            }
+        }
+        return out
+    }
+
+    /// One forward pass: ε (channels 0..<4) and the variance interpolation value (4..<8).
+    ///
+    /// - Parameters:
+    ///   - x: `[N, in_channels, h, w]`.
+    ///   - timesteps: N timesteps on the original 0…999 scale.
+    ///   - text: the conditioning from `textConditioning` for these N rows.
+    ///   - inpaint: for the inpainting UNet, the masked known latent `[N, 4, h, w]` and the mask `[N, 1, h, w]`.
+    public func callAsFunction(
+        _ x: Tensor, timesteps: [Float], text: TextConditioning, inpaint: (image: Tensor, mask: Tensor)? = nil
+    ) -> Tensor {
+        let n = x.shape[0]
+        precondition(
+            timesteps.count == n && text.batch == n,
+            "batch of \(n) with \(timesteps.count) timesteps, text for \(text.batch)")
+        var h = x
+        if let inpaint {
+            precondition(config.inpainting, "inpainting inputs given to a text-to-image UNet")
+            h = Kernels.concatChannels([x, inpaint.image, inpaint.mask])
+        }
+        precondition(h.shape[1] == inputChannels, "UNet input has \(h.shape[1]) channels, expected \(inputChannels)")
+
+        let temb = Self.timestepEmbedding(timesteps, dim: config.numChannels)
+        let emb = Kernels.add(timeEmbed2(Kernels.silu(timeEmbed0(temb))), text.pooled)
+        let activated = Kernels.silu(emb)
+
+        func run(_ layers: [Layer], _ h: Tensor) -> Tensor {
+            var h = h
+            for layer in layers {
+                switch layer {
+                case .conv(let conv): h = conv(h)
+                case .res(let block): h = block(h, activatedEmbedding: activated)
+                case .attention(let block, let index): h = block(h, textKV: text.keysValues[index])
+                }
+            }
+            return h
+        }
+
+        var skips: [Tensor] = []
+        for block in inputBlocks {
+            h = run(block, h)
+            skips.append(h)
+        }
+        h = run(middleBlock, h)
+        for block in outputBlocks {
+            // The current activations first, then the skip: GroupNorm groups straddle the seam.
+            h = run(block, Kernels.concatChannels([h, skips.removeLast()]))
+        }
+        return outConv(outNorm(h, silu: true))
+    }
+}

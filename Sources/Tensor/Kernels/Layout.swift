@@ -1,0 +1,99 @@
+extension Kernels {
+    /// Reorders dimensions: `y[i_order[0], i_order[1], …] = x[i_0, i_1, …]`, i.e. output dimension d is input
+    /// dimension `order[d]` (PyTorch `permute`), copied into contiguous memory.
+    public static func permute(_ x: Tensor, _ order: [Int]) -> Tensor {
+        precondition(order.sorted() == Array(0..<x.rank), "permutation \(order) for rank \(x.rank)")
+        let outShape = order.map { x.shape[$0] }
+        // Input strides, in the output's dimension order.
+        var inStrides = [Int](repeating: 1, count: x.rank)
+        for d in stride(from: x.rank - 2, through: 0, by: -1) { inStrides[d] = inStrides[d + 1] * x.shape[d + 1] }
+        let strides = order.map { inStrides[$0] }
+        let y = Tensor(uninitialized: outShape)
+        let (xp, yp) = (x.storage.pointer, y.storage.pointer)
+        let inner = outShape.last ?? 1
+        let innerStride = strides.last ?? 1
+        let outer = x.count / max(1, inner)
+        ComputePool.shared.parallelFor(outer, minimumChunk: max(1, 4096 / max(1, inner))) { range in
+            for row in range {
+                // Offset of this output row in the input.
+                var rest = row
+                var offset = 0
+                for d in stride(from: outShape.count - 2, through: 0, by: -1) {
+                    offset += (rest % outShape[d]) * strides[d]
+                    rest /= outShape[d]
+                }
+                let dst = yp + row * inner
+                for i in 0..<inner { dst[i] = xp[offset + i * innerStride] }
+            }
+        }
+        return y
+    }
+
+    /// Swaps the last two dimensions: `[..., A, B] → [..., B, A]`.
+    public static func transposeLast2(_ x: Tensor) -> Tensor {
+        precondition(x.rank >= 2, "transpose needs rank ≥ 2, got \(x.shape)")
+        var order = Array(0..<x.rank)
+        order.swapAt(x.rank - 1, x.rank - 2)
+        return permute(x, order)
+    }
+
+    /// Concatenation along dimension `axis` of tensors that agree on every other dimension.
+    public static func concat(_ parts: [Tensor], axis: Int) -> Tensor {
+        precondition(!parts.isEmpty, "nothing to concatenate")
+        let first = parts[0]
+        precondition(axis >= 0 && axis < first.rank, "axis \(axis) for rank \(first.rank)")
+        let outer = first.shape[..<axis].reduce(1, *)
+        let inner = first.shape[(axis + 1)...].reduce(1, *)
+        for p in parts {
+            precondition(
+                p.rank == first.rank && p.shape[..<axis] == first.shape[..<axis]
+                    && p.shape[(axis + 1)...] == first.shape[(axis + 1)...],
+                "cannot concatenate \(p.shape) with \(first.shape) along \(axis)")
+        }
+        var shape = first.shape
+        shape[axis] = parts.reduce(0) { $0 + $1.shape[axis] }
+        let y = Tensor(uninitialized: shape)
+        var dst = y.storage.pointer
+        for o in 0..<outer {
+            for p in parts {
+                let n = p.shape[axis] * inner
+                dst.update(from: p.storage.pointer + o * n, count: n)
+                dst += n
+            }
+        }
+        return y
+    }
+
+    /// The sub-tensor `range` along `axis`, copied.
+    public static func slice(_ x: Tensor, axis: Int, _ range: Range<Int>) -> Tensor {
+        precondition(axis >= 0 && axis < x.rank, "axis \(axis) for rank \(x.rank)")
+        precondition(
+            range.lowerBound >= 0 && range.upperBound <= x.shape[axis], "slice \(range) of \(x.shape) on \(axis)")
+        let outer = x.shape[..<axis].reduce(1, *)
+        let inner = x.shape[(axis + 1)...].reduce(1, *)
+        var shape = x.shape
+        shape[axis] = range.count
+        let y = Tensor(uninitialized: shape)
+        for o in 0..<outer {
+            (y.storage.pointer + o * range.count * inner).update(
+                from: x.storage.pointer + (o * x.shape[axis] + range.lowerBound) * inner, count: range.count * inner)
+        }
+        return y
+    }
+}
+
+extension Kernels {
+    /// `[N, L, H·Dh] → [N·H, L, Dh]`: heads as contiguous channel chunks, split into separate slices.
+    public static func splitHeads(_ x: Tensor, heads: Int) -> Tensor {
+        precondition(x.rank == 3 && x.shape[2] % heads == 0, "cannot split \(x.shape) into \(heads) heads")
+        let (n, l, d) = (x.shape[0], x.shape[1], x.shape[2])
+        return permute(x.reshaped([n, l, heads, d / heads]), [0, 2, 1, 3]).reshaped([n * heads, l, d / heads])
+    }
+
+    /// `[N·H, L, Dh] → [N, L, H·Dh]`, the inverse of `splitHeads`.
+    public static func mergeHeads(_ x: Tensor, heads: Int) -> Tensor {
+        precondition(x.rank == 3 && x.shape[0] % heads == 0, "cannot merge \(x.shape) over \(heads) heads")
+        let (n, l, dh) = (x.shape[0] / heads, x.shape[1], x.shape[2])
+        return permute(x.reshaped([n, heads, l, dh]), [0, 2, 1, 3]).reshaped([n, l, heads * dh])
+    }
+}
