@@ -33,7 +33,7 @@ let package = Package(
 
         // MARK: Swift modules
         .target(name: "Tensor", dependencies: ["COpenBLAS"]),
-        .target(name: "Kandinsky", dependencies: ["Tensor", "CSentencePiece"]),
+        .target(name: "Kandinsky", dependencies: ["Tensor", "CSentencePiece"], resources: [.copy("Resources")]),
         .target(name: "ModelConversion", dependencies: ["Tensor"]),
         .target(name: "JobQueue", dependencies: ["CHiredis"]),
         .target(name: "ResultStore", dependencies: ["CPNG"]),

@@ -50,8 +50,9 @@ public struct MultilingualCLIP: Sendable {
         }
         self.layers = layers
         projection = try Linear(w, "LinearTransformation", in: d, out: config.linearOutFeatures)
-        // The Hugging Face model builds a pooler that M-CLIP never uses.
-        w.ignore(["\(t).pooler.dense.weight", "\(t).pooler.dense.bias", "\(t).embeddings.position_ids"])
+        // The Hugging Face model builds a pooler that M-CLIP never uses: present in checkpoints, reported unused.
+        w.declareUnused("\(t).pooler.dense.weight", [d, d])
+        w.declareUnused("\(t).pooler.dense.bias", [d])
     }
 
     /// Encodes token ids `[N][L]` with their attention mask.

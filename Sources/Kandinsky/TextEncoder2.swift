@@ -28,7 +28,7 @@ public struct MT5Encoder: Sendable {
         let inner = c.numHeads * c.dKV
         shared = try w.tensor("shared.weight", [c.vocabSize, c.dModel])
         // The encoder's embedding is the same tensor saved a second time.
-        if w.has("encoder.embed_tokens.weight") {
+        if w.isRecording || w.has("encoder.embed_tokens.weight") {
             _ = try w.tensor("encoder.embed_tokens.weight", [c.vocabSize, c.dModel])
         }
         relativeBias = try w.tensor(

@@ -1,14 +1,20 @@
 import Foundation
 import Tensor
 
-/// Strict access to one component's weights file: every tensor is taken by its official key with the shape the
+/// Strict access to one component's weights: every tensor is taken by its official key with the shape the
 /// configuration implies; a missing key, a wrong shape, a non-float dtype or a non-finite value is an error naming
 /// the file and key, and the keys never taken are reported as unused.
+///
+/// A second mode records instead of loading: each tensor asked for is noted (key and shape, in order) and served
+/// as lazily-mapped zero pages, so building a module reveals its exact key list without touching gigabytes.
 public final class WeightFile: @unchecked Sendable {
-    public let file: SafetensorsFile
+    public let file: SafetensorsFile?
     private var used: Set<String> = []
     /// Whether to scan every weight for NaN/∞ (seconds for the full-size model; on by default).
     public let checkFinite: Bool
+    /// In recording mode: the keys and shapes asked for, in order.
+    public private(set) var recorded: [(key: String, shape: [Int])] = []
+    private let label: String
 
     public init(path: String, checkFinite: Bool = true) throws(KandinskyError) {
         do {
@@ -17,12 +23,25 @@ public final class WeightFile: @unchecked Sendable {
             throw KandinskyError(.badWeight, error.message, file: path, key: error.tensor)
         }
         self.checkFinite = checkFinite
+        label = path
     }
 
-    public var path: String { file.path }
+    /// A recorder: every request succeeds with zeros and is noted in `recorded`.
+    public init(recording label: String) {
+        file = nil
+        checkFinite = false
+        self.label = label
+    }
+
+    public var path: String { label }
 
     /// The float32 tensor `key`, which must have shape `shape`.
     public func tensor(_ key: String, _ shape: [Int]) throws(KandinskyError) -> Tensor {
+        guard let file else {
+            recorded.append((key, shape))
+            used.insert(key)
+            return Tensor(shape: shape, storage: ZeroPages.storage(count: shape.reduce(1, *)))
+        }
         guard let entry = file.entries[key] else {
             throw KandinskyError(.missingWeight, "missing tensor (expected shape \(shape))", file: path, key: key)
         }
@@ -46,22 +65,31 @@ public final class WeightFile: @unchecked Sendable {
         return t
     }
 
-    /// Whether the file holds `key` (for optional parts such as a skip connection).
-    public func has(_ key: String) -> Bool { file.entries[key] != nil }
+    /// Whether the file holds `key` (for optional parts such as a duplicated embedding).
+    public func has(_ key: String) -> Bool { file?.entries[key] != nil }
 
-    /// Marks keys as intentionally ignored (e.g. the XLM-R pooler), so they are not reported as unused.
-    public func ignore(_ keys: [String]) { used.formUnion(keys.filter { file.entries[$0] != nil }) }
+    /// Whether this is a recorder rather than a file.
+    public var isRecording: Bool { file == nil }
+
+    /// Takes a tensor the official checkpoints carry but the model does not use (the XLM-R pooler): a recorder
+    /// notes it so generated files match the official key list; loading leaves it to be reported as unused.
+    public func declareUnused(_ key: String, _ shape: [Int]) {
+        if isRecording { recorded.append((key, shape)) }
+    }
 
     /// Keys present in the file that no module took.
-    public var unusedKeys: [String] { file.names.filter { !used.contains($0) } }
+    public var unusedKeys: [String] { file?.names.filter { !used.contains($0) } ?? [] }
 
     /// Number of parameters taken so far.
-    public var parameterCount: Int { used.reduce(0) { $0 + (file.entries[$1]?.shape.reduce(1, *) ?? 0) } }
+    public var parameterCount: Int {
+        guard let file else { return recorded.reduce(0) { $0 + $1.shape.reduce(1, *) } }
+        return used.reduce(0) { $0 + (file.entries[$1]?.shape.reduce(1, *) ?? 0) }
+    }
 
     /// Storage dtypes of the tensors taken, with their counts.
     public var dtypes: [String: Int] {
         var out: [String: Int] = [:]
-        for key in used { if let e = file.entries[key] { out[e.dtype.rawValue, default: 0] += 1 } }
+        for key in used { if let e = file?.entries[key] { out[e.dtype.rawValue, default: 0] += 1 } }
         return out
     }
 

@@ -55,3 +55,26 @@ public struct TensorError: Error, CustomStringConvertible, Equatable {
         return where_.isEmpty ? message : "\(where_): \(message)"
     }
 }
+
+/// Read-only zero memory that costs nothing until read: an anonymous private mapping, whose pages the kernel
+/// supplies (as zeros) only when touched.
+public enum ZeroPages {
+    final class Mapping: @unchecked Sendable {
+        let base: UnsafeMutableRawPointer
+        let size: Int
+        init(size: Int) {
+            self.size = max(size, 1)
+            guard let p = mmap(nil, self.size, PROT_READ, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0),
+                p != MAP_FAILED
+            else { fatalError("cannot reserve \(size) bytes of address space") }
+            base = p
+        }
+        deinit { munmap(base, size) }
+    }
+
+    /// Storage of `count` zero floats.
+    public static func storage(count: Int) -> TensorStorage {
+        let mapping = Mapping(size: count * MemoryLayout<Float>.stride)
+        return TensorStorage(readOnly: mapping.base.assumingMemoryBound(to: Float.self), count: count, owner: mapping)
+    }
+}

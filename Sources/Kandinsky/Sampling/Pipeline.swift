@@ -1,0 +1,250 @@
+import Foundation
+import Tensor
+
+/// One generation request as the pipeline sees it (already validated by its caller).
+public struct ImageRequest: Sendable, Equatable {
+    public var prompt: String
+    public var negativePrompt: String
+    public var width: Int
+    public var height: Int
+    public var numImages: Int
+    public var steps: Int
+    public var guidanceScale: Float
+    public var sampler: SamplerKind
+    public var eta: Double
+    /// Percentile for dynamic thresholding, or nil for none.
+    public var dynamicThreshold: Double?
+    /// Seed of the first image; image k uses seed + k.
+    public var seed: UInt64
+
+    public init(
+        prompt: String, negativePrompt: String = "", width: Int = 512, height: Int = 512, numImages: Int = 1,
+        steps: Int = 50, guidanceScale: Float = 7, sampler: SamplerKind = .ddim, eta: Double = 0.05,
+        dynamicThreshold: Double? = 99.5, seed: UInt64
+    ) {
+        (self.prompt, self.negativePrompt, self.width, self.height) = (prompt, negativePrompt, width, height)
+        (self.numImages, self.steps, self.guidanceScale, self.sampler) = (numImages, steps, guidanceScale, sampler)
+        (self.eta, self.dynamicThreshold, self.seed) = (eta, dynamicThreshold, seed)
+    }
+
+    /// The latent size: `⌈H/64⌉·8 × ⌈W/64⌉·8` (`get_new_h_w`); the decoded image is cropped back to H×W.
+    public var latentSize: (height: Int, width: Int) {
+        ((height + 63) / 64 * 8, (width + 63) / 64 * 8)
+    }
+
+    /// Requests that may share one UNet batch: same latent size, sampler and step count.
+    public func isCompatible(with other: ImageRequest) -> Bool {
+        latentSize == other.latentSize && sampler == other.sampler && steps == other.steps
+    }
+
+    /// Checks ranges before any compute.
+    public func validate() throws(KandinskyError) {
+        func bad(_ field: String, _ rule: String) -> KandinskyError {
+            KandinskyError(.invalidParameter, "\(field) \(rule)", key: field)
+        }
+        guard (64...1024).contains(width) else { throw bad("width", "must be between 64 and 1024 (got \(width))") }
+        guard (64...1024).contains(height) else { throw bad("height", "must be between 64 and 1024 (got \(height))") }
+        guard (1...16).contains(numImages) else {
+            throw bad("num_images", "must be between 1 and 16 (got \(numImages))")
+        }
+        guard (1...1000).contains(steps) else { throw bad("steps", "must be between 1 and 1000 (got \(steps))") }
+        guard guidanceScale.isFinite, guidanceScale >= 0, guidanceScale <= 100 else {
+            throw bad("guidance_scale", "must be between 0 and 100 (got \(guidanceScale))")
+        }
+        guard eta.isFinite, (0...1).contains(eta) else { throw bad("eta", "must be between 0 and 1 (got \(eta))") }
+        if let p = dynamicThreshold, !(p > 0 && p <= 100) {
+            throw bad("dynamic_threshold", "must be a percentile in (0, 100] or null (got \(p))")
+        }
+        guard seed <= UInt64(UInt32.max) * 2 else { throw bad("seed", "must be below 2³³") }
+    }
+}
+
+/// One generated image.
+public struct GeneratedImage: Sendable {
+    public var seed: UInt64
+    /// RGB, `height × width × 3`, rows top to bottom.
+    public var rgb: [UInt8]
+    public var width: Int
+    public var height: Int
+    /// The latent the sampler returned, `[4, h, w]`.
+    public var latent: Tensor
+}
+
+/// Text to image with Kandinsky 2.0: tokenizers, both encoders, classifier-free guided sampling with the UNet,
+/// VAE decoding, uint8 conversion as the official code.
+public final class KandinskyPipeline: @unchecked Sendable {
+    public let tokenizers: KandinskyTokenizers
+    public let textEncoder1: MultilingualCLIP
+    public let textEncoder2: MT5Encoder
+    public let unet: Text2ImUNet
+    public let vae: AutoencoderKL
+    public let schedule: DiffusionSchedule
+    public let modelName: String
+
+    public init(
+        tokenizers: KandinskyTokenizers, textEncoder1: MultilingualCLIP, textEncoder2: MT5Encoder, unet: Text2ImUNet,
+        vae: AutoencoderKL, schedule: DiffusionSchedule, modelName: String = "kandinsky-2.0"
+    ) {
+        (self.tokenizers, self.textEncoder1, self.textEncoder2) = (tokenizers, textEncoder1, textEncoder2)
+        (self.unet, self.vae, self.schedule, self.modelName) = (unet, vae, schedule, modelName)
+    }
+
+    /// Loads every component of a model directory.
+    public convenience init(directory: ModelDirectory) throws(KandinskyError) {
+        self.init(
+            tokenizers: try directory.tokenizers(), textEncoder1: try directory.textEncoder1().module,
+            textEncoder2: try directory.textEncoder2().module, unet: try directory.unet().module,
+            vae: try directory.vae().module, schedule: try DiffusionSchedule(directory.config.diffusion))
+    }
+
+    /// Text conditioning for rows `prompts` (conditional rows first, then unconditional ones).
+    public func encode(_ prompts: [String]) throws(KandinskyError) -> TextConditioning {
+        let one = try tokenizers.encode1(prompts)
+        let two = try tokenizers.encode2(prompts)
+        let (full1, pooled1) = try textEncoder1(ids: one.ids, mask: one.mask)
+        let full2 = try textEncoder2(ids: two.ids, mask: two.mask)
+        return unet.textConditioning(full1: full1, pooled1: pooled1, full2: full2)
+    }
+
+    /// The guided model function of `generate_img`: the UNet on `[x; x]` with conditional then unconditional
+    /// text rows; `ε = ε_u + g·(ε_c − ε_u)` per image on channels 0..<4; v from the conditional rows, unguided.
+    public static func guidedDenoiser(
+        unet: Text2ImUNet, text: TextConditioning, scales: [Float], inpaint: (image: Tensor, mask: Tensor)? = nil
+    ) -> Denoiser {
+        { x, t in
+            let b = x.shape[0]
+            precondition(
+                text.batch == 2 * b && scales.count == b,
+                "text rows \(text.batch) and scales \(scales.count) for \(b) images")
+            let doubled = Kernels.concat([x, x], axis: 0)
+            var extra: (image: Tensor, mask: Tensor)?
+            if let inpaint {
+                let image = Kernels.mulChannelsPlane(inpaint.image, inpaint.mask)
+                extra = (
+                    Kernels.concat([image, image], axis: 0), Kernels.concat([inpaint.mask, inpaint.mask], axis: 0)
+                )
+            }
+            let out = unet(doubled, timesteps: Array(repeating: Float(t), count: 2 * b), text: text, inpaint: extra)
+            let channels = out.shape[1] / 2
+            let plane = out.count / (2 * b * out.shape[1])
+            let eps = Tensor(uninitialized: x.shape)
+            let v = Tensor(uninitialized: x.shape)
+            let per = channels * plane
+            for i in 0..<b {
+                let cond = out.storage.pointer + i * 2 * per
+                let uncond = out.storage.pointer + (b + i) * 2 * per
+                let g = scales[i]
+                for j in 0..<per {
+                    eps.storage.pointer[i * per + j] = uncond[j] + g * (cond[j] - uncond[j])
+                    v.storage.pointer[i * per + j] = cond[per + j]
+                }
+            }
+            return (eps, v)
+        }
+    }
+
+    /// Generates the images of compatible requests as one batch; returns them per request, in order.
+    ///
+    /// - Parameter progress: called after each step with (done, total); returning false cancels.
+    public func generate(
+        _ requests: [ImageRequest], progress: @escaping (Int, Int) -> Bool = { _, _ in true }
+    ) throws -> [[GeneratedImage]] {
+        guard let first = requests.first else { return [] }
+        for r in requests {
+            try r.validate()
+            guard r.isCompatible(with: first) else {
+                throw KandinskyError(
+                    .invalidParameter, "requests in one batch must share latent size, sampler and steps")
+            }
+        }
+        let (h, w) = first.latentSize
+        var prompts: [String] = []
+        var negatives: [String] = []
+        var images: [ImageSampling] = []
+        var seeds: [UInt64] = []
+        for r in requests {
+            for k in 0..<r.numImages {
+                prompts.append(r.prompt)
+                negatives.append(r.negativePrompt)
+                images.append(
+                    ImageSampling(guidanceScale: r.guidanceScale, eta: r.eta, dynamicThreshold: r.dynamicThreshold))
+                seeds.append(r.seed + UInt64(k))
+            }
+        }
+        let text = try encode(prompts + negatives)
+        var noise = SeededNoise(seeds: seeds)
+        let start = Kernels.concat((0..<seeds.count).map { noise.next(image: $0, shape: [1, 4, h, w]) }, axis: 0)
+        var run = SamplingRun(kind: first.sampler, steps: first.steps, images: images, schedule: schedule)
+        run.progress = progress
+        let denoise = Self.guidedDenoiser(unet: unet, text: text, scales: images.map(\.guidanceScale))
+        let latents = try run.sample(from: start, denoise: denoise, noise: &noise)
+        let decoded = vae.decode(latents)
+        var out: [[GeneratedImage]] = []
+        var index = 0
+        for r in requests {
+            var group: [GeneratedImage] = []
+            for _ in 0..<r.numImages {
+                let rgb = Self.toUInt8(decoded, image: index, width: r.width, height: r.height)
+                group.append(
+                    GeneratedImage(
+                        seed: seeds[index], rgb: rgb, width: r.width, height: r.height,
+                        latent: Kernels.slice(latents, axis: 0, index..<(index + 1)).reshaped([4, h, w])))
+                index += 1
+            }
+            out.append(group)
+        }
+        return out
+    }
+
+    /// `process_images`: `(x + 1)·127.5`, rounded half to even, clamped to 0…255, HWC, cropped to width × height.
+    public static func toUInt8(_ decoded: Tensor, image: Int, width: Int, height: Int) -> [UInt8] {
+        let (c, fullH, fullW) = (decoded.shape[1], decoded.shape[2], decoded.shape[3])
+        precondition(width <= fullW && height <= fullH, "crop \(width)×\(height) of \(fullW)×\(fullH)")
+        var out = [UInt8](repeating: 0, count: width * height * c)
+        let base = decoded.storage.pointer + image * c * fullH * fullW
+        for y in 0..<height {
+            for x in 0..<width {
+                for ch in 0..<c {
+                    let v = ((base[(ch * fullH + y) * fullW + x] + 1) * 127.5).rounded(.toNearestOrEven)
+                    out[(y * width + x) * c + ch] = UInt8(min(max(v, 0), 255))
+                }
+            }
+        }
+        return out
+    }
+
+    /// The `parameters` text other diffusion tools read: prompt, negative prompt, then the settings line.
+    public static func parametersText(_ r: ImageRequest, seed: UInt64, model: String) -> String {
+        var lines = [r.prompt]
+        if !r.negativePrompt.isEmpty { lines.append("Negative prompt: \(r.negativePrompt)") }
+        var settings =
+            "Steps: \(r.steps), Sampler: \(r.sampler.rawValue), CFG scale: \(formatNumber(Double(r.guidanceScale))), "
+        settings += "Seed: \(seed), Size: \(r.width)x\(r.height), Model: \(model)"
+        if r.sampler == .ddim || r.sampler == .pSampler { settings += ", Eta: \(formatNumber(r.eta))" }
+        lines.append(settings)
+        return lines.joined(separator: "\n")
+    }
+
+    static func formatNumber(_ v: Double) -> String {
+        v.rounded() == v && abs(v) < 1e9 ? String(Int(v)) : String(v)
+    }
+}
+
+extension Kernels {
+    /// `x · m` with `m` `[B, 1, h, w]` broadcast over channels.
+    static func mulChannelsPlane(_ x: Tensor, _ m: Tensor) -> Tensor {
+        let (n, c) = (x.shape[0], x.shape[1])
+        let plane = x.count / (n * c)
+        precondition(m.count == n * plane, "mask \(m.shape) for \(x.shape)")
+        let out = Tensor(uninitialized: x.shape)
+        for b in 0..<n {
+            for ch in 0..<c {
+                for p in 0..<plane {
+                    out.storage.pointer[(b * c + ch) * plane + p] =
+                        x.storage.pointer[(b * c + ch) * plane + p] * m.storage.pointer[b * plane + p]
+                }
+            }
+        }
+        return out
+    }
+}

@@ -1,0 +1,155 @@
+import Foundation
+import Tensor
+import TestSupport
+import Testing
+
+@testable import Kandinsky
+
+/// Schedules, noise and every sampler against the official code's outputs (`sampler.case`, `sampler_release.case`,
+/// `pipeline.case`, `noise.case`, `schedule`).
+///
+/// Tolerances (fixtures README): whole samplers `max|ours − official| / std(official) ≤ 2e-3` (an 8-step sampler
+/// moves by ~1e-4 of its spread when the weights move by one part in a million); images within 2 levels; torch
+/// noise within 1e-6.
+@Suite struct SamplerTests {
+    let model: ModelDirectory
+
+    init() throws {
+        model = try ModelDirectory(path: Fixtures.kandinsky2("tiny-model"))
+    }
+
+    func fixture(_ name: String) throws -> SafetensorsFile {
+        try SafetensorsFile(path: Fixtures.kandinsky2("cases/\(name).safetensors"))
+    }
+
+    func expectMatch(_ ours: Tensor, _ official: Tensor, _ what: String, tolerance: Double = 2e-3) {
+        #expect(ours.shape == official.shape, "\(what): shape \(ours.shape) vs \(official.shape)")
+        guard ours.shape == official.shape else { return }
+        let error = ours.relativeMaxError(to: official)
+        #expect(error <= tolerance, "\(what): max|ours − official| / std = \(error)")
+    }
+
+    @Test func scheduleMatchesFloat64Tables() throws {
+        let f = try fixture("schedule")
+        let ours = DiffusionSchedule.linear()
+        let betas = try f.doubles("betas")
+        let cumulative = try f.doubles("alphas_cumprod")
+        #expect(zip(ours.betas, betas).allSatisfy { abs($0 - $1) <= 1e-15 })
+        #expect(zip(ours.alphasCumprod, cumulative).allSatisfy { abs($0 - $1) <= 1e-14 * max(1, $1) })
+        // The spec's reference values and step sets.
+        #expect(abs(ours.alphasCumprod[500] - 0.077796658365) < 1e-11)
+        #expect(ours.ddimTimesteps(75).count == 77 && ours.ddimTimesteps(30).count == 31)
+        #expect(ours.ddimTimesteps(50).prefix(3) == [1, 21, 41])
+        #expect(Array(ours.spacedTimesteps(100).prefix(8)) == [0, 10, 20, 30, 40, 50, 61, 71])
+        #expect(Array(ours.spacedTimesteps(50).prefix(5)) == [0, 20, 41, 61, 82])
+        let spaced = SpacedSchedule(ours, timesteps: ours.spacedTimesteps(100))
+        #expect(abs(spaced.betas[1] - 2.09363686e-3) < 1e-10 && abs(spaced.betas[99] - 0.18217953) < 1e-8)
+        #expect(abs(spaced.posteriorLogVarianceClipped[0] - -9.25690308) < 1e-7)
+        #expect(abs(spaced.posteriorLogVarianceClipped[2] - -6.55108021) < 1e-7)
+    }
+
+    @Test func torchCompatibleNoise() throws {
+        let f = try fixture("noise.case")
+        for name in f.names {
+            let seed = UInt64(name.dropFirst("randn_seed".count))!
+            let official = try f.tensor(name)
+            var generator = TorchRandom(seed: seed)
+            let ours = generator.randn(official.shape)
+            let worst = zip(ours.scalars, official.scalars).map { abs($0 - $1) }.max() ?? 0
+            #expect(worst <= 1e-6, "\(name): max difference \(worst)")
+        }
+    }
+
+    /// The fixtures' text conditioning (conditional row, then the empty prompt's row) and guidance.
+    func denoiser(
+        _ f: SafetensorsFile, unet: Text2ImUNet, inpaint: (image: Tensor, mask: Tensor)? = nil
+    ) throws -> Denoiser {
+        let text = unet.textConditioning(
+            full1: try f.tensor("full_emb1"), pooled1: try f.tensor("pooled_emb1"), full2: try f.tensor("full_emb2"))
+        return KandinskyPipeline.guidedDenoiser(
+            unet: unet, text: text, scales: [try f.tensor("guidance_scale").scalars[0]], inpaint: inpaint)
+    }
+
+    @Test(arguments: [SamplerKind.ddimLDM, .plms])
+    func todaysSamplersMatchOfficial(kind: SamplerKind) throws {
+        let f = try fixture("sampler.case")
+        let unet = try model.unet().module
+        let steps = try f.integers("steps").values[0]
+        var run = SamplingRun(
+            kind: kind, steps: steps, images: [ImageSampling(guidanceScale: 4, eta: 0, dynamicThreshold: nil)])
+        #expect(run.timesteps.reversed() == (try f.integers("ddim_timesteps").values))
+        var noise = SeededNoise(seeds: [0])
+        var calls = 0
+        let denoise = try denoiser(f, unet: unet)
+        run.progress = { _, _ in true }
+        let x = Kernels.slice(try f.tensor("x_T"), axis: 0, 0..<1)
+        let out = try run.sample(
+            from: x,
+            denoise: {
+                calls += 1; return denoise($0, $1)
+            }, noise: &noise)
+        expectMatch(out, try f.tensor(kind == .plms ? "plms_out" : "ddim_out"), kind.rawValue)
+        #expect(calls == steps + (kind == .plms ? 1 : 0))
+    }
+
+    @Test(arguments: [SamplerKind.ddim, .pSampler])
+    func releaseSamplersMatchOfficial(kind: SamplerKind) throws {
+        let f = try fixture("sampler_release.case")
+        let unet = try model.unet().module
+        let prefix = kind == .ddim ? "release_ddim" : "release_p"
+        let steps = try f.integers("steps").values[0]
+        let image = ImageSampling(
+            guidanceScale: try f.tensor("guidance_scale").scalars[0], eta: Double(try f.tensor("eta").scalars[0]),
+            dynamicThreshold: Double(try f.tensor("dynamic_threshold_percentile").scalars[0]))
+        let run = SamplingRun(kind: kind, steps: steps, images: [image])
+        #expect(run.timesteps.reversed() == (try f.integers("\(prefix)_timestep_map").values))
+        // Replay the draws the official sampler made for the first (conditional) row.
+        let recorded = try f.tensor("\(prefix)_step_noise")
+        let draws = (0..<steps).map {
+            Kernels.slice(
+                Kernels.slice(recorded, axis: 0, $0..<($0 + 1)).reshaped(Array(recorded.shape.dropFirst())), axis: 0,
+                0..<1)
+        }
+        var noise = RecordedNoise(draws: [draws])
+        let x = Kernels.slice(try f.tensor("x_T"), axis: 0, 0..<1)
+        let out = try run.sample(from: x, denoise: try denoiser(f, unet: unet), noise: &noise)
+        expectMatch(out, try f.tensor("\(prefix)_out"), prefix)
+    }
+
+    @Test(arguments: [SamplerKind.ddim, .pSampler])
+    func releaseInpaintingMatchesOfficial(kind: SamplerKind) throws {
+        let f = try fixture("sampler_release.case")
+        let unet = try model.inpaintingUNet().module
+        let prefix = kind == .ddim ? "inpaint_ddim" : "inpaint_p"
+        let steps = try f.integers("steps").values[0]
+        let mask = Inpainting.growMask(try f.tensor("inpaint_raw_mask"))
+        #expect(mask.scalars == (try f.tensor("inpaint_mask").scalars), "prepare_mask growth")
+        let known = try f.tensor("inpaint_known_latent")
+        let image = ImageSampling(
+            guidanceScale: try f.tensor("guidance_scale").scalars[0], eta: Double(try f.tensor("eta").scalars[0]),
+            dynamicThreshold: Double(try f.tensor("dynamic_threshold_percentile").scalars[0]))
+        var run = SamplingRun(kind: kind, steps: steps, images: [image])
+        run.known = KnownRegion(latent: known, mask: mask)
+        let recorded = try f.tensor("\(prefix)_step_noise")
+        let draws = (0..<steps).map {
+            Kernels.slice(
+                Kernels.slice(recorded, axis: 0, $0..<($0 + 1)).reshaped(Array(recorded.shape.dropFirst())), axis: 0,
+                0..<1)
+        }
+        var noise = RecordedNoise(draws: [draws])
+        let x = Kernels.slice(try f.tensor("x_T"), axis: 0, 0..<1)
+        let out = try run.sample(from: x, denoise: try denoiser(f, unet: unet, inpaint: (known, mask)), noise: &noise)
+        expectMatch(out, try f.tensor("\(prefix)_out"), prefix)
+    }
+
+    @Test func decodedImageMatchesOfficialPixels() throws {
+        let sampler = try fixture("sampler.case")
+        let f = try fixture("pipeline.case")
+        let decoded = try model.vae().module.decode(try sampler.tensor("ddim_out"))
+        expectMatch(decoded, try f.tensor("decoded_float"), "decoded_float", tolerance: 1e-3)
+        let ours = KandinskyPipeline.toUInt8(decoded, image: 0, width: 48, height: 32)
+        let official = try f.integers("image_uint8").values
+        let worst = zip(ours, official).map { abs(Int($0) - $1) }.max() ?? 255
+        #expect(ours.count == official.count && worst <= 2, "max pixel difference \(worst)")
+    }
+}
