@@ -10,7 +10,8 @@ let package = Package(
         .executable(name: "kandinsky-worker", targets: ["kandinsky-worker"])
     ],
     dependencies: [
-        .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0")
+        .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
+        .package(url: "https://github.com/weichsel/ZIPFoundation", from: "0.9.19"),
     ],
     targets: [
         // MARK: C libraries
@@ -34,7 +35,7 @@ let package = Package(
         // MARK: Swift modules
         .target(name: "Tensor", dependencies: ["COpenBLAS"]),
         .target(name: "Kandinsky", dependencies: ["Tensor", "CSentencePiece"], resources: [.copy("Resources")]),
-        .target(name: "ModelConversion", dependencies: ["Tensor"]),
+        .target(name: "ModelConversion", dependencies: ["Tensor", "ZIPFoundation"]),
         .target(name: "JobQueue", dependencies: ["CHiredis"]),
         .target(name: "ResultStore", dependencies: ["CPNG"]),
         .target(name: "Systemd", dependencies: ["CSystemd"]),

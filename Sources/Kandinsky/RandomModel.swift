@@ -89,7 +89,7 @@ public enum RandomModel {
             let chunk = 1 << 22
             let buffer = UnsafeMutableBufferPointer<Float>.allocate(capacity: chunk)
             defer { buffer.deallocate() }
-            for (key, shape) in keys {
+            for (key, shape) in keys.sorted(by: { $0.key < $1.key }) {
                 let count = shape.reduce(1, *)
                 let fanIn = shape.count > 1 ? shape.dropFirst().reduce(1, *) : 1
                 let kind = ParameterKind(key: key, rank: shape.count)

@@ -149,6 +149,9 @@ public final class AutoencoderKL: @unchecked Sendable {
         decoderConvOut = try Conv2d(w, "decoder.conv_out", in: blockIn, out: dd.outCh, kernel: 3)
     }
 
+    /// How many pixels one latent cell spans per side (8 for Kandinsky 2.0's autoencoder).
+    public var downsamplingFactor: Int { 1 << (config.ddconfig.chMult.count - 1) }
+
     /// Decodes a latent in the UNet's scale: `decoder(post_quant_conv(z / scale))` → `[N, 3, 8h, 8w]` ≈ [-1, 1].
     public func decode(_ z: Tensor) -> Tensor {
         var h = postQuantConv(Kernels.scale(z, by: Float(1 / config.scale)))

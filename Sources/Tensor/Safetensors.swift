@@ -270,58 +270,40 @@ public enum SafetensorsWriter {
     /// Serializes tensors as a safetensors file: names sorted, data in that order, header padded with spaces to a
     /// multiple of 8 bytes (as the reference writer does) so float data stays aligned.
     public static func serialize(_ tensors: [String: SafetensorsPayload], metadata: [String: String] = [:]) -> [UInt8] {
-        var members: [(String, JSONValue)] = []
-        if !metadata.isEmpty {
-            members.append(
-                ("__metadata__", .object(metadata.sorted { $0.key < $1.key }.map { ($0.key, .string($0.value)) })))
-        }
-        var data: [UInt8] = []
-        for name in tensors.keys.sorted() {
-            let payload = tensors[name]!
-            let begin = data.count
-            let shape: [Int]
-            let dtype: DType
+        var declared: [(name: String, dtype: DType, shape: [Int])] = []
+        for (name, payload) in tensors {
             switch payload {
             case let .float(t, d):
                 precondition(d.isFloatingPoint, "float tensor \(name) written as \(d.rawValue)")
-                (shape, dtype) = (t.shape, d)
-                t.withUnsafeBufferPointer { src in
-                    switch d {
-                    case .f32: src.withMemoryRebound(to: UInt8.self) { data.append(contentsOf: $0) }
-                    case .f64: for v in src { appendLE(&data, Double(v).bitPattern) }
-                    case .f16: for v in src { appendLE(&data, Float16(v).bitPattern) }
-                    default: for v in src { appendLE(&data, HalfPrecision.bf16Bits(v)) }
-                    }
-                }
+                declared.append((name, d, t.shape))
             case let .integers(values, s, d):
                 precondition(values.count == s.reduce(1, *), "integer tensor \(name): \(values.count) values for \(s)")
-                (shape, dtype) = (s, d)
+                declared.append((name, d, s))
+            }
+        }
+        var out = header(for: declared, metadata: metadata).bytes
+        for name in tensors.keys.sorted() {
+            switch tensors[name]! {
+            case let .float(t, d):
+                t.withUnsafeBufferPointer { src in
+                    switch d {
+                    case .f32: src.withMemoryRebound(to: UInt8.self) { out.append(contentsOf: $0) }
+                    case .f64: for v in src { appendLE(&out, Double(v).bitPattern) }
+                    case .f16: for v in src { appendLE(&out, Float16(v).bitPattern) }
+                    default: for v in src { appendLE(&out, HalfPrecision.bf16Bits(v)) }
+                    }
+                }
+            case let .integers(values, _, d):
                 for v in values {
                     switch d {
-                    case .i64: appendLE(&data, UInt64(bitPattern: Int64(v)))
-                    case .i32: appendLE(&data, UInt32(bitPattern: Int32(truncatingIfNeeded: v)))
-                    case .u8, .bool: data.append(UInt8(truncatingIfNeeded: v))
+                    case .i64: appendLE(&out, UInt64(bitPattern: Int64(v)))
+                    case .i32: appendLE(&out, UInt32(bitPattern: Int32(truncatingIfNeeded: v)))
+                    case .u8, .bool: out.append(UInt8(truncatingIfNeeded: v))
                     default: preconditionFailure("integer tensor \(name) written as \(d.rawValue)")
                     }
                 }
             }
-            members.append(
-                (
-                    name,
-                    .object([
-                        ("dtype", .string(dtype.rawValue)),
-                        ("shape", .array(shape.map { .number(Double($0)) })),
-                        ("data_offsets", .array([.number(Double(begin)), .number(Double(data.count))])),
-                    ])
-                ))
         }
-        var header = Array(JSONValue.object(members).serialized.utf8)
-        while header.count % 8 != 0 { header.append(0x20) }
-        var out: [UInt8] = []
-        out.reserveCapacity(8 + header.count + data.count)
-        appendLE(&out, UInt64(header.count))
-        out += header
-        out += data
         return out
     }
 
@@ -336,6 +318,49 @@ public enum SafetensorsWriter {
         } catch {
             throw TensorError(.io, "cannot write: \(error.localizedDescription)", file: path)
         }
+    }
+
+    /// The header — 8-byte length, then JSON padded with spaces to a multiple of 8 bytes, as `serialize` writes
+    /// it — of a file whose data the caller writes itself, for tensors too large to gather in memory (model
+    /// conversion streams them from a checkpoint). The data must follow in the returned order (names sorted),
+    /// each tensor's raw little-endian bytes filling its `range` of the data section.
+    /// - Parameters:
+    ///   - tensors: name, dtype and shape of each tensor; names must be distinct.
+    ///   - metadata: the optional `__metadata__` string map.
+    public static func header(
+        for tensors: [(name: String, dtype: DType, shape: [Int])], metadata: [String: String] = [:]
+    ) -> (bytes: [UInt8], layout: [SafetensorsEntry]) {
+        var members: [(String, JSONValue)] = []
+        if !metadata.isEmpty {
+            members.append(
+                ("__metadata__", .object(metadata.sorted { $0.key < $1.key }.map { ($0.key, .string($0.value)) })))
+        }
+        var layout: [SafetensorsEntry] = []
+        var offset = 0
+        for t in tensors.sorted(by: { $0.name < $1.name }) {
+            precondition(layout.last?.name != t.name, "tensor \(t.name) appears twice")
+            precondition(t.shape.allSatisfy { $0 >= 0 }, "tensor \(t.name) has shape \(t.shape)")
+            let size = t.shape.reduce(t.dtype.byteSize, *)
+            layout.append(
+                SafetensorsEntry(name: t.name, dtype: t.dtype, shape: t.shape, range: offset..<(offset + size)))
+            members.append(
+                (
+                    t.name,
+                    .object([
+                        ("dtype", .string(t.dtype.rawValue)),
+                        ("shape", .array(t.shape.map { .number(Double($0)) })),
+                        ("data_offsets", .array([.number(Double(offset)), .number(Double(offset + size))])),
+                    ])
+                ))
+            offset += size
+        }
+        var json = Array(JSONValue.object(members).serialized.utf8)
+        while json.count % 8 != 0 { json.append(0x20) }
+        var out: [UInt8] = []
+        out.reserveCapacity(8 + json.count)
+        appendLE(&out, UInt64(json.count))
+        out += json
+        return (out, layout)
     }
 
     static func appendLE<T: FixedWidthInteger>(_ out: inout [UInt8], _ value: T) {

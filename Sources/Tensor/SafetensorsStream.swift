@@ -22,37 +22,21 @@ public final class SafetensorsStreamWriter {
     private var written = 0
     private var finished = false
 
-    /// Creates the temporary file and writes the header for `entries` (data in this order).
+    /// Creates the temporary file and writes the header for `entries`; their data must then be appended in name
+    /// order (the order of the header, as `SafetensorsWriter` lays files out).
     public init(path: String, entries: [Entry], metadata: [String: String] = [:]) throws(TensorError) {
         self.path = path
-        self.entries = entries
         temporaryPath = path + ".partial"
-        var members: [(String, JSONValue)] = []
-        if !metadata.isEmpty {
-            members.append(
-                ("__metadata__", .object(metadata.sorted { $0.key < $1.key }.map { ($0.key, .string($0.value)) })))
-        }
-        var offset = 0
-        for e in entries {
-            let size = e.shape.reduce(1, *) * e.dtype.byteSize
-            members.append(
-                (
-                    e.name,
-                    .object([
-                        ("dtype", .string(e.dtype.rawValue)), ("shape", .array(e.shape.map { .number(Double($0)) })),
-                        ("data_offsets", .array([.number(Double(offset)), .number(Double(offset + size))])),
-                    ])
-                ))
-            offset += size
-        }
-        var header = Array(JSONValue.object(members).serialized.utf8)
-        while header.count % 8 != 0 { header.append(0x20) }
+        let (header, layout) = SafetensorsWriter.header(
+            for: entries.map { ($0.name, $0.dtype, $0.shape) }, metadata: metadata)
+        self.entries = layout.map { Entry(name: $0.name, dtype: $0.dtype, shape: $0.shape) }
         fd = open(temporaryPath, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o644)
         if fd < 0 { throw TensorError(.io, "cannot create: \(String(cString: strerror(errno)))", file: temporaryPath) }
-        var prefix: [UInt8] = []
-        withUnsafeBytes(of: UInt64(header.count).littleEndian) { prefix += $0 }
-        try writeAll(prefix + header)
+        try writeAll(header)
     }
+
+    /// Names in the order their data must be appended.
+    public var order: [String] { entries.map(\.name) }
 
     deinit {
         if !finished {

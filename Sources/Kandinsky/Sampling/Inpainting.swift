@@ -24,4 +24,21 @@ public enum Inpainting {
         }
         return out
     }
+
+    /// A pixel mask (`height × width`, 1 = keep) on the latent grid, nearest neighbour: latent cell (i, j) takes
+    /// pixel (f·i, f·j) (the last row or column for cells in the padding), as the release's 512 → 64 "nearest".
+    /// Values are rounded to 0 or 1.
+    public static func latentMask(
+        _ mask: [Float], width: Int, height: Int, latent: (height: Int, width: Int), factor: Int = 8
+    ) -> Tensor {
+        precondition(mask.count == width * height, "mask of \(mask.count) values for \(width)×\(height)")
+        let out = Tensor(uninitialized: [1, 1, latent.height, latent.width])
+        for i in 0..<latent.height {
+            for j in 0..<latent.width {
+                let v = mask[min(factor * i, height - 1) * width + min(factor * j, width - 1)]
+                out.storage.pointer[i * latent.width + j] = v >= 0.5 ? 1 : 0
+            }
+        }
+        return out
+    }
 }

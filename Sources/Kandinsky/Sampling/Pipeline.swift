@@ -16,6 +16,14 @@ public struct ImageRequest: Sendable, Equatable {
     public var dynamicThreshold: Double?
     /// Seed of the first image; image k uses seed + k.
     public var seed: UInt64
+    /// img2img or inpainting: the starting image, exactly width × height.
+    public var initImage: RGBImage?
+    /// img2img: the share of the sampler's steps skipped, as the official code reads it: the sampler runs the last
+    /// ⌊K·(1 − strength)⌋ of its K steps from the image noised to that step's level, so a larger strength stays
+    /// closer to the image (1 returns it re-encoded). In (0, 1].
+    public var strength: Double?
+    /// Inpainting: per pixel of width × height, 1 = keep, 0 = regenerate.
+    public var mask: [Float]?
 
     public init(
         prompt: String, negativePrompt: String = "", width: Int = 512, height: Int = 512, numImages: Int = 1,
@@ -27,14 +35,19 @@ public struct ImageRequest: Sendable, Equatable {
         (self.eta, self.dynamicThreshold, self.seed) = (eta, dynamicThreshold, seed)
     }
 
-    /// The latent size: `⌈H/64⌉·8 × ⌈W/64⌉·8` (`get_new_h_w`); the decoded image is cropped back to H×W.
-    public var latentSize: (height: Int, width: Int) {
-        ((height + 63) / 64 * 8, (width + 63) / 64 * 8)
+    /// The latent size for an autoencoder that downsamples by `factor`: sides rounded up to multiples of 8 latent
+    /// cells, `⌈H/(8·f)⌉·8` (`get_new_h_w`: `⌈H/64⌉·8` for Kandinsky's f = 8); the decoded image is cropped back
+    /// to H×W.
+    public func latentSize(factor: Int = 8) -> (height: Int, width: Int) {
+        let cell = 8 * factor
+        return ((height + cell - 1) / cell * 8, (width + cell - 1) / cell * 8)
     }
 
-    /// Requests that may share one UNet batch: same latent size, sampler and step count.
+    /// Requests that may share one UNet batch: same latent size, sampler, step count and mode (and, for img2img,
+    /// the same number of steps to run).
     public func isCompatible(with other: ImageRequest) -> Bool {
-        latentSize == other.latentSize && sampler == other.sampler && steps == other.steps
+        latentSize() == other.latentSize() && sampler == other.sampler && steps == other.steps && mode == other.mode
+            && strength == other.strength
     }
 
     /// Checks ranges before any compute.
@@ -56,6 +69,52 @@ public struct ImageRequest: Sendable, Equatable {
             throw bad("dynamic_threshold", "must be a percentile in (0, 100] or null (got \(p))")
         }
         guard seed <= UInt64(UInt32.max) * 2 else { throw bad("seed", "must be below 2³³") }
+        if let initImage, initImage.width != width || initImage.height != height {
+            throw bad("init_image", "is \(initImage.width)×\(initImage.height) but the request is \(width)×\(height)")
+        }
+        if let strength {
+            guard initImage != nil else { throw bad("strength", "needs an init_image") }
+            guard strength > 0 && strength <= 1 else { throw bad("strength", "must be in (0, 1] (got \(strength))") }
+        }
+        if let mask {
+            guard initImage != nil else { throw bad("mask_image", "needs an init_image") }
+            guard mask.count == width * height else {
+                throw bad("mask_image", "has \(mask.count) pixels but the request is \(width)×\(height)")
+            }
+            guard strength == nil else { throw bad("strength", "does not apply to inpainting") }
+        }
+        if initImage != nil && mask == nil && strength == nil { throw bad("strength", "is required with init_image") }
+    }
+
+    /// What kind of generation this is.
+    public var mode: Mode { mask != nil ? .inpainting : initImage != nil ? .imageToImage : .textToImage }
+
+    public enum Mode: String, Sendable { case textToImage, imageToImage, inpainting }
+}
+
+/// 8-bit RGB pixels, rows top to bottom.
+public struct RGBImage: Sendable, Equatable {
+    public var width: Int
+    public var height: Int
+    public var pixels: [UInt8]
+
+    public init(width: Int, height: Int, pixels: [UInt8]) {
+        precondition(pixels.count == width * height * 3, "\(pixels.count) bytes for \(width)×\(height) RGB")
+        (self.width, self.height, self.pixels) = (width, height, pixels)
+    }
+
+    /// `[1, 3, H, W]` in [-1, 1] (`/127.5 − 1`), padded by repeating the last row and column up to `H × W`.
+    func tensor(paddedTo size: (height: Int, width: Int)) -> Tensor {
+        let out = Tensor(uninitialized: [1, 3, size.height, size.width])
+        for c in 0..<3 {
+            for y in 0..<size.height {
+                for x in 0..<size.width {
+                    let v = pixels[(min(y, height - 1) * width + min(x, width - 1)) * 3 + c]
+                    out.storage.pointer[(c * size.height + y) * size.width + x] = Float(v) / 127.5 - 1
+                }
+            }
+        }
+        return out
     }
 }
 
@@ -78,23 +137,29 @@ public final class KandinskyPipeline: @unchecked Sendable {
     public let textEncoder2: MT5Encoder
     public let unet: Text2ImUNet
     public let vae: AutoencoderKL
+    /// The 9-channel inpainting UNet, when the model directory has one.
+    public let inpaintingUNet: Text2ImUNet?
     public let schedule: DiffusionSchedule
     public let modelName: String
 
     public init(
         tokenizers: KandinskyTokenizers, textEncoder1: MultilingualCLIP, textEncoder2: MT5Encoder, unet: Text2ImUNet,
-        vae: AutoencoderKL, schedule: DiffusionSchedule, modelName: String = "kandinsky-2.0"
+        vae: AutoencoderKL, inpaintingUNet: Text2ImUNet? = nil, schedule: DiffusionSchedule,
+        modelName: String = "kandinsky-2.0"
     ) {
         (self.tokenizers, self.textEncoder1, self.textEncoder2) = (tokenizers, textEncoder1, textEncoder2)
-        (self.unet, self.vae, self.schedule, self.modelName) = (unet, vae, schedule, modelName)
+        (self.unet, self.vae, self.inpaintingUNet) = (unet, vae, inpaintingUNet)
+        (self.schedule, self.modelName) = (schedule, modelName)
     }
 
-    /// Loads every component of a model directory.
-    public convenience init(directory: ModelDirectory) throws(KandinskyError) {
+    /// Loads every component of a model directory (the inpainting UNet when present).
+    public convenience init(directory: ModelDirectory, modelName: String = "kandinsky-2.0") throws(KandinskyError) {
         self.init(
             tokenizers: try directory.tokenizers(), textEncoder1: try directory.textEncoder1().module,
             textEncoder2: try directory.textEncoder2().module, unet: try directory.unet().module,
-            vae: try directory.vae().module, schedule: try DiffusionSchedule(directory.config.diffusion))
+            vae: try directory.vae().module,
+            inpaintingUNet: directory.hasInpaintingUNet ? try directory.inpaintingUNet().module : nil,
+            schedule: try DiffusionSchedule(directory.config.diffusion), modelName: modelName)
     }
 
     /// Text conditioning for rows `prompts` (conditional rows first, then unconditional ones).
@@ -157,7 +222,7 @@ public final class KandinskyPipeline: @unchecked Sendable {
                     .invalidParameter, "requests in one batch must share latent size, sampler and steps")
             }
         }
-        let (h, w) = first.latentSize
+        let (h, w) = first.latentSize(factor: vae.downsamplingFactor)
         var prompts: [String] = []
         var negatives: [String] = []
         var images: [ImageSampling] = []
@@ -171,13 +236,61 @@ public final class KandinskyPipeline: @unchecked Sendable {
                 seeds.append(r.seed + UInt64(k))
             }
         }
-        let text = try encode(prompts + negatives)
+        let mode = first.mode
+        if mode == .inpainting && inpaintingUNet == nil {
+            throw KandinskyError(
+                .invalidParameter, "this model has no inpainting UNet (unet_inpaint.safetensors)", key: "mask_image")
+        }
+        let model = mode == .inpainting ? inpaintingUNet! : unet
+        let one = try tokenizers.encode1(prompts + negatives)
+        let two = try tokenizers.encode2(prompts + negatives)
+        let (full1, pooled1) = try textEncoder1(ids: one.ids, mask: one.mask)
+        let text = model.textConditioning(
+            full1: full1, pooled1: pooled1, full2: try textEncoder2(ids: two.ids, mask: two.mask))
+
+        // Each image's stream: first its starting noise, then (img2img, inpainting) the posterior sample and the
+        // q_sample noise, then the sampler's draws.
         var noise = SeededNoise(seeds: seeds)
-        let start = Kernels.concat((0..<seeds.count).map { noise.next(image: $0, shape: [1, 4, h, w]) }, axis: 0)
+        var start = Kernels.concat((0..<seeds.count).map { noise.next(image: $0, shape: [1, 4, h, w]) }, axis: 0)
         var run = SamplingRun(kind: first.sampler, steps: first.steps, images: images, schedule: schedule)
         run.progress = progress
-        let denoise = Self.guidedDenoiser(unet: unet, text: text, scales: images.map(\.guidanceScale))
-        let latents = try run.sample(from: start, denoise: denoise, noise: &noise)
+        var inpaint: (image: Tensor, mask: Tensor)?
+        if mode != .textToImage {
+            let encoded = try encodeImages(requests, latentSize: (h, w), noise: &noise)
+            switch mode {
+            case .imageToImage:
+                let total = run.timesteps.count
+                let remaining = Int(Double(total) * (1 - (first.strength ?? 1)))
+                run.startStep = remaining
+                if remaining == 0 {
+                    start = encoded
+                } else {
+                    // q_sample to the level of the first step run: √ᾱ·z + √(1 − ᾱ)·n.
+                    let t = run.timesteps.reversed()[remaining - 1]
+                    let a = schedule.alphasCumprod[t]
+                    let n = Kernels.concat(
+                        (0..<seeds.count).map { noise.next(image: $0, shape: [1, 4, h, w]) }, axis: 0)
+                    let (ca, cn) = (Float(a.squareRoot()), Float((1 - a).squareRoot()))
+                    start = Kernels.zipMap(encoded, n) { ca * $0 + cn * $1 }
+                }
+            default:
+                let masks = Kernels.concat(
+                    requests.flatMap { r in
+                        Array(
+                            repeating: Inpainting.growMask(
+                                Inpainting.latentMask(
+                                    r.mask!, width: r.width, height: r.height, latent: (h, w),
+                                    factor: vae.downsamplingFactor)), count: r.numImages)
+                    }, axis: 0)
+                run.known = KnownRegion(latent: encoded, mask: masks)
+                inpaint = (encoded, masks)
+            }
+        }
+        let denoise = Self.guidedDenoiser(
+            unet: model, text: text, scales: images.map(\.guidanceScale), inpaint: inpaint)
+        let latents =
+            (mode == .imageToImage && run.startStep == 0)
+            ? start : try run.sample(from: start, denoise: denoise, noise: &noise)
         let decoded = vae.decode(latents)
         var out: [[GeneratedImage]] = []
         var index = 0
@@ -194,6 +307,35 @@ public final class KandinskyPipeline: @unchecked Sendable {
             out.append(group)
         }
         return out
+    }
+
+    /// The init images of `requests` (one row per image), encoded and sampled from the posterior:
+    /// `(mean + exp(½·logvar)·n)·scale`, with n from each image's stream.
+    func encodeImages(
+        _ requests: [ImageRequest], latentSize: (Int, Int), noise: inout SeededNoise
+    ) throws(KandinskyError) -> Tensor {
+        let (h, w) = latentSize
+        var rows: [Tensor] = []
+        var index = 0
+        for r in requests {
+            guard let image = r.initImage else {
+                throw KandinskyError(.invalidParameter, "init_image missing", key: "init_image")
+            }
+            let f = vae.downsamplingFactor
+            let (mean, logvar) = vae.encode(image.tensor(paddedTo: (h * f, w * f)))
+            guard mean.shape == [1, 4, h, w] else {
+                throw KandinskyError(
+                    .invalidParameter,
+                    "the autoencoder maps \(r.width)×\(r.height) to \(mean.shape), not a \(h)×\(w) latent")
+            }
+            let std = Kernels.map(logvar) { expf(0.5 * $0) }
+            for _ in 0..<r.numImages {
+                let n = noise.next(image: index, shape: [1, 4, h, w])
+                rows.append(Kernels.scale(Kernels.add(mean, Kernels.mul(std, n)), by: Float(vae.config.scale)))
+                index += 1
+            }
+        }
+        return Kernels.concat(rows, axis: 0)
     }
 
     /// `process_images`: `(x + 1)·127.5`, rounded half to even, clamped to 0…255, HWC, cropped to width × height.

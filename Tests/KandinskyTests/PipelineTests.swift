@@ -1,0 +1,166 @@
+import Foundation
+import Tensor
+import TestSupport
+import Testing
+
+@testable import Kandinsky
+
+/// The whole text-to-image pipeline on the tiny fixture model: batching, seeds, parameters, img2img, inpainting.
+@Suite struct PipelineTests {
+    let pipeline: KandinskyPipeline
+
+    init() throws {
+        pipeline = try KandinskyPipeline(directory: try ModelDirectory(path: Fixtures.kandinsky2("tiny-model")))
+    }
+
+    func request(_ prompt: String, seed: UInt64, sampler: SamplerKind = .ddim) -> ImageRequest {
+        ImageRequest(
+            prompt: prompt, width: 64, height: 64, steps: 4, guidanceScale: 4, sampler: sampler, eta: 0.05, seed: seed)
+    }
+
+    /// Largest difference between two images' latents relative to the first's spread.
+    func latentError(_ a: GeneratedImage, _ b: GeneratedImage) -> Double {
+        a.latent.relativeMaxError(to: b.latent)
+    }
+
+    @Test(arguments: [SamplerKind.ddim, .pSampler, .dpmpp2M])
+    func batchEqualsSingle(sampler: SamplerKind) throws {
+        var a = request("красная машина", seed: 11, sampler: sampler)
+        a.guidanceScale = 6
+        var b = request("a blue circle", seed: 40, sampler: sampler)
+        b.eta = 0.5
+        b.negativePrompt = "red"
+        b.numImages = 2
+        let batched = try pipeline.generate([a, b])
+        let aloneA = try pipeline.generate([a])[0]
+        let aloneB = try pipeline.generate([b])[0]
+        // Every image equals (within 1e-4 of the output's spread) the image its request gives alone.
+        #expect(latentError(batched[0][0], aloneA[0]) <= 1e-4)
+        #expect(latentError(batched[1][0], aloneB[0]) <= 1e-4)
+        #expect(latentError(batched[1][1], aloneB[1]) <= 1e-4)
+        #expect(batched[1].map(\.seed) == [40, 41])
+        // Different seeds give different images.
+        #expect(latentError(batched[1][0], batched[1][1]) > 1e-2)
+    }
+
+    @Test func sameRequestSameBytes() throws {
+        let r = request("a red car", seed: 5)
+        let one = try pipeline.generate([r])[0][0]
+        let two = try pipeline.generate([r])[0][0]
+        #expect(one.rgb == two.rgb && one.width == 64 && one.height == 64)
+    }
+
+    @Test func cropsToTheRequestedSize() throws {
+        var r = request("a red car", seed: 5)
+        (r.width, r.height) = (100, 70)
+        let image = try pipeline.generate([r])[0][0]
+        #expect(image.width == 100 && image.height == 70 && image.rgb.count == 100 * 70 * 3)
+        // The tiny autoencoder halves once (ch_mult [1, 2]): a 100×70 request needs a 56×40 latent, sides rounded
+        // up to multiples of 8 cells; Kandinsky's (8×) gives the official ⌈H/64⌉·8.
+        #expect(pipeline.vae.downsamplingFactor == 2)
+        #expect(r.latentSize(factor: 2) == (40, 56))
+        #expect(image.latent.shape == [4, 40, 56], "\(image.latent.shape)")
+        #expect(r.latentSize(factor: 8) == (16, 16))
+    }
+
+    @Test func invalidParametersFailBeforeCompute() throws {
+        let base = request("x", seed: 1)
+        var cases: [(ImageRequest, String)] = []
+        var r = base
+        r.width = 0
+        cases.append((r, "width"))
+        r = base
+        r.height = 5000
+        cases.append((r, "height"))
+        r = base
+        r.steps = 0
+        cases.append((r, "steps"))
+        r = base
+        r.guidanceScale = .nan
+        cases.append((r, "guidance_scale"))
+        r = base
+        r.initImage = RGBImage(width: 64, height: 64, pixels: Array(repeating: 128, count: 64 * 64 * 3))
+        r.strength = 1.5
+        cases.append((r, "strength"))
+        r.strength = nil
+        r.mask = Array(repeating: 1, count: 10)
+        cases.append((r, "mask_image"))
+        r = base
+        r.initImage = RGBImage(width: 32, height: 64, pixels: Array(repeating: 0, count: 32 * 64 * 3))
+        r.strength = 0.5
+        cases.append((r, "init_image"))
+        for (request, field) in cases {
+            var steps = 0
+            do {
+                _ = try pipeline.generate([request]) { _, _ in
+                    steps += 1
+                    return true
+                }
+                Issue.record("\(field): accepted")
+            } catch let error as KandinskyError {
+                #expect(error.key == field, "\(error)")
+            }
+            #expect(steps == 0)
+        }
+        #expect(SamplerKind(rawValue: "euler") == nil)
+    }
+
+    @Test func cancellationStopsBetweenSteps() throws {
+        var seen = 0
+        do {
+            _ = try pipeline.generate([request("x", seed: 1)]) { done, _ in
+                seen = done
+                return done < 2
+            }
+            Issue.record("not cancelled")
+        } catch let cancelled as SamplingCancelled {
+            #expect(cancelled.step == 2 && seen == 2)
+        }
+    }
+
+    @Test func imageToImageAndInpainting() throws {
+        let source = try pipeline.generate([request("a red car", seed: 3)])[0][0]
+        var img2img = request("a red car", seed: 9)
+        img2img.initImage = RGBImage(width: 64, height: 64, pixels: source.rgb)
+        img2img.strength = 1
+        // Strength 1 runs no step: the result is the encoded image itself (the posterior sample, scaled).
+        var steps = 0
+        let same = try pipeline.generate([img2img]) { _, total in
+            steps = total
+            return true
+        }[0][0]
+        #expect(steps == 0)
+        var noise = SeededNoise(seeds: [9])
+        _ = noise.next(image: 0, shape: [1, 4, 32, 32])  // the starting noise comes first in the stream
+        let encoded = try pipeline.encodeImages([img2img], latentSize: (32, 32), noise: &noise)
+        #expect(same.latent.relativeMaxError(to: encoded.reshaped([4, 32, 32])) == 0)
+        img2img.strength = 0.5
+        _ = try pipeline.generate([img2img]) { _, total in
+            steps = total
+            return true
+        }
+        #expect(steps == 2, "half of 4 steps")
+
+        // Inpainting needs the 9-channel UNet.
+        let full = try ModelDirectory(path: Fixtures.kandinsky2("tiny-model"))
+        let withInpainting = try KandinskyPipeline(directory: full)
+        #expect(withInpainting.inpaintingUNet != nil)
+        var inpaint = request("a blue circle", seed: 2)
+        inpaint.initImage = img2img.initImage
+        inpaint.mask = (0..<(64 * 64)).map { $0 % 64 < 32 ? 1 : 0 }
+        let filled = try withInpainting.generate([inpaint])[0][0]
+        #expect(filled.rgb.count == 64 * 64 * 3)
+    }
+
+    @Test func parametersTextHasTheCommonFormat() {
+        var r = request("красная машина", seed: 42)
+        r.negativePrompt = "blurry"
+        let text = KandinskyPipeline.parametersText(r, seed: 43, model: "kandinsky-2.0")
+        #expect(
+            text == """
+                красная машина
+                Negative prompt: blurry
+                Steps: 4, Sampler: ddim, CFG scale: 4, Seed: 43, Size: 64x64, Model: kandinsky-2.0, Eta: 0.05
+                """)
+    }
+}
