@@ -12,6 +12,7 @@ let package = Package(
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
         .package(url: "https://github.com/weichsel/ZIPFoundation", from: "0.9.19"),
+        .package(url: "https://github.com/apple/swift-crypto", from: "3.12.0"),
     ],
     targets: [
         // MARK: C libraries
@@ -36,8 +37,10 @@ let package = Package(
         .target(name: "Tensor", dependencies: ["COpenBLAS"]),
         .target(name: "Kandinsky", dependencies: ["Tensor", "CSentencePiece"], resources: [.copy("Resources")]),
         .target(name: "ModelConversion", dependencies: ["Tensor", "ZIPFoundation"]),
-        .target(name: "JobQueue", dependencies: ["CHiredis"]),
-        .target(name: "ResultStore", dependencies: ["CPNG"]),
+        .target(
+            name: "JobQueue",
+            dependencies: ["CHiredis", "ResultStore", .product(name: "Crypto", package: "swift-crypto")]),
+        .target(name: "ResultStore", dependencies: ["CPNG", .product(name: "Crypto", package: "swift-crypto")]),
         .target(name: "Systemd", dependencies: ["CSystemd"]),
         .executableTarget(
             name: "kandinsky-worker",

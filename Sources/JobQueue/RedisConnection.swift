@@ -158,6 +158,11 @@ public final class RedisConnection: @unchecked Sendable {
         return replies
     }
 
+    /// Changes the read/write timeout (hiredis 0.14 keeps no copy of it: set again after any reconnect).
+    public func setTimeout(_ timeout: Duration) throws(RedisError) {
+        if kd_redis_set_timeout(context, Self.milliseconds(timeout)) != REDIS_OK { throw connectionError() }
+    }
+
     /// Whether the context has seen an I/O or protocol error (it cannot be used again).
     public var isBroken: Bool { context.pointee.err != 0 }
 

@@ -13,7 +13,8 @@ public final class RedisServer: @unchecked Sendable {
     public let socketPath: String
     /// The TCP port, when started with `tcp: true`.
     public let port: Int?
-    private let process: Process
+    private var process: Process
+    private let configPath: String
 
     /// Starts a server and waits (up to 10 s) until it answers on its socket.
     public init(tcp: Bool = false, extraConfig: [String] = []) throws {
@@ -26,16 +27,40 @@ public final class RedisServer: @unchecked Sendable {
             "bind 127.0.0.1", "appendonly yes", "save \"\"", "daemonize no", "logfile \(directory.file("redis.log"))",
         ]
         config += extraConfig
-        let configPath = directory.file("redis.conf")
+        configPath = directory.file("redis.conf")
         try config.joined(separator: "\n").write(toFile: configPath, atomically: true, encoding: .utf8)
-        process = Process()
+        process = Self.launch(binary, configPath)
+        try process.run()
+        try waitForSocket()
+    }
+
+    /// Starts the server again after `stop`, with the same configuration, socket, port and data directory (so an
+    /// append-only file brings its data back), and waits until it accepts connections.
+    public func restart() throws {
+        stop(hard: true)
+        guard let binary = Self.find("redis-server") else { throw Missing() }
+        unlink(socketPath)  // a server killed hard leaves its socket file behind
+        process = Self.launch(binary, configPath)
+        try process.run()
+        try waitForSocket()
+    }
+
+    /// The server's process id, while it runs.
+    public var pid: Int32? { process.isRunning ? process.processIdentifier : nil }
+
+    private static func launch(_ binary: String, _ configPath: String) -> Process {
+        let process = Process()
         process.executableURL = URL(fileURLWithPath: binary)
         process.arguments = [configPath]
         process.standardOutput = FileHandle.nullDevice
         process.standardError = FileHandle.nullDevice
-        try process.run()
+        return process
+    }
+
+    /// Waits (up to 10 s) until the Unix socket accepts a connection.
+    private func waitForSocket() throws {
         let deadline = Date().addingTimeInterval(10)
-        while !FileManager.default.fileExists(atPath: socketPath) {
+        while !Self.accepts(socketPath) {
             if !process.isRunning || Date() > deadline {
                 let log = (try? String(contentsOfFile: directory.file("redis.log"), encoding: .utf8)) ?? ""
                 stop()
@@ -45,6 +70,24 @@ public final class RedisServer: @unchecked Sendable {
             }
             usleep(10_000)
         }
+    }
+
+    /// Whether a Unix socket at `path` accepts a connection.
+    static func accepts(_ path: String) -> Bool {
+        let fd = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue), 0)
+        guard fd >= 0 else { return false }
+        defer { close(fd) }
+        var addr = sockaddr_un()
+        addr.sun_family = sa_family_t(AF_UNIX)
+        let bytes = Array(path.utf8)
+        guard bytes.count < MemoryLayout.size(ofValue: addr.sun_path) else { return false }
+        withUnsafeMutableBytes(of: &addr.sun_path) { raw in
+            for (i, b) in bytes.enumerated() { raw[i] = b }
+        }
+        let len = socklen_t(MemoryLayout<sockaddr_un>.size)
+        return withUnsafePointer(to: &addr) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, len) }
+        } == 0
     }
 
     /// Kills the server (SIGKILL when `hard`, else SIGTERM) and waits for it to exit.

@@ -1,0 +1,79 @@
+import Foundation
+
+/// A private `redis-server` on a Unix socket in a directory of its own (the embedded default for one machine, and
+/// what `bench queue` measures against). Stopped when released.
+public final class LocalRedisServer: @unchecked Sendable {
+    public let directory: String
+    public let socketPath: String
+    private let process: Process
+    private let ownsDirectory: Bool
+
+    /// Starts `redis-server` (found on PATH) with `appendonly yes` and the extra configuration lines, and waits up to
+    /// 10 s for its socket. With no `directory`, a temporary one is made and removed at the end.
+    public init(directory: String? = nil, extraConfig: [String] = []) throws(RedisError) {
+        guard let binary = Self.find("redis-server") else {
+            throw RedisError(.connection, "redis-server was not found on PATH (Debian: apt-get install redis-server)")
+        }
+        if let directory {
+            self.directory = directory
+            ownsDirectory = false
+            try? FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+        } else {
+            var template = Array((NSTemporaryDirectory() + "/kd-redis.XXXXXX").utf8CString)
+            guard let made = mkdtemp(&template) else { throw RedisError(.connection, "mkdtemp failed") }
+            self.directory = String(cString: made)
+            ownsDirectory = true
+        }
+        socketPath = self.directory + "/redis.sock"
+        let config =
+            [
+                "dir \(self.directory)", "unixsocket \(socketPath)", "unixsocketperm 700", "port 0",
+                "appendonly yes", "save \"\"", "daemonize no", "logfile \(self.directory)/redis.log",
+            ] + extraConfig
+        let configPath = self.directory + "/redis.conf"
+        do {
+            try config.joined(separator: "\n").write(toFile: configPath, atomically: true, encoding: .utf8)
+        } catch {
+            throw RedisError(.connection, "cannot write \(configPath): \(error)")
+        }
+        process = Process()
+        process.executableURL = URL(fileURLWithPath: binary)
+        process.arguments = [configPath]
+        process.standardOutput = FileHandle.nullDevice
+        process.standardError = FileHandle.nullDevice
+        do { try process.run() } catch { throw RedisError(.connection, "cannot start redis-server: \(error)") }
+        let deadline = Date().addingTimeInterval(10)
+        while (try? RedisConnection(.unix(path: socketPath)).command(["PING"])) != .status("PONG") {
+            if !process.isRunning || Date() > deadline {
+                stop()
+                let log = (try? String(contentsOfFile: self.directory + "/redis.log", encoding: .utf8)) ?? ""
+                throw RedisError(.connection, "redis-server did not start: \(log.suffix(2000))")
+            }
+            usleep(10_000)
+        }
+    }
+
+    public var endpoint: RedisEndpoint { .unix(path: socketPath) }
+
+    public func stop() {
+        if process.isRunning {
+            kill(process.processIdentifier, SIGTERM)
+            process.waitUntilExit()
+        }
+    }
+
+    deinit {
+        stop()
+        if ownsDirectory { try? FileManager.default.removeItem(atPath: directory) }
+    }
+
+    /// An executable on PATH (or in the usual system directories).
+    public static func find(_ name: String) -> String? {
+        let path = ProcessInfo.processInfo.environment["PATH"] ?? "/usr/bin:/bin"
+        for dir in path.split(separator: ":").map(String.init) + ["/usr/sbin", "/usr/bin"] {
+            let candidate = "\(dir)/\(name)"
+            if FileManager.default.isExecutableFile(atPath: candidate) { return candidate }
+        }
+        return nil
+    }
+}

@@ -1,0 +1,457 @@
+import Foundation
+import ResultStore
+
+/// A worker: takes jobs from its queues, runs them through a `JobGenerator`, writes their files to the result
+/// store and makes their final transitions, on two threads of its own (the job loop, and heartbeat + reaper +
+/// retry promotion), never on Swift's cooperative pool.
+///
+/// Guarantees (with the scripts in `Scripts`): every taken job stays in this worker's processing list until a
+/// script moves it on; a job is reported done only after its files are durably written; a Redis outage is survived
+/// by reconnecting with backoff and handing back whatever the worker no longer tracks.
+public final class QueueWorker: @unchecked Sendable {
+    public struct Options: Sendable {
+        public var redis: RedisConfiguration
+        public var queue: QueueConfiguration
+        public var defaults = GenerationDefaults()
+        public var limits = JobLimits()
+        /// Reported in the heartbeat hash.
+        public var device = "cpu"
+        public var model = ""
+        public var version = "0.1.0"
+
+        public init(redis: RedisConfiguration, queue: QueueConfiguration) {
+            self.redis = redis
+            self.queue = queue
+        }
+    }
+
+    /// Counts of what this worker did.
+    public struct Stats: Equatable, Sendable {
+        public var finished: [FinalState: Int] = [:]
+        /// Final transitions this worker tried that another had made first (no second event).
+        public var alreadyFinal = 0
+        public var retried = 0
+        public var handedBack = 0
+        public var reaped = 0
+        public var redisErrors = 0
+        /// Round trips to Redis made by the job loop (the heartbeat thread's are not counted).
+        public var jobLoopRoundTrips = 0
+    }
+
+    public let options: Options
+    private let generator: any JobGenerator
+    private let store: ResultStore?
+    private let log: @Sendable (String) -> Void
+    private let decoder: JobDecoder
+
+    private let lock = NSLock()
+    private var stopping = false
+    private var _stats = Stats()
+    private var current: [String] = []
+    private var started = false
+    private let wake = DispatchSemaphore(value: 0)
+    private let threads = DispatchGroup()
+
+    /// - Parameters:
+    ///   - store: where images go; nil writes no files (queue benchmarks only).
+    ///   - log: one line per notable event (hand-backs, reconnects, failures).
+    public init(
+        options: Options, generator: any JobGenerator, store: ResultStore?,
+        log: @escaping @Sendable (String) -> Void = { _ in }
+    ) {
+        self.options = options
+        self.generator = generator
+        self.store = store
+        self.log = log
+        self.decoder = JobDecoder(limits: options.limits)
+    }
+
+    public var stats: Stats { lock.withLock { _stats } }
+    public var isStopping: Bool { lock.withLock { stopping } }
+
+    /// Starts the job loop and the maintenance loop on threads of their own.
+    public func start() throws(JobError) {
+        try options.queue.validate()
+        let already = lock.withLock {
+            defer { started = true }
+            return started
+        }
+        guard !already else { return }
+        let loops: [(String, @Sendable () -> Void)] = [
+            ("kd-jobs", { [self] in jobLoop() }), ("kd-maintenance", { [self] in maintenanceLoop() }),
+        ]
+        for (name, body) in loops {
+            threads.enter()
+            let thread = Thread { [threads] in
+                body()
+                threads.leave()
+            }
+            thread.name = name
+            thread.start()
+        }
+    }
+
+    /// Asks both loops to stop: no new jobs are taken; the running job finishes; taken jobs not started are handed
+    /// back. Returns at once; `wait()` blocks until the loops have ended.
+    public func stop() {
+        lock.withLock { stopping = true }
+        wake.signal()
+    }
+
+    /// Blocks until both loops have ended (call from a thread of your own).
+    public func wait() { threads.wait() }
+
+    /// Suspends until both loops have ended, without blocking the cooperative pool.
+    public func waitUntilStopped() async {
+        await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
+            threads.notify(queue: .global()) { continuation.resume() }
+        }
+    }
+
+    private func count(_ update: (inout Stats) -> Void) { lock.withLock { update(&_stats) } }
+
+    // MARK: - Job loop
+
+    private func jobLoop() {
+        let client = RedisClient(options.redis)
+        let queue = ReliableQueue(client: client, configuration: options.queue)
+        let me = options.queue.worker
+        // A restart under the same name takes its own leftovers back at once.
+        if let n = try? redis(
+            client,
+            { () throws(RedisError) in
+                try queue.handBack(worker: me, recoveredBy: "self", fallbackQueues: options.queue.queues)
+            }), n > 0
+        {
+            count { $0.handedBack += n }
+            log("handed back \(n) job(s) left in \(options.queue.keys.processing(me)) by an earlier run")
+        }
+        var seenReconnects = client.reconnects
+        while !isStopping {
+            do {
+                let taken = try redis(client) { () throws(RedisError) in
+                    try queue.take(max: options.queue.takeBatch, block: true)
+                }
+                if client.reconnects != seenReconnects {
+                    // A reply may have been lost with the connection (a BLMOVE that moved a job, say): whatever
+                    // is in the list but not in hand goes back.
+                    seenReconnects = client.reconnects
+                    let n = try redis(client) { () throws(RedisError) in
+                        try queue.handBack(
+                            worker: me, keeping: taken.map(\.payload), recoveredBy: "self",
+                            fallbackQueues: options.queue.queues)
+                    }
+                    if n > 0 {
+                        count { $0.handedBack += n }
+                        log("handed back \(n) job(s) after reconnecting to Redis")
+                    }
+                }
+                if !taken.isEmpty { try process(taken, queue: queue) }
+                count { $0.jobLoopRoundTrips = client.roundTrips }
+            } catch {
+                // Only reached when stopping, or on a non-transient Redis error (logged, then a pause).
+                count { $0.redisErrors += 1 }
+                if isStopping { break }
+                log("job loop: \(error)")
+                Thread.sleep(forTimeInterval: 0.5)
+            }
+        }
+        // Hand back what was taken but not started; then leave the registry.
+        if let n = try? queue.handBack(worker: me, recoveredBy: "self", fallbackQueues: options.queue.queues), n > 0 {
+            count { $0.handedBack += n }
+        }
+        try? queue.deregister()
+    }
+
+    /// Runs a Redis step until it succeeds, reconnecting with backoff; gives up only when stopping.
+    private func redis<T>(_ client: RedisClient, _ body: () throws(RedisError) -> T) throws(RedisError) -> T {
+        try client.retrying(
+            shouldStop: { isStopping },
+            onRetry: { error, wait in
+                self.count { $0.redisErrors += 1 }
+                self.log("redis: \(error); retrying in \(Int(wait.seconds * 1000)) ms")
+            }
+        ) { _ throws(RedisError) in try body() }
+    }
+
+    private struct InHand {
+        var taken: TakenJob
+        var lifecycle: JobLifecycle
+        var id: String?
+        var request: GenerationRequest?
+    }
+
+    private func process(_ batch: [TakenJob], queue: ReliableQueue) throws(RedisError) {
+        var random = SystemRandomNumberGenerator()
+        let q = options.queue
+        var jobs: [InHand] = []
+        var pending: [Finish] = []
+        var pendingSince: ContinuousClock.Instant?
+        let clock = ContinuousClock()
+
+        func flush() throws(RedisError) {
+            guard !pending.isEmpty else { return }
+            let made = try redis(queue.client) { () throws(RedisError) in
+                try queue.finish(pending, nowMs: ReliableQueue.nowMs())
+            }
+            for (f, m) in zip(pending, made) {
+                if m { count { $0.finished[f.state, default: 0] += 1 } } else { count { $0.alreadyFinal += 1 } }
+            }
+            pending = []
+            pendingSince = nil
+        }
+        func enqueueFinish(_ f: Finish) {
+            pending.append(f)
+            if pendingSince == nil { pendingSince = clock.now }
+        }
+
+        // Decode, then claim every identified job in one round trip.
+        var claims: [(id: String, taken: TakenJob)] = []
+        for taken in batch {
+            var lifecycle = JobLifecycle(maxAttempts: q.maxAttempts, retryBackoff: q.retryBackoff)
+            let decoding = decoder.decode(taken.payload)
+            var job = InHand(taken: taken, lifecycle: lifecycle, id: nil, request: nil)
+            switch lifecycle.handle(.decoded(decoding), random: &random) {
+            case .claim(let id):
+                job.id = id
+                if case .valid(let r) = decoding { job.request = r }
+                claims.append((id, taken))
+            case .finish(let state, let error, _):
+                enqueueFinish(finishRecord(job, state: state, error: error, attempts: 0))
+            default: break
+            }
+            job.lifecycle = lifecycle
+            jobs.append(job)
+        }
+        let results = try redis(queue.client) { () throws(RedisError) in
+            try queue.claim(claims, nowMs: ReliableQueue.nowMs())
+        }
+        var claimIndex = 0
+        for i in jobs.indices where jobs[i].id != nil {
+            let result = results[claimIndex]
+            claimIndex += 1
+            let now = Date().timeIntervalSince1970
+            let action = jobs[i].lifecycle.handle(.claimed(result, nowSeconds: now), random: &random)
+            switch action {
+            case .drop:
+                count { $0.alreadyFinal += 1 }
+            case .finish(let state, let error, let attempts):
+                enqueueFinish(finishRecord(jobs[i], state: state, error: error, attempts: attempts))
+            case .run(let request, let attempt):
+                if isStopping { continue }  // handed back when the loop ends
+                if let since = pendingSince, since.duration(to: clock.now) > .milliseconds(20) { try flush() }
+                lock.withLock { current = [request.id] }
+                let f = run(&jobs[i], request: request, attempt: attempt, queue: queue, random: &random)
+                lock.withLock { current = [] }
+                if let f { enqueueFinish(f) }
+            case .rejected(let why):
+                log("job lifecycle: \(why)")
+            default: break
+            }
+        }
+        try flush()
+    }
+
+    /// Runs one attempt: generate, store, then the finish record (or the retry, done here).
+    private func run(
+        _ job: inout InHand, request: GenerationRequest, attempt: Attempt, queue: ReliableQueue,
+        random: inout SystemRandomNumberGenerator
+    ) -> Finish? {
+        let started = ContinuousClock.now
+        let context = GenerationContext(
+            jobId: request.id, attempt: attempt.number, defaults: options.defaults,
+            interval: options.queue.cancelCheckInterval
+        ) { (try? queue.isCancelRequested(request.id)) ?? false }
+        var outcome: JobLifecycle.Action
+        var output: GenerationOutput?
+        var stored: (images: [StoredFile], jobFile: StoredFile)?
+        do {
+            let out = try generator.generate(request, context: context)
+            output = out
+            _ = job.lifecycle.handle(.generated, random: &random)
+            stored = try write(out, request: request, attempt: attempt, runMs: started.duration(to: .now))
+            outcome = job.lifecycle.handle(.stored, random: &random)
+        } catch let failure as GenerationFailure {
+            outcome = job.lifecycle.handle(
+                .attemptFailed(
+                    JobError(failure.code, failure.message, jobId: request.id), retryable: failure.retryable),
+                random: &random)
+        } catch let e as PNGError {
+            outcome = job.lifecycle.handle(
+                .attemptFailed(
+                    JobError(.storeFailed, "encoding a PNG failed: \(e)", jobId: request.id), retryable: false),
+                random: &random)
+        } catch let e as StoreError {
+            outcome = job.lifecycle.handle(
+                .attemptFailed(
+                    JobError(.storeFailed, "writing the results failed: \(e.message)", jobId: request.id, key: e.path),
+                    retryable: true),
+                random: &random)
+        } catch {
+            outcome = job.lifecycle.handle(
+                .attemptFailed(JobError(.generationFailed, "\(error)", jobId: request.id), retryable: true),
+                random: &random)
+        }
+        let runMs = Self.ms(started.duration(to: .now))
+        switch outcome {
+        case .finish(let state, let error, let attempts):
+            var images: [JSONNode] = []
+            if let output, let stored {
+                for (n, file) in stored.images.enumerated() {
+                    images.append(
+                        .object([
+                            "path": .string(file.path), "width": .integer(output.images[n].width),
+                            "height": .integer(output.images[n].height),
+                            "seed": .integer(output.parameters.seed(ofImage: n)), "sha256": .string(file.sha256),
+                        ]))
+                }
+            }
+            var record = finishRecord(
+                job, state: state, error: error, attempts: attempts, attempt: attempt, runMs: runMs, images: images)
+            if state == .done, let stored {
+                record.result = .object([
+                    "images": .array(images), "job_json": .string(stored.jobFile.path),
+                    "seed": output.map { .integer($0.parameters.seed) } ?? .null,
+                ])
+            }
+            return record
+        case .retry(let error, _, let delay):
+            do {
+                let scheduled = try redis(queue.client) { () throws(RedisError) in
+                    try queue.retry(
+                        id: request.id, taken: job.taken, error: error, delay: delay, nowMs: ReliableQueue.nowMs())
+                }
+                _ = job.lifecycle.handle(.retryAcknowledged(scheduled: scheduled), random: &random)
+                if scheduled { count { $0.retried += 1 } }
+                log(
+                    "job \(request.id) attempt \(attempt.number) failed (\(error)); retry in \(Int(delay.seconds * 1000)) ms"
+                )
+            } catch {
+                log("job \(request.id): could not schedule its retry (\(error)); it stays in the processing list")
+            }
+            return nil
+        default:
+            log("job \(request.id): unexpected lifecycle action \(outcome)")
+            return nil
+        }
+    }
+
+    /// Encodes and stores the images and `job.json`. Throws on any failure: nothing is reported done unless every
+    /// file is durably in place.
+    private func write(
+        _ output: GenerationOutput, request: GenerationRequest, attempt: Attempt, runMs: Duration
+    ) throws -> (images: [StoredFile], jobFile: StoredFile)? {
+        guard let store else { return ([], StoredFile(path: "", sha256: "", bytes: 0)) }
+        var pngs: [[UInt8]] = []
+        for (n, image) in output.images.enumerated() {
+            let seed = output.parameters.seed(ofImage: n)
+            pngs.append(
+                try PNGCodec.encode(
+                    image,
+                    text: [
+                        ("parameters", parametersText(output.parameters, seed: seed, model: output.model)),
+                        ("Software", "kandinsky-worker \(options.version)"),
+                    ]))
+        }
+        let p = output.parameters
+        var parameters: [String: JSONNode] = [
+            "prompt": .string(p.prompt), "negative_prompt": .string(p.negativePrompt), "width": .integer(p.width),
+            "height": .integer(p.height), "num_images": .integer(p.numImages), "steps": .integer(p.steps),
+            "guidance_scale": .double(p.guidanceScale), "sampler": .string(p.sampler.rawValue), "eta": .double(p.eta),
+            "dynamic_threshold": p.dynamicThreshold.map { .double($0) } ?? .null, "seed": .integer(p.seed),
+        ]
+        if let i = p.initImage { parameters["init_image"] = .string(i) }
+        if let s = p.strength { parameters["strength"] = .double(s) }
+        if let m = p.maskImage { parameters["mask_image"] = .string(m) }
+        let jobJSON = JSONNode.object([
+            "id": .string(request.id), "request": request.json, "parameters": .object(parameters),
+            "seeds": .array((0..<output.images.count).map { .integer(p.seed(ofImage: $0)) }),
+            "model": .string(output.model), "worker": .string(options.queue.worker),
+            "attempt": .integer(attempt.number),
+            "timings": .object(["run_ms": .integer(Self.ms(runMs))]),
+        ])
+        return try store.write(
+            jobId: request.id, firstSeenMs: attempt.firstSeenMs, pngs: pngs,
+            jobJSON: Array((jobJSON.serialized + "\n").utf8))
+    }
+
+    /// The final transition record: event JSON (DESIGN §3), error, and the dead-list entry when dead.
+    private func finishRecord(
+        _ job: InHand, state: FinalState, error: JobError?, attempts: Int, attempt: Attempt? = nil,
+        runMs: Int64? = nil, images: [JSONNode] = []
+    ) -> Finish {
+        var error = error
+        error?.jobId = job.id
+        var event: [String: JSONNode] = [
+            "id": job.id.map { .string($0) } ?? .null, "state": .string(state.rawValue),
+            "worker": .string(options.queue.worker), "attempts": .integer(attempts), "images": .array(images),
+            "metadata": job.request?.metadata ?? Self.metadataOf(job.taken.payload) ?? .null,
+        ]
+        if let attempt {
+            event["queued_ms"] = .integer(attempt.startedMs - (attempt.enqueuedMs ?? attempt.firstSeenMs))
+        }
+        if let runMs { event["run_ms"] = .integer(runMs) }
+        if let error {
+            event["error"] = .object(["code": .string(error.code.rawValue), "message": .string(error.message)])
+        }
+        var dead: JSONNode?
+        if state == .dead {
+            dead = .object([
+                "id": job.id.map { .string($0) } ?? .null, "queue": .string(job.taken.queue),
+                "error": error?.json ?? .null, "attempts": .integer(attempts),
+                "payload": .string(String(decoding: job.taken.payload.prefix(64 * 1024), as: UTF8.self)),
+                "payload_bytes": .integer(job.taken.payload.count), "worker": .string(options.queue.worker),
+                "failed_ms": .integer(ReliableQueue.nowMs()),
+            ])
+        }
+        return Finish(
+            jobKeyId: job.id, payload: job.taken.payload, state: state, event: .object(event), result: nil,
+            error: error, deadEntry: dead)
+    }
+
+    /// The `metadata` of an invalid job, echoed back when the payload parses at all.
+    private static func metadataOf(_ payload: [UInt8]) -> JSONNode? {
+        guard payload.count <= 4 * 1024 * 1024 else { return nil }
+        return (try? JSONNode.parse(payload))?["metadata"]
+    }
+
+    static func ms(_ d: Duration) -> Int64 { ReliableQueue.milliseconds(d) }
+
+    // MARK: - Maintenance loop
+
+    private func maintenanceLoop() {
+        let client = RedisClient(options.redis)
+        let queue = ReliableQueue(client: client, configuration: options.queue)
+        let interval = options.queue.heartbeatInterval
+        let tick = min(interval, .milliseconds(250))
+        let clock = ContinuousClock()
+        var nextBeat = clock.now
+        let host = ProcessInfo.processInfo.hostName
+        let pid = String(getpid())
+        while !isStopping {
+            do {
+                if clock.now >= nextBeat {
+                    nextBeat = clock.now + interval
+                    let jobs = lock.withLock { current }
+                    try queue.heartbeat(fields: [
+                        "host": host, "pid": pid, "device": options.device, "model": options.model,
+                        "version": options.version, "state": jobs.isEmpty ? "idle" : "running",
+                        "current": jobs.joined(separator: ","), "last_beat_ms": String(ReliableQueue.nowMs()),
+                        "queues": options.queue.queues.joined(separator: ","),
+                    ])
+                    let n = try queue.reap()
+                    if n > 0 {
+                        count { $0.reaped += n }
+                        log("reaper handed back \(n) job(s) of workers whose heartbeat expired")
+                    }
+                }
+                try queue.promoteDue(nowMs: ReliableQueue.nowMs())
+            } catch {
+                count { $0.redisErrors += 1 }
+                client.disconnect()
+            }
+            _ = wake.wait(timeout: .now() + tick.seconds)
+        }
+        wake.signal()  // the other waiter, if any
+    }
+}

@@ -1,0 +1,90 @@
+import Foundation
+
+/// A `kandinsky-worker queue-worker` process started by a test, so it can be killed with SIGKILL mid-job.
+///
+/// The binary is found, in order: `$KD_WORKER_BINARY`; beside the running test bundle (the build directory of
+/// whatever scratch path `swift test` used); `.build/debug` under the repository root.
+public final class WorkerProcess: @unchecked Sendable {
+    public struct BinaryMissing: Error, CustomStringConvertible {
+        public var searched: [String]
+        public var description: String {
+            "kandinsky-worker was not found (looked at \(searched.joined(separator: ", "))): build it first "
+                + "(swift build --build-tests), or set KD_WORKER_BINARY"
+        }
+    }
+
+    public let name: String
+    public let logPath: String
+    private let process: Process
+
+    /// Starts `kandinsky-worker queue-worker --name NAME` plus `arguments`; its stderr goes to `logPath`.
+    public init(name: String, arguments: [String], logDirectory: String) throws {
+        let binary = try Self.binary()
+        self.name = name
+        logPath = (logDirectory as NSString).appendingPathComponent(
+            "worker-\(name)-\(UInt32.random(in: 0...UInt32.max)).log")
+        _ = FileManager.default.createFile(atPath: logPath, contents: nil)
+        process = Process()
+        process.executableURL = URL(fileURLWithPath: binary)
+        process.arguments = ["queue-worker", "--name", name] + arguments
+        process.standardOutput = FileHandle.nullDevice
+        process.standardError = FileHandle(forWritingAtPath: logPath)
+        try process.run()
+    }
+
+    public var pid: Int32 { process.processIdentifier }
+    public var isRunning: Bool { process.isRunning }
+
+    /// SIGKILL: no chance to clean up, as in an OOM kill or a power cut of the process.
+    public func kill9() {
+        if process.isRunning {
+            kill(process.processIdentifier, SIGKILL)
+            process.waitUntilExit()
+        }
+    }
+
+    /// SIGTERM, then waits (up to `timeout` seconds, then SIGKILL). Returns the exit status.
+    @discardableResult
+    public func terminate(timeout: Double = 10) -> Int32 {
+        if process.isRunning {
+            kill(process.processIdentifier, SIGTERM)
+            let deadline = Date().addingTimeInterval(timeout)
+            while process.isRunning, Date() < deadline { usleep(10_000) }
+            if process.isRunning { kill9() }
+        }
+        process.waitUntilExit()
+        return process.terminationStatus
+    }
+
+    public var log: String { (try? String(contentsOfFile: logPath, encoding: .utf8)) ?? "" }
+
+    deinit { kill9() }
+
+    public static func binary() throws -> String {
+        var candidates: [String] = []
+        if let explicit = ProcessInfo.processInfo.environment["KD_WORKER_BINARY"] { candidates.append(explicit) }
+        if let exe = try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/exe") {
+            // …/<scratch>/<config>/kandinsky-workerPackageTests.xctest (or inside a bundle on other systems)
+            var dir = (exe as NSString).deletingLastPathComponent
+            for _ in 0..<3 {
+                candidates.append((dir as NSString).appendingPathComponent("kandinsky-worker"))
+                dir = (dir as NSString).deletingLastPathComponent
+            }
+        }
+        let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
+            .deletingLastPathComponent().path
+        candidates.append(root + "/.build/debug/kandinsky-worker")
+        for c in candidates where FileManager.default.isExecutableFile(atPath: c) { return c }
+        throw BinaryMissing(searched: candidates)
+    }
+}
+
+/// Polls `condition` every 10 ms until it holds or `timeout` seconds pass; returns whether it held.
+public func eventually(timeout: Double, _ condition: () throws -> Bool) rethrows -> Bool {
+    let deadline = Date().addingTimeInterval(timeout)
+    while Date() < deadline {
+        if try condition() { return true }
+        usleep(10_000)
+    }
+    return try condition()
+}
