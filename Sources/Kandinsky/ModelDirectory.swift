@@ -28,6 +28,23 @@ public struct ModelDirectory: Sendable {
         config = try ModelConfig.load(path: (path as NSString).appendingPathComponent("model.json"))
     }
 
+    /// The demo model shipped with the product (multilingual coloured shapes, 64×64), the default wherever no
+    /// model is configured; nil when the resource folder is not installed.
+    public static var embeddedDemoPath: String? {
+        Resources.path("shapes-demo/model.json").map { ($0 as NSString).deletingLastPathComponent }
+    }
+
+    /// Opens the embedded demo model, or explains how to install it.
+    public static func embeddedDemo() throws(KandinskyError) -> ModelDirectory {
+        guard let path = embeddedDemoPath else {
+            throw KandinskyError(
+                .modelDirectory,
+                "no model given and the embedded demo model is not installed (the kandinsky-worker_Kandinsky.resources folder belongs beside the binary, or set KANDINSKY_WORKER_RESOURCES)"
+            )
+        }
+        return try ModelDirectory(path: path)
+    }
+
     public func file(_ name: String) -> String { (path as NSString).appendingPathComponent(name) }
     public func file(_ f: File) -> String { file(f.rawValue) }
 

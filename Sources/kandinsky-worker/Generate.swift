@@ -17,8 +17,8 @@ struct Generate: ParsableCommand {
     @Argument(help: "The prompt, in any language.")
     var prompt: String
 
-    @Option(help: "The model directory.")
-    var model: String
+    @Option(help: "The model directory (default: the embedded multilingual shapes demo model).")
+    var model: String?
 
     @Option(
         name: [.short, .customLong("output")], help: "Output PNG; several images get -1, -2, … before the extension.")
@@ -39,7 +39,9 @@ struct Generate: ParsableCommand {
     @Option(help: "Inpainting mask (PNG, width × height): white keeps, black regenerates.") var mask: String?
 
     func run() throws {
-        let directory = try ModelDirectory(path: model)
+        let directory =
+            try model.map { path throws(KandinskyError) in try ModelDirectory(path: path) }
+            ?? ModelDirectory.embeddedDemo()
         let defaults = directory.config.defaults
         var request = ImageRequest(
             prompt: prompt, negativePrompt: negativePrompt, width: width ?? defaults?.width ?? 512,
@@ -54,7 +56,7 @@ struct Generate: ParsableCommand {
         try request.validate()  // every parameter checked before any model is loaded
 
         let loadStart = Date()
-        let pipeline = try KandinskyPipeline(directory: directory)
+        let pipeline = try KandinskyPipeline(directory: directory, modelName: Self.modelName(directory))
         FileHandle.standardError.write(
             Data(String(format: "model loaded in %.1f s\n", Date().timeIntervalSince(loadStart)).utf8))
         let start = Date()
@@ -80,6 +82,11 @@ struct Generate: ParsableCommand {
                     format: "%d image(s) in %.2f s (%.3f s per step)\n", images.count, seconds,
                     seconds / Double(max(1, request.steps))
                 ).utf8))
+    }
+
+    /// The name PNGs record: `kandinsky-2.0`, or the demo model's name.
+    static func modelName(_ directory: ModelDirectory) -> String {
+        directory.path == ModelDirectory.embeddedDemoPath ? "kandinsky-2.0-shapes-demo" : "kandinsky-2.0"
     }
 
     func parseSampler(_ name: String) throws -> SamplerKind {

@@ -6,6 +6,8 @@ struct KandinskyWorker: ParsableCommand {
         commandName: "kandinsky-worker",
         abstract: "Serve the Kandinsky 2.0 text-to-image model from Redis job queues.",
         version: "0.1.0",
-        subcommands: [Generate.self, ModelCommand.self, Forward.self, Bench.self, QueueWorkerCommand.self]
+        subcommands: [
+            Generate.self, ModelCommand.self, Forward.self, Bench.self, QueueWorkerCommand.self, DemoEval.self,
+        ]
     )
 }

@@ -1,0 +1,84 @@
+import ArgumentParser
+import Foundation
+import Kandinsky
+
+/// `demo-eval`: generates the demo model's captions and scores colour and shape per language with the pixel rule.
+struct DemoEval: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "demo-eval",
+        abstract: "Score the shapes demo model: the share of images whose colour and shape match the caption.",
+        shouldDisplay: false)
+
+    @Option(help: "Model directory with a demo section (default: the embedded demo model).")
+    var model: String?
+
+    @Option(help: "Captions per language (taken in order, cycling through colours and shapes).")
+    var perLanguage = 24
+
+    @Option(help: "Seed of the first image (caption k uses seed + k).")
+    var seed: UInt64 = 1000
+
+    @Option(help: "Images per UNet batch.")
+    var batch = 8
+
+    @Flag(help: "Print one JSON object on the last line.")
+    var json = false
+
+    func run() throws {
+        let directory =
+            try model.map { path throws(KandinskyError) in try ModelDirectory(path: path) }
+            ?? ModelDirectory.embeddedDemo()
+        let demo = try ShapesDemo(directory: directory)
+        let pipeline = try KandinskyPipeline(directory: directory)
+        let defaults = directory.config.defaults
+        var scores: [String: (color: Int, shape: Int, total: Int)] = [:]
+        for language in demo.languages {
+            // Every (colour, shape) pair once per 24 captions, spread so a short run still mixes colours and shapes.
+            let captions = demo.captions.filter { $0.language == language }
+            let chosen = (0..<perLanguage).map { captions[($0 * 5) % captions.count] }
+            var index = 0
+            while index < chosen.count {
+                let slice = chosen[index..<min(chosen.count, index + batch)]
+                let requests = slice.enumerated().map { k, c in
+                    ImageRequest(
+                        prompt: c.text, width: defaults?.width ?? 64, height: defaults?.height ?? 64,
+                        steps: defaults?.steps ?? 30, guidanceScale: Float(defaults?.guidanceScale ?? 4),
+                        sampler: SamplerKind(rawValue: defaults?.sampler ?? "ddim") ?? .ddim,
+                        eta: defaults?.eta ?? 0.05,
+                        dynamicThreshold: defaults?.dynamicThreshold ?? 99.5, seed: seed + UInt64(index + k))
+                }
+                let images = try pipeline.generate(requests)
+                for (caption, group) in zip(slice, images) {
+                    let verdict = ShapesDemo.judge(rgb: group[0].rgb, width: group[0].width, height: group[0].height)
+                    var s = scores[language] ?? (0, 0, 0)
+                    s.total += 1
+                    if verdict?.color == caption.color { s.color += 1 }
+                    if verdict?.shape == caption.shape { s.shape += 1 }
+                    scores[language] = s
+                }
+                index += slice.count
+            }
+            let s = scores[language]!
+            print(
+                "\(language): colour \(percent(s.color, s.total)) %, shape \(percent(s.shape, s.total)) % of \(s.total)"
+            )
+        }
+        let covered = demo.languages.filter { $0 != "zh" && $0 != "ja" }
+        let c = covered.reduce(0) { $0 + scores[$1]!.color }
+        let sh = covered.reduce(0) { $0 + scores[$1]!.shape }
+        let t = covered.reduce(0) { $0 + scores[$1]!.total }
+        print("10 languages (all but zh, ja): colour \(percent(c, t)) %, shape \(percent(sh, t)) % of \(t)")
+        if json {
+            var object: [String: Any] = ["colour_pct": percent(c, t), "shape_pct": percent(sh, t)]
+            for (language, s) in scores {
+                object[language] = ["colour_pct": percent(s.color, s.total), "shape_pct": percent(s.shape, s.total)]
+            }
+            print(
+                String(
+                    decoding: try JSONSerialization.data(withJSONObject: object, options: [.sortedKeys]), as: UTF8.self)
+            )
+        }
+    }
+
+    func percent(_ n: Int, _ total: Int) -> Int { total == 0 ? 0 : Int((100 * Double(n) / Double(total)).rounded()) }
+}
