@@ -63,7 +63,8 @@ public enum RandomModel {
             progress(path)
         }
         for (resource, file) in [
-            ("tiny-tokenizer1.model", ModelDirectory.File.tokenizer1), ("tiny-tokenizer2.model", .tokenizer2),
+            ("shapes-demo/tokenizer1.model", ModelDirectory.File.tokenizer1),
+            ("shapes-demo/tokenizer2.model", .tokenizer2),
         ] {
             let path = (directory as NSString).appendingPathComponent(file.rawValue)
             try copyResource(resource, to: path)
