@@ -60,7 +60,9 @@ public final class RedisServer: @unchecked Sendable {
     /// Waits (up to 10 s) until the Unix socket accepts a connection.
     private func waitForSocket() throws {
         let deadline = Date().addingTimeInterval(10)
-        while !Self.accepts(socketPath) {
+        // Accepting connections is not enough after a restart: until the append-only file is loaded, commands get
+        // LOADING. Ready means PING answers PONG.
+        while !Self.answersPing(socketPath) {
             if !process.isRunning || Date() > deadline {
                 let log = (try? String(contentsOfFile: directory.file("redis.log"), encoding: .utf8)) ?? ""
                 stop()
@@ -72,22 +74,43 @@ public final class RedisServer: @unchecked Sendable {
         }
     }
 
-    /// Whether a Unix socket at `path` accepts a connection.
-    static func accepts(_ path: String) -> Bool {
-        let fd = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue), 0)
+    /// Whether a server on the Unix socket at `path` answers `PING` with `+PONG` (not `-LOADING`).
+    static func answersPing(_ path: String) -> Bool {
+        let fd = connectUnix(path)
         guard fd >= 0 else { return false }
         defer { close(fd) }
+        var timeout = timeval(tv_sec: 1, tv_usec: 0)
+        setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
+        let ping = Array("PING\r\n".utf8)
+        guard write(fd, ping, ping.count) == ping.count else { return false }
+        var reply = [UInt8](repeating: 0, count: 64)
+        let n = read(fd, &reply, reply.count)
+        return n >= 5 && Array(reply[0..<5]) == Array("+PONG".utf8)
+    }
+
+    /// A connected Unix stream socket, or -1.
+    static func connectUnix(_ path: String) -> Int32 {
+        let fd = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue), 0)
+        guard fd >= 0 else { return -1 }
         var addr = sockaddr_un()
         addr.sun_family = sa_family_t(AF_UNIX)
         let bytes = Array(path.utf8)
-        guard bytes.count < MemoryLayout.size(ofValue: addr.sun_path) else { return false }
+        guard bytes.count < MemoryLayout.size(ofValue: addr.sun_path) else {
+            close(fd)
+            return -1
+        }
         withUnsafeMutableBytes(of: &addr.sun_path) { raw in
             for (i, b) in bytes.enumerated() { raw[i] = b }
         }
         let len = socklen_t(MemoryLayout<sockaddr_un>.size)
-        return withUnsafePointer(to: &addr) {
+        let status = withUnsafePointer(to: &addr) {
             $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, len) }
-        } == 0
+        }
+        if status != 0 {
+            close(fd)
+            return -1
+        }
+        return fd
     }
 
     /// Kills the server (SIGKILL when `hard`, else SIGTERM) and waits for it to exit.
