@@ -13,6 +13,7 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
         .package(url: "https://github.com/weichsel/ZIPFoundation", from: "0.9.19"),
         .package(url: "https://github.com/apple/swift-crypto", from: "3.12.0"),
+        .package(url: "https://github.com/jpsim/Yams", from: "5.0.0"),
     ],
     targets: [
         // MARK: C libraries
@@ -42,10 +43,13 @@ let package = Package(
             dependencies: ["CHiredis", "ResultStore", .product(name: "Crypto", package: "swift-crypto")]),
         .target(name: "ResultStore", dependencies: ["CPNG", .product(name: "Crypto", package: "swift-crypto")]),
         .target(name: "Systemd", dependencies: ["CSystemd"]),
+        .target(
+            name: "Worker",
+            dependencies: ["Kandinsky", "JobQueue", "ResultStore", "Systemd", .product(name: "Yams", package: "Yams")]),
         .executableTarget(
             name: "kandinsky-worker",
             dependencies: [
-                "Tensor", "Kandinsky", "ModelConversion", "JobQueue", "ResultStore", "Systemd",
+                "Tensor", "Kandinsky", "ModelConversion", "JobQueue", "ResultStore", "Systemd", "Worker",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]),
 
@@ -57,6 +61,7 @@ let package = Package(
         .testTarget(name: "ModelConversionTests", dependencies: ["ModelConversion", "Tensor", "TestSupport"]),
         .testTarget(name: "JobQueueTests", dependencies: ["JobQueue", "TestSupport"]),
         .testTarget(name: "ResultStoreTests", dependencies: ["ResultStore", "TestSupport"]),
+        .testTarget(name: "WorkerTests", dependencies: ["Worker", "JobQueue", "Kandinsky", "TestSupport"]),
         .testTarget(name: "SystemdTests", dependencies: ["Systemd", "TestSupport"]),
     ]
 )

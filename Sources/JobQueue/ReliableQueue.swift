@@ -457,4 +457,22 @@ public final class JobProducer: @unchecked Sendable {
         }
         return out
     }
+
+    /// The final event of `id`, looked up among the newest `scan` entries of the events stream (nil when not there).
+    public func event(for id: String, scan: Int = 10_000) throws(RedisError) -> String? {
+        let entries = try client.command(["XREVRANGE", keys.events, "+", "-", "COUNT", String(scan)]).array ?? []
+        for entry in entries {
+            guard let fields = entry.array?.last?.array else { continue }
+            var i = 0
+            while i + 1 < fields.count {
+                if fields[i].text == "event", let text = fields[i + 1].text,
+                    let node = try? JSONNode.parse(Array(text.utf8)), node["id"] == .string(id)
+                {
+                    return text
+                }
+                i += 2
+            }
+        }
+        return nil
+    }
 }

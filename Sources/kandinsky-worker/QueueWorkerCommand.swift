@@ -2,6 +2,7 @@ import ArgumentParser
 import Foundation
 import JobQueue
 import ResultStore
+import Worker
 
 /// A worker process with the scripted (no-model) generator: what the multi-process queue tests start, kill and
 /// restart. Hidden: `serve` is the real daemon.
@@ -66,20 +67,15 @@ struct QueueWorkerCommand: ParsableCommand {
         let worker = QueueWorker(
             options: options, generator: ScriptedGenerator(), store: store.map { ResultStore(root: $0) },
             log: { line in FileHandle.standardError.write(Data("[\(name)] \(line)\n".utf8)) })
-        let signals = DispatchQueue(label: "signals")
-        var sources: [DispatchSourceSignal] = []
-        for sig in [SIGTERM, SIGINT] {
-            signal(sig, SIG_IGN)
-            let source = DispatchSource.makeSignalSource(signal: sig, queue: signals)
-            source.setEventHandler { worker.stop() }
-            source.resume()
-            sources.append(source)
+        TerminationSignals.install()
+        Thread.detachNewThread {
+            TerminationSignals.wait()
+            worker.stop()
         }
         try worker.start()
         FileHandle.standardOutput.write(Data("queue-worker \(name) started (pid \(getpid()))\n".utf8))
         worker.wait()
         let stats = worker.stats
         FileHandle.standardError.write(Data("[\(name)] stopped: \(stats)\n".utf8))
-        withExtendedLifetime(sources) {}
     }
 }

@@ -18,7 +18,13 @@ public final class WorkerProcess: @unchecked Sendable {
     private let process: Process
 
     /// Starts `kandinsky-worker queue-worker --name NAME` plus `arguments`; its stderr goes to `logPath`.
-    public init(name: String, arguments: [String], logDirectory: String) throws {
+    public convenience init(name: String, arguments: [String], logDirectory: String) throws {
+        try self.init(name: name, command: ["queue-worker", "--name", name] + arguments, logDirectory: logDirectory)
+    }
+
+    /// Starts `kandinsky-worker` with `command` (any subcommand and its arguments) and extra environment
+    /// variables; its stderr goes to `logPath`.
+    public init(name: String, command: [String], logDirectory: String, environment: [String: String] = [:]) throws {
         let binary = try Self.binary()
         self.name = name
         logPath = (logDirectory as NSString).appendingPathComponent(
@@ -26,7 +32,10 @@ public final class WorkerProcess: @unchecked Sendable {
         _ = FileManager.default.createFile(atPath: logPath, contents: nil)
         process = Process()
         process.executableURL = URL(fileURLWithPath: binary)
-        process.arguments = ["queue-worker", "--name", name] + arguments
+        process.arguments = command
+        if !environment.isEmpty {
+            process.environment = ProcessInfo.processInfo.environment.merging(environment) { _, new in new }
+        }
         process.standardOutput = FileHandle.nullDevice
         process.standardError = FileHandle(forWritingAtPath: logPath)
         try process.run()

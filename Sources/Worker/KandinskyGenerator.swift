@@ -1,0 +1,102 @@
+import Foundation
+import JobQueue
+import Kandinsky
+import ResultStore
+
+/// The real generator behind the queue: a validated job becomes an `ImageRequest` for the Kandinsky pipeline.
+///
+/// Input images (`init_image`, `mask_image`) are read only from below the input root (no absolute paths, no `..`,
+/// no symlinks out of it), as PNG of at most 16 MB and 4096×4096 pixels. Cancellation is checked between sampling
+/// steps.
+public final class KandinskyGenerator: JobGenerator, @unchecked Sendable {
+    public let pipeline: KandinskyPipeline
+    public let inputRoot: String?
+    /// Called after each sampling step with (job id, step, total) — for progress in the job hash and metrics.
+    public var onStep: @Sendable (String, Int, Int) -> Void = { _, _, _ in }
+
+    public static let maxInputBytes = 16 << 20
+    public static let maxInputSide = 4096
+
+    public init(pipeline: KandinskyPipeline, inputRoot: String?) {
+        self.pipeline = pipeline
+        self.inputRoot = inputRoot
+    }
+
+    public func generate(_ request: GenerationRequest, context: GenerationContext) throws -> GenerationOutput {
+        let p = request.resolved(defaults: context.defaults) { UInt64.random(in: 0..<(1 << 32)) }
+        guard let sampler = SamplerKind(rawValue: p.sampler.rawValue) else {
+            throw GenerationFailure(.invalidValue, "sampler \(p.sampler.rawValue) is not available", retryable: false)
+        }
+        var image = ImageRequest(
+            prompt: p.prompt, negativePrompt: p.negativePrompt, width: p.width, height: p.height,
+            numImages: p.numImages, steps: p.steps, guidanceScale: Float(p.guidanceScale), sampler: sampler, eta: p.eta,
+            dynamicThreshold: p.dynamicThreshold, seed: p.seed)
+        if let path = p.initImage {
+            let png = try readInput(path, field: "init_image")
+            var rgb: [UInt8] = []
+            rgb.reserveCapacity(png.width * png.height * 3)
+            for i in 0..<(png.width * png.height) { rgb += png.pixels[(i * png.channels)..<(i * png.channels + 3)] }
+            image.initImage = RGBImage(width: png.width, height: png.height, pixels: rgb)
+            image.strength = p.maskImage == nil ? p.strength : nil
+        }
+        if let path = p.maskImage {
+            let png = try readInput(path, field: "mask_image")
+            image.mask = (0..<(png.width * png.height)).map { Float(png.pixels[$0 * png.channels]) / 255 }
+        }
+        do {
+            try image.validate()
+        } catch {
+            throw GenerationFailure(.invalidValue, error.description, retryable: false)
+        }
+
+        var cancelled: GenerationFailure?
+        let images: [GeneratedImage]
+        do {
+            images = try pipeline.generate([image]) { [onStep] done, total in
+                onStep(context.jobId, done, total)
+                do throws(GenerationFailure) {
+                    try context.checkCancelled()
+                    return true
+                } catch {
+                    cancelled = error
+                    return false
+                }
+            }[0]
+        } catch is SamplingCancelled {
+            throw cancelled ?? GenerationFailure(.cancelled, "cancelled while running", retryable: false)
+        } catch let error as KandinskyError {
+            throw GenerationFailure(.invalidValue, error.description, retryable: false)
+        }
+        let pixels = images.map { PixelImage(width: $0.width, height: $0.height, channels: 3, pixels: $0.rgb) }
+        return GenerationOutput(parameters: p, images: pixels, model: pipeline.modelName)
+    }
+
+    /// A PNG below the input root, within the size limits.
+    func readInput(_ relative: String, field: String) throws -> PixelImage {
+        guard let inputRoot else {
+            throw GenerationFailure(.invalidValue, "\(field) given but this worker has no input root", retryable: false)
+        }
+        let path: String
+        do {
+            path = try InputPath.resolve(relative, root: inputRoot, field: field)
+        } catch {
+            throw GenerationFailure(error.code, error.message, retryable: false)
+        }
+        guard let attributes = try? FileManager.default.attributesOfItem(atPath: path),
+            let size = attributes[.size] as? Int
+        else { throw GenerationFailure(.invalidValue, "\(field) \(relative) cannot be read", retryable: false) }
+        guard size <= Self.maxInputBytes else {
+            throw GenerationFailure(.invalidValue, "\(field) \(relative) is larger than 16 MB", retryable: false)
+        }
+        guard let data = FileManager.default.contents(atPath: path) else {
+            throw GenerationFailure(.invalidValue, "\(field) \(relative) cannot be read", retryable: false)
+        }
+        do {
+            return try PNGCodec.decode(
+                [UInt8](data), maxWidth: Self.maxInputSide, maxHeight: Self.maxInputSide, source: relative
+            ).image
+        } catch {
+            throw GenerationFailure(.invalidValue, "\(field) \(error.description)", retryable: false)
+        }
+    }
+}

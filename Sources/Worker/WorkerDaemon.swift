@@ -1,0 +1,175 @@
+import Foundation
+import JobQueue
+import Kandinsky
+import ResultStore
+import Systemd
+
+/// `kandinsky-worker serve`: a prelude (configuration, Redis, model load, warm-up), then the worker's loops until
+/// SIGTERM or SIGINT.
+///
+/// systemd: `READY=1` only after the prelude, `WATCHDOG=1` while the loops run, `STATUS=` lines, `STOPPING=1` on the
+/// signal. Stopping takes no new job, lets the running one finish within the grace period, hands the rest back to
+/// Redis and returns.
+public final class WorkerDaemon: @unchecked Sendable {
+    public let configuration: ServeConfiguration
+    private let log: @Sendable (String) -> Void
+    private let notifier = SystemdNotifier()
+    /// sd_notify blocks when the manager is not reading its socket; notifications go out from a serial queue of
+    /// their own so that never stalls the daemon (order is kept).
+    private let notifications = DispatchQueue(label: "kd.notify")
+    private var privateRedis: LocalRedisServer?
+    private let stateLock = NSLock()
+    private var _ready = false
+    private var worker: QueueWorker?
+
+    /// Whether the prelude finished (model loaded, Redis reachable at start).
+    public var isReady: Bool { stateLock.withLock { _ready } }
+
+    public init(configuration: ServeConfiguration, log: @escaping @Sendable (String) -> Void) {
+        self.configuration = configuration
+        self.log = log
+    }
+
+    /// The worker's name: configured, or `<host>-<device>`.
+    public var workerName: String {
+        if let name = configuration.name { return name }
+        let host = ProcessInfo.processInfo.hostName.split(separator: ".").first.map(String.init) ?? "worker"
+        return "\(host)-\(configuration.device.replacingOccurrences(of: ":", with: ""))"
+    }
+
+    /// A start-up failure, with what to do about it.
+    public struct StartupError: Error, CustomStringConvertible {
+        public var message: String
+        public var description: String { message }
+    }
+
+    /// Runs until stopped; returns the process exit status.
+    public func run() throws -> Int32 {
+        let c = configuration
+        TerminationSignals.install()
+        guard c.device == "cpu" else {
+            throw StartupError(message: "device \(c.device): only the CPU backend exists so far (use --device cpu)")
+        }
+        let name = workerName
+
+        // MARK: Redis
+        let redis: RedisConfiguration
+        if let url = c.redisURL {
+            redis = try RedisConfiguration(url: url)
+        } else {
+            let directory = (c.stateDirectory as NSString).appendingPathComponent("redis")
+            let server = try LocalRedisServer(directory: directory, extraConfig: ["appendonly yes"])
+            privateRedis = server
+            redis = RedisConfiguration(server.endpoint)
+            log("no Redis configured: started a private redis-server on \(server.socketPath)")
+            notifyStatus("private redis-server at \(server.socketPath)")
+        }
+        let probe = RedisClient(redis)
+        try probe.connect()
+        _ = try probe.command(["PING"])
+
+        // MARK: model
+        notifyStatus("loading the model")
+        let loadStart = ContinuousClock.now
+        let directory =
+            try c.model.map { path throws(KandinskyError) in try ModelDirectory(path: path) }
+            ?? ModelDirectory.embeddedDemo()
+        let modelName =
+            directory.path == ModelDirectory.embeddedDemoPath ? "kandinsky-2.0-shapes-demo" : "kandinsky-2.0"
+        let pipeline = try KandinskyPipeline(directory: directory, modelName: modelName)
+        let loadSeconds = Self.seconds(ContinuousClock.now - loadStart)
+        log(String(format: "model %@ loaded from %@ in %.1f s", modelName, directory.path, loadSeconds))
+
+        // The model's own defaults win over the configuration's where it states them (DESIGN §2).
+        var defaults = c.defaults
+        if let m = directory.config.defaults {
+            if let v = m.width { defaults.width = v }
+            if let v = m.height { defaults.height = v }
+            if let v = m.steps { defaults.steps = v }
+            if let v = m.guidanceScale { defaults.guidanceScale = v }
+            if let v = m.sampler, let s = Sampler(rawValue: v) { defaults.sampler = s }
+            if let v = m.eta { defaults.eta = v }
+            if let v = m.dynamicThreshold { defaults.dynamicThreshold = v }
+        }
+
+        // MARK: warm-up: one step at the smallest size, so the first job does not pay for first-touch costs
+        notifyStatus("warming up")
+        _ = try pipeline.generate([ImageRequest(prompt: "", width: 64, height: 64, steps: 1, seed: 0)])
+
+        // MARK: the worker
+        var queue = QueueConfiguration(queues: c.queues, worker: name)
+        queue.keys = KeySpace(prefix: c.keyPrefix, hashTag: c.hashTag)
+        queue.heartbeatInterval = .milliseconds(c.heartbeatMs)
+        queue.maxAttempts = c.maxAttempts
+        queue.retention = .seconds(c.retentionSeconds)
+        var options = QueueWorker.Options(redis: redis, queue: queue)
+        options.defaults = defaults
+        options.device = c.device
+        options.model = modelName
+        let generator = KandinskyGenerator(pipeline: pipeline, inputRoot: c.inputDirectory)
+        try? FileManager.default.createDirectory(atPath: c.inputDirectory, withIntermediateDirectories: true)
+        let worker = QueueWorker(
+            options: options, generator: generator, store: ResultStore(root: c.storeRoot), log: log)
+        self.worker = worker
+
+        try worker.start()
+        stateLock.withLock { _ready = true }
+        log("worker \(name) ready: queues \(c.queues.joined(separator: ", ")), store \(c.storeRoot)")
+        notify(["READY=1", "STATUS=ready: 0 jobs done"])
+        let watchdog = startWatchdog(worker)
+
+        // Wait for a signal, then stop within the grace period.
+        TerminationSignals.wait()
+        notify(["STOPPING=1", "STATUS=stopping"])
+        log("stopping: no new jobs; the running job finishes within \(c.shutdownGraceSeconds) s")
+        worker.stop()
+        let finished = DispatchSemaphore(value: 0)
+        Thread.detachNewThread {
+            worker.wait()
+            finished.signal()
+        }
+        let exit: Int32
+        if finished.wait(timeout: .now() + .seconds(c.shutdownGraceSeconds)) == .timedOut {
+            log(
+                "the running job did not finish within the grace period; it stays in the processing list and is taken back by this worker's next start (or the reaper)"
+            )
+            exit = 0
+        } else {
+            log("stopped: \(worker.stats)")
+            exit = 0
+        }
+        watchdog.cancel()
+        _ = notifications.sync(execute: {}) as Void?  // flush what is queued (bounded by the manager reading)
+        privateRedis?.stop()
+        return exit
+    }
+
+    /// Asks the daemon to stop (as SIGTERM does).
+    public func requestStop() { TerminationSignals.raiseStop() }
+
+    private func notifyStatus(_ text: String) { notify(["STATUS=\(text)"]) }
+
+    private func notify(_ lines: [String]) {
+        notifications.async { [notifier] in _ = try? notifier.notify(lines) }
+    }
+
+    /// Pings the watchdog at half its interval and refreshes the status line while the worker runs.
+    private func startWatchdog(_ worker: QueueWorker) -> DispatchSourceTimer {
+        let interval = notifier.watchdogInterval.map { Self.seconds($0) / 2 } ?? 5
+        let timer = DispatchSource.makeTimerSource(queue: DispatchQueue(label: "kd.watchdog"))
+        timer.schedule(deadline: .now() + interval, repeating: interval)
+        timer.setEventHandler { [weak self] in
+            guard !worker.isStopping else { return }
+            let stats = worker.stats
+            let done = stats.finished.values.reduce(0, +)
+            self?.notify(["WATCHDOG=1", "STATUS=ready: \(done) jobs finished, \(stats.retried) retried"])
+        }
+        timer.resume()
+        return timer
+    }
+
+    static func seconds(_ d: Duration) -> Double {
+        let (s, atto) = d.components
+        return Double(s) + Double(atto) / 1e18
+    }
+}

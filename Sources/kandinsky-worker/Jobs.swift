@@ -1,0 +1,98 @@
+import ArgumentParser
+import Foundation
+import JobQueue
+
+/// Options shared by the commands that talk to Redis as a producer.
+struct RedisOptions: ParsableArguments {
+    @Option(help: "Redis URL (default: $KD_REDIS_URL, else redis://127.0.0.1:6379).") var redis: String?
+    @Option(help: "Key prefix.") var prefix = "kd:"
+
+    func producer() throws -> JobProducer {
+        let url = redis ?? ProcessInfo.processInfo.environment["KD_REDIS_URL"] ?? "redis://127.0.0.1:6379"
+        let client = RedisClient(try RedisConfiguration(url: url))
+        try client.connect()
+        return JobProducer(client: client, keys: KeySpace(prefix: prefix))
+    }
+}
+
+/// `submit PROMPT`: pushes a job, optionally waits for its final event.
+struct Submit: ParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "Push a generation job onto a queue.")
+
+    @Argument(help: "The prompt, in any language.") var prompt: String
+    @OptionGroup var redis: RedisOptions
+    @Option(help: "Queue name.") var queue = "default"
+    @Option(help: "Job id (default: a random one).") var id: String?
+    @Option(help: "Width in pixels.") var width: Int?
+    @Option(help: "Height in pixels.") var height: Int?
+    @Option(help: "Sampling steps.") var steps: Int?
+    @Option(help: "Sampler.") var sampler: String?
+    @Option(help: "Guidance scale.") var guidanceScale: Double?
+    @Option(help: "Eta.") var eta: Double?
+    @Option(help: "Seed.") var seed: UInt64?
+    @Option(help: "Number of images.") var numImages: Int?
+    @Option(help: "Negative prompt.") var negativePrompt: String?
+    @Flag(help: "Wait for the job's final event and print it.") var wait = false
+    @Option(help: "Seconds to wait with --wait.") var timeout: Double = 600
+    @Flag(help: "Print JSON only.") var json = false
+
+    func run() throws {
+        let jobId = id ?? "job-\(UUID().uuidString.lowercased().prefix(12))"
+        var job: [String: JSONNode] = ["id": .string(jobId), "prompt": .string(prompt)]
+        if let width { job["width"] = .integer(width) }
+        if let height { job["height"] = .integer(height) }
+        if let steps { job["steps"] = .integer(steps) }
+        if let sampler { job["sampler"] = .string(sampler) }
+        if let guidanceScale { job["guidance_scale"] = .double(guidanceScale) }
+        if let eta { job["eta"] = .double(eta) }
+        if let seed { job["seed"] = .integer(seed) }
+        if let numImages { job["num_images"] = .integer(numImages) }
+        if let negativePrompt { job["negative_prompt"] = .string(negativePrompt) }
+        let producer = try redis.producer()
+        try producer.submit(Array(JSONNode.object(job).serialized.utf8), queue: queue)
+        if !json { print("submitted \(jobId) to \(queue)") }
+        guard wait else {
+            if json { print(#"{"id":"\#(jobId)"}"#) }
+            return
+        }
+        let deadline = Date().addingTimeInterval(timeout)
+        while Date() < deadline {
+            let status = try producer.status(jobId)
+            if let state = status["state"], ["done", "failed", "cancelled", "dead"].contains(state) {
+                let event = try producer.event(for: jobId)
+                print(event ?? JSONNode.object(status.mapValues { .string($0) }).serialized)
+                if state != "done" { throw ExitCode(1) }
+                return
+            }
+            Thread.sleep(forTimeInterval: 0.2)
+        }
+        throw ValidationError("job \(jobId) did not finish within \(timeout) s")
+    }
+}
+
+/// `status JOB_ID`: the job hash.
+struct Status: ParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "Show a job's state (its kd:job:<id> hash).")
+    @Argument(help: "Job id.") var id: String
+    @OptionGroup var redis: RedisOptions
+
+    func run() throws {
+        let status = try redis.producer().status(id)
+        guard !status.isEmpty else {
+            throw ValidationError("no job \(id) (never seen, or expired after its retention)")
+        }
+        for (key, value) in status.sorted(by: { $0.key < $1.key }) { print("\(key): \(value)") }
+    }
+}
+
+/// `cancel JOB_ID`: sets the cancel flag, honoured before start and between sampling steps.
+struct Cancel: ParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "Cancel a job (before it starts or between steps).")
+    @Argument(help: "Job id.") var id: String
+    @OptionGroup var redis: RedisOptions
+
+    func run() throws {
+        try redis.producer().cancel(id)
+        print("cancel requested for \(id)")
+    }
+}

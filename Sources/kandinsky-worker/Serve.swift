@@ -1,0 +1,52 @@
+import ArgumentParser
+import Foundation
+import Worker
+
+/// `serve`: the daemon. Configuration from the file, then `KD_…` environment variables, then these flags.
+struct Serve: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Run a worker: take jobs from Redis, generate, store PNGs, publish events (see Config/worker.yaml).")
+
+    @Option(help: "Configuration file (YAML; every key documented in Config/worker.yaml).") var config: String?
+    @Option(help: "cpu or cuda:N.") var device: String?
+    @Option(
+        help: "Redis URL (redis://[user:password@]host:port/db or unix:///path?db=N); none: a private redis-server.")
+    var redis: String?
+    @Option(help: "Model directory (default: the embedded shapes demo model).") var model: String?
+    @Option(help: "Result store root.") var store: String?
+    @Option(help: "Worker name (default: <host>-<device>).") var name: String?
+    @Option(help: "Health and metrics HTTP address, HOST:PORT (port 0: a free port).") var http: String?
+    @Option(help: "State directory (the private redis-server lives here).") var stateDir: String?
+    @Option(parsing: .upToNextOption, help: "Queues in priority order.") var queue: [String] = []
+
+    func run() throws {
+        let settings = try resolve()
+        let daemon = WorkerDaemon(configuration: settings) { line in
+            FileHandle.standardError.write(Data("\(line)\n".utf8))
+        }
+        let status = try daemon.run()
+        if status != 0 { throw ExitCode(status) }
+    }
+
+    /// File, then environment, then flags; any problem names the key.
+    func resolve() throws -> ServeConfiguration {
+        var c = ServeConfiguration()
+        do {
+            if let config {
+                guard let text = try? String(contentsOfFile: config, encoding: .utf8) else {
+                    throw ValidationError("--config \(config): cannot read the file")
+                }
+                try c.apply(yaml: text, source: config)
+            }
+            try c.apply(environment: ProcessInfo.processInfo.environment)
+            let flags: [(String, String?)] = [
+                ("device", device), ("redis_url", redis), ("model", model), ("store", store), ("name", name),
+                ("http", http), ("state_dir", stateDir), ("queues", queue.isEmpty ? nil : queue.joined(separator: ",")),
+            ]
+            for case let (key, value?) in flags { try c.set(key, value, source: "--\(key)") }
+        } catch let problem as ServeConfiguration.Problem {
+            throw ValidationError("configuration: \(problem)")
+        }
+        return c
+    }
+}
