@@ -1,6 +1,7 @@
 import ArgumentParser
 import Foundation
 import JobQueue
+import Worker
 
 /// Options shared by the commands that talk to Redis as a producer.
 struct RedisOptions: ParsableArguments {
@@ -94,5 +95,36 @@ struct Cancel: ParsableCommand {
     func run() throws {
         try redis.producer().cancel(id)
         print("cancel requested for \(id)")
+    }
+}
+
+/// `health`: the fleet as Redis sees it; exit 0 healthy, 1 degraded, 2 critical.
+struct Health: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Report workers, heartbeat ages, queue depths, the oldest waiting job and dead letters.",
+        discussion:
+            "Exit status: 0 healthy, 1 degraded, 2 critical (no live worker while jobs wait, or Redis unreachable).")
+
+    @OptionGroup var redis: RedisOptions
+    @Option(parsing: .upToNextOption, help: "Queues to report besides those the workers registered.")
+    var queue: [String] = ["default"]
+    @Option(help: "Seconds a job may wait before the fleet counts as degraded.") var maxWait: Double = 300
+
+    func run() throws {
+        let producer: JobProducer
+        let health: FleetHealth
+        do {
+            producer = try redis.producer()
+            health = try FleetHealth.read(
+                client: producer.client, keys: producer.keys, queues: queue,
+                nowMs: Int64(Date().timeIntervalSince1970 * 1000))
+        } catch {
+            print("critical: Redis unreachable: \(error)")
+            throw ExitCode(2)
+        }
+        print(health.report)
+        let (verdict, reasons) = health.verdict(maxWaitMs: Int64(maxWait * 1000))
+        print("\(verdict): " + (reasons.isEmpty ? "all well" : reasons.joined(separator: "; ")))
+        if verdict != .healthy { throw ExitCode(verdict.rawValue) }
     }
 }

@@ -41,6 +41,12 @@ import Testing
             #expect(FileManager.default.fileExists(atPath: path), "\(path)")
         }
 
+        // The health command sees a live worker and an empty queue.
+        let health = try WorkerProcess(
+            name: "health", command: ["health", "--redis", "unix://\(state)/redis/redis.sock"], logDirectory: dir.path)
+        #expect(eventually(timeout: 30) { !health.isRunning })
+        #expect(health.terminate() == 0, "health:\n\(health.log)")
+
         // The watchdog is fed while the loops run.
         #expect(notify.receive(until: "WATCHDOG=1", timeout: 5) != nil)
 

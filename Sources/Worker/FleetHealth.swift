@@ -1,0 +1,123 @@
+import Foundation
+import JobQueue
+
+/// What `kandinsky-worker health` reports: workers and their heartbeat ages, queue depths, the oldest waiting job,
+/// dead letters — and a verdict with an exit status (0 healthy, 1 degraded, 2 critical).
+public struct FleetHealth: Sendable, Equatable {
+    public struct WorkerInfo: Sendable, Equatable {
+        public var name: String
+        /// Milliseconds since its last heartbeat, nil when its heartbeat key has expired (the worker is gone).
+        public var heartbeatAgeMs: Int64?
+        public var state: String
+        public var current: String
+        public var host: String
+        public var model: String
+    }
+
+    public struct QueueInfo: Sendable, Equatable {
+        public var name: String
+        public var depth: Int
+        /// The job next in line (the right end of the list) and, when its producer recorded it, how long it waited.
+        public var oldestId: String?
+        public var oldestWaitMs: Int64?
+    }
+
+    public enum Verdict: Int32, Sendable {
+        case healthy = 0, degraded = 1, critical = 2
+    }
+
+    public var workers: [WorkerInfo]
+    public var queues: [QueueInfo]
+    public var dead: Int
+    public var delayed: Int
+
+    /// The verdict, with the reasons behind it.
+    /// - critical: no live worker while jobs wait (nothing will run them);
+    /// - degraded: a registered worker stopped beating (its jobs are being handed back), dead letters exist, or the
+    ///   oldest waiting job has waited longer than `maxWaitMs`.
+    public func verdict(maxWaitMs: Int64 = 300_000) -> (Verdict, [String]) {
+        var reasons: [String] = []
+        let live = workers.filter { $0.heartbeatAgeMs != nil }
+        let waiting = queues.reduce(0) { $0 + $1.depth }
+        if live.isEmpty && waiting > 0 {
+            return (.critical, ["no live worker while \(waiting) job(s) wait"])
+        }
+        let gone = workers.filter { $0.heartbeatAgeMs == nil }.map(\.name)
+        if !gone.isEmpty { reasons.append("worker(s) without heartbeat: \(gone.joined(separator: ", "))") }
+        if dead > 0 { reasons.append("\(dead) job(s) in the dead-letter list") }
+        for q in queues {
+            if let wait = q.oldestWaitMs, wait > maxWaitMs {
+                reasons.append("queue \(q.name): oldest job waited \(wait / 1000) s")
+            }
+        }
+        return (reasons.isEmpty ? .healthy : .degraded, reasons)
+    }
+
+    /// Reads the fleet's state from Redis.
+    public static func read(
+        client: RedisClient, keys: KeySpace, queues extraQueues: [String], nowMs: Int64
+    ) throws(RedisError) -> FleetHealth {
+        let names = (try client.command(["SMEMBERS", keys.workers]).array ?? []).compactMap(\.text).sorted()
+        var workers: [WorkerInfo] = []
+        var queueNames = Set(extraQueues)
+        for name in names {
+            let fields = hash(try client.command(["HGETALL", keys.worker(name)]))
+            let age = fields["last_beat_ms"].flatMap(Int64.init).map { nowMs - $0 }
+            workers.append(
+                WorkerInfo(
+                    name: name, heartbeatAgeMs: fields.isEmpty ? nil : age, state: fields["state"] ?? "gone",
+                    current: fields["current"] ?? "", host: fields["host"] ?? "", model: fields["model"] ?? ""))
+            if let q = try client.command(["GET", keys.workerQueues(name)]).text {
+                queueNames.formUnion(q.split(separator: ",").map(String.init))
+            }
+        }
+        var queues: [QueueInfo] = []
+        for name in queueNames.sorted() {
+            let depth = try client.command(["LLEN", keys.queue(name)]).integer ?? 0
+            var info = QueueInfo(name: name, depth: depth, oldestId: nil, oldestWaitMs: nil)
+            if depth > 0, let payload = try client.command(["LINDEX", keys.queue(name), "-1"]).text,
+                let node = try? JSONNode.parse(Array(payload.utf8)), let id = node["id"]?.stringValue
+            {
+                info.oldestId = id
+                let job = hash(try client.command(["HGETALL", keys.job(id)]))
+                info.oldestWaitMs = job["enqueued_ms"].flatMap(Int64.init).map { nowMs - $0 }
+            }
+            queues.append(info)
+        }
+        let dead = try client.command(["LLEN", keys.dead]).integer ?? 0
+        let delayed = try client.command(["ZCARD", keys.delayed]).integer ?? 0
+        return FleetHealth(workers: workers, queues: queues, dead: dead, delayed: delayed)
+    }
+
+    static func hash(_ reply: RedisReply) -> [String: String] {
+        let items = reply.array ?? []
+        var out: [String: String] = [:]
+        var i = 0
+        while i + 1 < items.count {
+            if let k = items[i].text, let v = items[i + 1].text { out[k] = v }
+            i += 2
+        }
+        return out
+    }
+
+    /// A human report, one line per worker and queue.
+    public var report: String {
+        var lines: [String] = []
+        lines.append("workers (\(workers.count)):")
+        for w in workers {
+            let beat = w.heartbeatAgeMs.map { String(format: "beat %.1f s ago", Double($0) / 1000) } ?? "no heartbeat"
+            let current = w.current.isEmpty ? "" : " [\(w.current)]"
+            lines.append("  \(w.name)  \(w.state)\(current)  \(beat)  \(w.host)  \(w.model)")
+        }
+        lines.append("queues:")
+        for q in queues {
+            var line = "  \(q.name)  \(q.depth) waiting"
+            if let id = q.oldestId {
+                line += ", next \(id)" + (q.oldestWaitMs.map { " (waited \($0 / 1000) s)" } ?? "")
+            }
+            lines.append(line)
+        }
+        lines.append("delayed retries: \(delayed)   dead letters: \(dead)")
+        return lines.joined(separator: "\n")
+    }
+}
