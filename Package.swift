@@ -14,6 +14,9 @@ let package = Package(
         .package(url: "https://github.com/weichsel/ZIPFoundation", from: "0.9.19"),
         .package(url: "https://github.com/apple/swift-crypto", from: "3.12.0"),
         .package(url: "https://github.com/jpsim/Yams", from: "5.0.0"),
+        .package(url: "https://github.com/apple/swift-nio", from: "2.80.0"),
+        .package(url: "https://github.com/swift-server/swift-prometheus", from: "2.1.0"),
+        .package(url: "https://github.com/apple/swift-log", from: "1.12.0"),
     ],
     targets: [
         // MARK: C libraries
@@ -42,15 +45,21 @@ let package = Package(
             name: "JobQueue",
             dependencies: ["CHiredis", "ResultStore", .product(name: "Crypto", package: "swift-crypto")]),
         .target(name: "ResultStore", dependencies: ["CPNG", .product(name: "Crypto", package: "swift-crypto")]),
-        .target(name: "Systemd", dependencies: ["CSystemd"]),
+        .target(name: "Systemd", dependencies: ["CSystemd", .product(name: "Logging", package: "swift-log")]),
         .target(
             name: "Worker",
-            dependencies: ["Kandinsky", "JobQueue", "ResultStore", "Systemd", .product(name: "Yams", package: "Yams")]),
+            dependencies: [
+                "Kandinsky", "JobQueue", "ResultStore", "Systemd", .product(name: "Yams", package: "Yams"),
+                .product(name: "NIOCore", package: "swift-nio"), .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOHTTP1", package: "swift-nio"),
+                .product(name: "Prometheus", package: "swift-prometheus"),
+            ]),
         .executableTarget(
             name: "kandinsky-worker",
             dependencies: [
                 "Tensor", "Kandinsky", "ModelConversion", "JobQueue", "ResultStore", "Systemd", "Worker",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "Logging", package: "swift-log"),
             ]),
 
         // MARK: Tests

@@ -55,9 +55,14 @@ public final class LocalRedisServer: @unchecked Sendable {
 
     public var endpoint: RedisEndpoint { .unix(path: socketPath) }
 
+    /// SIGTERM (redis-server saves and exits), then SIGKILL if it is still running after 10 s (a parent may have
+    /// started us with SIGTERM blocked, and the child inherits that).
     public func stop() {
         if process.isRunning {
             kill(process.processIdentifier, SIGTERM)
+            let deadline = Date().addingTimeInterval(10)
+            while process.isRunning && Date() < deadline { usleep(10_000) }
+            if process.isRunning { kill(process.processIdentifier, SIGKILL) }
             process.waitUntilExit()
         }
     }

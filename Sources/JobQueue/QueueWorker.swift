@@ -18,6 +18,8 @@ public final class QueueWorker: @unchecked Sendable {
         public var device = "cpu"
         public var model = ""
         public var version = "0.1.0"
+        /// More fields for the heartbeat hash (the daemon's HTTP address, say).
+        public var heartbeatFields: [String: String] = [:]
 
         public init(redis: RedisConfiguration, queue: QueueConfiguration) {
             self.redis = redis
@@ -433,12 +435,13 @@ public final class QueueWorker: @unchecked Sendable {
                 if clock.now >= nextBeat {
                     nextBeat = clock.now + interval
                     let jobs = lock.withLock { current }
-                    try queue.heartbeat(fields: [
-                        "host": host, "pid": pid, "device": options.device, "model": options.model,
-                        "version": options.version, "state": jobs.isEmpty ? "idle" : "running",
-                        "current": jobs.joined(separator: ","), "last_beat_ms": String(ReliableQueue.nowMs()),
-                        "queues": options.queue.queues.joined(separator: ","),
-                    ])
+                    try queue.heartbeat(
+                        fields: options.heartbeatFields.merging([
+                            "host": host, "pid": pid, "device": options.device, "model": options.model,
+                            "version": options.version, "state": jobs.isEmpty ? "idle" : "running",
+                            "current": jobs.joined(separator: ","), "last_beat_ms": String(ReliableQueue.nowMs()),
+                            "queues": options.queue.queues.joined(separator: ","),
+                        ]) { _, ours in ours })
                     let n = try queue.reap()
                     if n > 0 {
                         count { $0.reaped += n }

@@ -13,6 +13,8 @@ public final class KandinskyGenerator: JobGenerator, @unchecked Sendable {
     public let inputRoot: String?
     /// Called after each sampling step with (job id, step, total) — for progress in the job hash and metrics.
     public var onStep: @Sendable (String, Int, Int) -> Void = { _, _, _ in }
+    /// Called when a job's images are made, with their count and the time generating took.
+    public var onJob: @Sendable (Int, Duration) -> Void = { _, _ in }
 
     public static let maxInputBytes = 16 << 20
     public static let maxInputSide = 4096
@@ -50,6 +52,7 @@ public final class KandinskyGenerator: JobGenerator, @unchecked Sendable {
         }
 
         var cancelled: GenerationFailure?
+        let started = ContinuousClock.now
         let images: [GeneratedImage]
         do {
             images = try pipeline.generate([image]) { [onStep] done, total in
@@ -67,6 +70,7 @@ public final class KandinskyGenerator: JobGenerator, @unchecked Sendable {
         } catch let error as KandinskyError {
             throw GenerationFailure(.invalidValue, error.description, retryable: false)
         }
+        onJob(images.count, ContinuousClock.now - started)
         let pixels = images.map { PixelImage(width: $0.width, height: $0.height, channels: 3, pixels: $0.rgb) }
         return GenerationOutput(parameters: p, images: pixels, model: pipeline.modelName)
     }

@@ -20,7 +20,11 @@ public final class WorkerDaemon: @unchecked Sendable {
     private var privateRedis: LocalRedisServer?
     private let stateLock = NSLock()
     private var _ready = false
+    private var redisReachable = true
+    private var lastBeat = Date()
     private var worker: QueueWorker?
+    private var health: HealthServer?
+    public let metrics = WorkerMetrics()
 
     /// Whether the prelude finished (model loaded, Redis reachable at start).
     public var isReady: Bool { stateLock.withLock { _ready } }
@@ -52,6 +56,19 @@ public final class WorkerDaemon: @unchecked Sendable {
         }
         let name = workerName
 
+        // MARK: HTTP first, so /readyz answers 503 while the rest starts
+        let server = HealthServer()
+        let (host, port) = ServeConfiguration.hostPort(c.http)!
+        try server.start(
+            host: host, port: port,
+            endpoints: .init(
+                notReady: { [weak self] in
+                    guard let self else { return "stopping" }
+                    return self.notReadyReason()
+                }, metrics: { [metrics] in metrics.render() }))
+        health = server
+        log("health and metrics on http://\(host):\(server.port)/ (healthz, readyz, metrics)")
+
         // MARK: Redis
         let redis: RedisConfiguration
         if let url = c.redisURL {
@@ -78,6 +95,7 @@ public final class WorkerDaemon: @unchecked Sendable {
             directory.path == ModelDirectory.embeddedDemoPath ? "kandinsky-2.0-shapes-demo" : "kandinsky-2.0"
         let pipeline = try KandinskyPipeline(directory: directory, modelName: modelName)
         let loadSeconds = Self.seconds(ContinuousClock.now - loadStart)
+        metrics.modelLoad.set(loadSeconds)
         log(String(format: "model %@ loaded from %@ in %.1f s", modelName, directory.path, loadSeconds))
 
         // The model's own defaults win over the configuration's where it states them (DESIGN §2).
@@ -106,14 +124,24 @@ public final class WorkerDaemon: @unchecked Sendable {
         options.defaults = defaults
         options.device = c.device
         options.model = modelName
+        options.heartbeatFields = ["http": "\(host):\(server.port)"]
         let generator = KandinskyGenerator(pipeline: pipeline, inputRoot: c.inputDirectory)
+        let stepClock = StepClock()
+        generator.onStep = { [metrics] _, done, _ in
+            if let d = stepClock.lap(restart: done == 1) { metrics.step(d) }
+        }
+        generator.onJob = { [metrics] images, run in metrics.jobFinished(images: images, run: run) }
         try? FileManager.default.createDirectory(atPath: c.inputDirectory, withIntermediateDirectories: true)
         let worker = QueueWorker(
             options: options, generator: generator, store: ResultStore(root: c.storeRoot), log: log)
         self.worker = worker
 
         try worker.start()
-        stateLock.withLock { _ready = true }
+        stateLock.withLock {
+            _ready = true
+            lastBeat = Date()
+        }
+        metrics.ready.set(1.0)
         log("worker \(name) ready: queues \(c.queues.joined(separator: ", ")), store \(c.storeRoot)")
         notify(["READY=1", "STATUS=ready: 0 jobs done"])
         let watchdog = startWatchdog(worker)
@@ -140,6 +168,8 @@ public final class WorkerDaemon: @unchecked Sendable {
         }
         watchdog.cancel()
         _ = notifications.sync(execute: {}) as Void?  // flush what is queued (bounded by the manager reading)
+        metrics.ready.set(0.0)
+        health?.stop()
         privateRedis?.stop()
         return exit
     }
@@ -153,16 +183,44 @@ public final class WorkerDaemon: @unchecked Sendable {
         notifications.async { [notifier] in _ = try? notifier.notify(lines) }
     }
 
-    /// Pings the watchdog at half its interval and refreshes the status line while the worker runs.
+    /// Why `/readyz` should answer 503, or nil when ready.
+    func notReadyReason() -> String? {
+        stateLock.withLock {
+            if !_ready { return "starting (model loading or warming up)" }
+            if !redisReachable { return "Redis unreachable" }
+            if Date().timeIntervalSince(lastBeat) > 3 * max(1, Double(configuration.heartbeatMs) / 1000) {
+                return "the worker loops stopped beating"
+            }
+            return nil
+        }
+    }
+
+    /// Every tick (half the watchdog interval, at most 1 s): checks Redis, refreshes metrics and queue depths, pings
+    /// the watchdog and refreshes the status line.
     private func startWatchdog(_ worker: QueueWorker) -> DispatchSourceTimer {
-        let interval = notifier.watchdogInterval.map { Self.seconds($0) / 2 } ?? 5
+        let interval = min(1, notifier.watchdogInterval.map { Self.seconds($0) / 2 } ?? 1)
         let timer = DispatchSource.makeTimerSource(queue: DispatchQueue(label: "kd.watchdog"))
         timer.schedule(deadline: .now() + interval, repeating: interval)
-        timer.setEventHandler { [weak self] in
-            guard !worker.isStopping else { return }
+        let probe = RedisClient(worker.options.redis)
+        let keys = worker.options.queue.keys
+        let queues = worker.options.queue.queues
+        timer.setEventHandler { [weak self, metrics] in
+            guard let self, !worker.isStopping else { return }
+            var reachable = false
+            if let depths = try? probe.pipeline(queues.map { ["LLEN", keys.queue($0)] }) {
+                reachable = true
+                for (q, d) in zip(queues, depths) { metrics.setQueueDepth(q, d.integer ?? 0) }
+            } else {
+                probe.disconnect()
+            }
             let stats = worker.stats
+            metrics.update(from: stats)
+            self.stateLock.withLock {
+                self.redisReachable = reachable
+                self.lastBeat = Date()
+            }
             let done = stats.finished.values.reduce(0, +)
-            self?.notify(["WATCHDOG=1", "STATUS=ready: \(done) jobs finished, \(stats.retried) retried"])
+            self.notify(["WATCHDOG=1", "STATUS=ready: \(done) jobs finished, \(stats.retried) retried"])
         }
         timer.resume()
         return timer
@@ -171,5 +229,21 @@ public final class WorkerDaemon: @unchecked Sendable {
     static func seconds(_ d: Duration) -> Double {
         let (s, atto) = d.components
         return Double(s) + Double(atto) / 1e18
+    }
+}
+
+/// Times consecutive sampling steps (thread-safe).
+final class StepClock: @unchecked Sendable {
+    private let lock = NSLock()
+    private var last: ContinuousClock.Instant?
+
+    /// The time since the previous lap (nil on the first of a run).
+    func lap(restart: Bool) -> Duration? {
+        lock.withLock {
+            let now = ContinuousClock.now
+            defer { last = now }
+            guard !restart, let last else { return nil }
+            return now - last
+        }
     }
 }

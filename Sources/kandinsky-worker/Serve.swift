@@ -1,5 +1,7 @@
 import ArgumentParser
 import Foundation
+import Logging
+import Systemd
 import Worker
 
 /// `serve`: the daemon. Configuration from the file, then `KD_…` environment variables, then these flags.
@@ -21,9 +23,12 @@ struct Serve: ParsableCommand {
 
     func run() throws {
         let settings = try resolve()
-        let daemon = WorkerDaemon(configuration: settings) { line in
-            FileHandle.standardError.write(Data("\(line)\n".utf8))
-        }
+        // journald with structured fields when systemd started us ($JOURNAL_STREAM is our stderr), else stderr.
+        SystemdLogging.bootstrap(identifier: "kandinsky-worker")
+        var logger = Logger(label: "kandinsky-worker.serve")
+        logger[metadataKey: "worker"] = "\(WorkerDaemon(configuration: settings, log: { _ in }).workerName)"
+        logger[metadataKey: "device"] = "\(settings.device)"
+        let daemon = WorkerDaemon(configuration: settings) { [logger] line in logger.info("\(line)") }
         let status = try daemon.run()
         if status != 0 { throw ExitCode(status) }
     }

@@ -74,7 +74,7 @@ public final class RedisServer: @unchecked Sendable {
         }
     }
 
-    /// Whether a server on the Unix socket at `path` answers `PING` with `+PONG` (not `-LOADING`).
+    /// Whether a server on the Unix socket at `path` answers `PING` with anything but `-LOADING`.
     static func answersPing(_ path: String) -> Bool {
         let fd = connectUnix(path)
         guard fd >= 0 else { return false }
@@ -85,7 +85,11 @@ public final class RedisServer: @unchecked Sendable {
         guard write(fd, ping, ping.count) == ping.count else { return false }
         var reply = [UInt8](repeating: 0, count: 64)
         let n = read(fd, &reply, reply.count)
-        return n >= 5 && Array(reply[0..<5]) == Array("+PONG".utf8)
+        // +PONG, or -NOAUTH from a server that wants a password: either way it serves commands. Only -LOADING
+        // (the append-only file still loading) or silence means not yet.
+        guard n >= 1 else { return false }
+        let text = String(decoding: reply[0..<n], as: UTF8.self)
+        return !text.hasPrefix("-LOADING")
     }
 
     /// A connected Unix stream socket, or -1.
@@ -113,10 +117,14 @@ public final class RedisServer: @unchecked Sendable {
         return fd
     }
 
-    /// Kills the server (SIGKILL when `hard`, else SIGTERM) and waits for it to exit.
+    /// Kills the server (SIGKILL when `hard`, else SIGTERM, then SIGKILL after 5 s: a test runner may have
+    /// spawned it with SIGTERM blocked) and waits for it to exit.
     public func stop(hard: Bool = false) {
         if process.isRunning {
             kill(process.processIdentifier, hard ? SIGKILL : SIGTERM)
+            let deadline = Date().addingTimeInterval(5)
+            while process.isRunning && Date() < deadline { usleep(10_000) }
+            if process.isRunning { kill(process.processIdentifier, SIGKILL) }
             process.waitUntilExit()
         }
     }

@@ -13,7 +13,8 @@ import Testing
         let notify = try NotifySocket(path: dir.file("notify.sock"))
         let state = dir.file("state")
         let worker = try WorkerProcess(
-            name: "serve", command: ["serve", "--state-dir", state, "--name", "t1"], logDirectory: dir.path,
+            name: "serve", command: ["serve", "--state-dir", state, "--name", "t1", "--http", "127.0.0.1:0"],
+            logDirectory: dir.path,
             environment: ["NOTIFY_SOCKET": notify.path, "WATCHDOG_USEC": "400000"])
         defer { worker.kill9() }
 
@@ -41,6 +42,20 @@ import Testing
             #expect(FileManager.default.fileExists(atPath: path), "\(path)")
         }
 
+        // HTTP: the bound port is in the heartbeat hash; health, readiness and metrics answer.
+        let fields = try client.command(["HGET", "kd:worker:t1", "http"]).text ?? ""
+        let port = try #require(ServeConfiguration.hostPort(fields)?.port, "no http field: \(fields)")
+        #expect(try httpGet(port: port, path: "/healthz").0 == 200)
+        #expect(try httpGet(port: port, path: "/readyz").0 == 200)
+        let (status, metrics) = try httpGet(port: port, path: "/metrics")
+        #expect(status == 200 && metrics.contains("kd_ready 1"), "\(metrics)")
+        #expect(
+            eventually(timeout: 5) {
+                (try? httpGet(port: port, path: "/metrics").1.contains(#"kd_jobs_total{state="done"} 1"#)) == true
+            })
+        #expect(metrics.contains("kd_model_load_seconds") && metrics.contains("kd_step_seconds_bucket"))
+        #expect(try httpGet(port: port, path: "/nothing").0 == 404)
+
         // The health command sees a live worker and an empty queue.
         let health = try WorkerProcess(
             name: "health", command: ["health", "--redis", "unix://\(state)/redis/redis.sock"], logDirectory: dir.path)
@@ -53,6 +68,38 @@ import Testing
         // SIGTERM: STOPPING=1, then exit 0.
         #expect(worker.terminate(timeout: 60) == 0, "log:\n\(worker.log)")
         #expect(notify.receive(until: "STOPPING=1", timeout: 1) != nil)
+    }
+
+    @Test func readinessFollowsRedis() throws {
+        let dir = try TemporaryDirectory(prefix: "kd-ready")
+        defer { dir.remove() }
+        let redis = try RedisServer()
+        let worker = try WorkerProcess(
+            name: "ready",
+            command: [
+                "serve", "--state-dir", dir.file("state"), "--name", "r1", "--http", "127.0.0.1:0", "--redis",
+                "unix://\(redis.socketPath)",
+            ], logDirectory: dir.path)
+        defer { worker.kill9() }
+        let client = RedisClient(RedisConfiguration(.unix(path: redis.socketPath)))
+        try client.connect()
+        var port = 0
+        #expect(
+            eventually(timeout: 120) {
+                port =
+                    (try? client.command(["HGET", "kd:worker:r1", "http"]).text).flatMap {
+                        ServeConfiguration.hostPort($0)?.port
+                    } ?? 0
+                return port > 0
+            }, "log:\n\(worker.log)")
+        #expect(try httpGet(port: port, path: "/readyz").0 == 200)
+        // Redis down: not ready (503) within a few ticks; back up: ready again.
+        redis.stop(hard: true)
+        #expect(eventually(timeout: 10) { (try? httpGet(port: port, path: "/readyz").0) == 503 })
+        #expect(try httpGet(port: port, path: "/healthz").0 == 200)
+        try redis.restart()
+        #expect(eventually(timeout: 20) { (try? httpGet(port: port, path: "/readyz").0) == 200 }, "log:\n\(worker.log)")
+        #expect(worker.terminate(timeout: 60) == 0)
     }
 
     @Test func badConfigurationStopsStartUpNamingTheKey() throws {
@@ -104,4 +151,35 @@ import Testing
         try c.apply(yaml: try String(contentsOfFile: path, encoding: .utf8), source: path)
         #expect(c == ServeConfiguration(), "the example must state the built-in defaults")
     }
+}
+
+/// A plain HTTP/1.1 GET on 127.0.0.1 (status, body).
+func httpGet(port: Int, path: String) throws -> (Int, String) {
+    let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+    defer { close(fd) }
+    var addr = sockaddr_in()
+    addr.sin_family = sa_family_t(AF_INET)
+    addr.sin_port = in_port_t(UInt16(port).bigEndian)
+    addr.sin_addr.s_addr = inet_addr("127.0.0.1")
+    var tv = timeval(tv_sec: 5, tv_usec: 0)
+    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, socklen_t(MemoryLayout<timeval>.size))
+    let connected = withUnsafePointer(to: &addr) {
+        $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
+            connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size))
+        }
+    }
+    guard connected == 0 else { throw NSError(domain: "httpGet", code: Int(errno)) }
+    let request = Array("GET \(path) HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n".utf8)
+    _ = request.withUnsafeBytes { write(fd, $0.baseAddress, $0.count) }
+    var response: [UInt8] = []
+    var buffer = [UInt8](repeating: 0, count: 65536)
+    while true {
+        let n = read(fd, &buffer, buffer.count)
+        if n <= 0 { break }
+        response += buffer[0..<n]
+    }
+    let text = String(decoding: response, as: UTF8.self)
+    let status = Int(text.split(separator: " ").dropFirst().first ?? "") ?? 0
+    let body = text.components(separatedBy: "\r\n\r\n").dropFirst().joined(separator: "\r\n\r\n")
+    return (status, body)
 }

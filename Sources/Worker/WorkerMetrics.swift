@@ -1,0 +1,94 @@
+import Foundation
+import JobQueue
+import Prometheus
+
+/// The worker's Prometheus metrics (names in Ops/prometheus-alerts.yml): updated from the daemon's threads,
+/// rendered by `/metrics`.
+public final class WorkerMetrics: @unchecked Sendable {
+    public let registry = PrometheusCollectorRegistry()
+    private let lock = NSLock()
+    private var jobCounters: [String: Counter] = [:]
+    private var lastFinished: [String: Int] = [:]
+    private var lastRedisErrors = 0
+    private var recentImages: [(Date, Int)] = []
+    private var queueGauges: [String: Gauge] = [:]
+    let ready: Gauge
+    let modelLoad: Gauge
+    let imagesPerSecond: Gauge
+    let redisErrors: Counter
+    let stepSeconds: DurationHistogram
+    let runSeconds: DurationHistogram
+    let batchImages: ValueHistogram
+
+    public init() {
+        ready = registry.makeGauge(
+            descriptor: Self.describe("kd_ready", "1 when the worker is ready (model loaded, Redis reachable)"))
+        modelLoad = registry.makeGauge(
+            descriptor: Self.describe("kd_model_load_seconds", "Time the model took to load"))
+        imagesPerSecond = registry.makeGauge(
+            descriptor: Self.describe("kd_images_per_second", "Images finished per second over the last minute"))
+        redisErrors = registry.makeCounter(
+            descriptor: Self.describe(
+                "kd_redis_reconnects_total", "Redis errors that made the worker reconnect or retry"))
+        stepSeconds = registry.makeDurationHistogram(
+            descriptor: Self.describe("kd_step_seconds", "Time of one sampling step (one UNet batch)"),
+            buckets: [0.01, 0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30].map { .milliseconds(Int64($0 * 1000)) })
+        runSeconds = registry.makeDurationHistogram(
+            descriptor: Self.describe("kd_job_run_seconds", "Time spent generating one job"),
+            buckets: [0.1, 0.5, 1, 2, 5, 10, 30, 60, 120, 300, 600].map { .milliseconds(Int64($0 * 1000)) })
+        batchImages = registry.makeValueHistogram(
+            descriptor: Self.describe("kd_batch_images", "Images per UNet batch"), buckets: [1, 2, 4, 8, 16])
+        for state in ["done", "failed", "cancelled", "dead"] {
+            jobCounters[state] = registry.makeCounter(
+                descriptor: Self.describe("kd_jobs_total", "Jobs by final state"), labels: [("state", state)])
+        }
+    }
+
+    /// Brings the counters up to date with the worker's statistics.
+    public func update(from stats: QueueWorker.Stats) {
+        lock.withLock {
+            for (state, n) in stats.finished {
+                let key = state.rawValue
+                let delta = n - (lastFinished[key] ?? 0)
+                if delta > 0 { jobCounters[key]?.increment(by: Int64(delta)) }
+                lastFinished[key] = n
+            }
+            let errors = stats.redisErrors - lastRedisErrors
+            if errors > 0 { redisErrors.increment(by: Int64(errors)) }
+            lastRedisErrors = stats.redisErrors
+            let cutoff = Date().addingTimeInterval(-60)
+            recentImages.removeAll { $0.0 < cutoff }
+            imagesPerSecond.set(Double(recentImages.reduce(0) { $0 + $1.1 }) / 60)
+        }
+    }
+
+    public func setQueueDepth(_ queue: String, _ depth: Int) {
+        lock.withLock {
+            let gauge =
+                queueGauges[queue]
+                ?? registry.makeGauge(
+                    descriptor: Self.describe("kd_queue_depth", "Jobs waiting"), labels: [("queue", queue)])
+            queueGauges[queue] = gauge
+            gauge.set(Double(depth))
+        }
+    }
+
+    public func jobFinished(images: Int, run: Duration) {
+        runSeconds.record(run)
+        batchImages.record(Double(images))
+        lock.withLock { recentImages.append((Date(), images)) }
+    }
+
+    public func step(_ d: Duration) { stepSeconds.record(d) }
+
+    static func describe(_ name: String, _ help: String) -> MetricNameDescriptor {
+        MetricNameDescriptor(metricName: name, unitName: "", helpText: help)
+    }
+
+    /// Prometheus text exposition.
+    public func render() -> String {
+        var buffer: [UInt8] = []
+        registry.emit(into: &buffer)
+        return String(decoding: buffer, as: UTF8.self)
+    }
+}
