@@ -1,29 +1,79 @@
 import COpenBLAS
 
 /// The one place that calls OpenBLAS. Every product in the kernels goes through `sgemm` here.
+///
+/// OpenBLAS runs single-threaded; a product large enough to share is cut into one slab per thread of
+/// `ComputePool.shared`, so GEMMs and the element-wise kernels between them use the same threads. With OpenBLAS's own
+/// threads, its workers kept spinning in `sched_yield` after each product and competed with the pool for the cores
+/// (10 % of all cycles in `bench kernels` on 2 cores).
 public enum BLAS {
-    /// C ← α·op(A)·op(B) + β·C, row-major, float32 (`cblas_sgemm`).
+    /// Products below this many multiply-adds run on the calling thread: cutting them costs more than it saves.
+    static let parallelThreshold = 1 << 18
+
+    private static let singleThreaded: Void = { openblas_set_num_threads(1) }()
+
+    /// C ← α·op(A)·op(B) + β·C, row-major, float32 (`cblas_sgemm`), spread over the compute pool.
     ///
     /// - Parameters:
     ///   - transA, transB: whether A (M×K, or K×M stored) and B (K×N, or N×K stored) are used transposed.
     ///   - m, n, k: the product's dimensions.
     ///   - a, lda, b, ldb, c, ldc: the operands and their row strides, in elements.
-    @inlinable
     public static func sgemm(
         transA: Bool = false, transB: Bool = false, m: Int, n: Int, k: Int,
         alpha: Float = 1, a: UnsafePointer<Float>, lda: Int, b: UnsafePointer<Float>, ldb: Int,
         beta: Float = 0, c: UnsafeMutablePointer<Float>, ldc: Int
     ) {
         if m == 0 || n == 0 { return }
+        KernelProfile.addFlops(2 * Double(m) * Double(n) * Double(k))
+        let pool = ComputePool.shared
+        let pieces = pool.threadCount
+        if pieces == 1 || m * n * k < parallelThreshold || pool.isInsideRegion || max(m, n) < 2 * pieces {
+            sgemmSerial(
+                transA: transA, transB: transB, m: m, n: n, k: k, alpha: alpha, a: a, lda: lda, b: b, ldb: ldb,
+                beta: beta, c: c, ldc: ldc)
+            return
+        }
+        // Cut the longer side of C into one slab per thread, on multiples of 16 (the kernels' register tiles).
+        let splitColumns = n >= m
+        let side = splitColumns ? n : m
+        let step = ((side + pieces - 1) / pieces + 15) / 16 * 16
+        let slabs = (side + step - 1) / step
+        pool.run(chunks: slabs) { slab in
+            let start = slab * step
+            let length = min(side, start + step) - start
+            if splitColumns {
+                // C[:, j₀..<j₁] = op(A) · op(B)[:, j₀..<j₁]
+                sgemmSerial(
+                    transA: transA, transB: transB, m: m, n: length, k: k, alpha: alpha, a: a, lda: lda,
+                    b: transB ? b + start * ldb : b + start, ldb: ldb, beta: beta, c: c + start, ldc: ldc)
+            } else {
+                // C[i₀..<i₁, :] = op(A)[i₀..<i₁, :] · op(B)
+                sgemmSerial(
+                    transA: transA, transB: transB, m: length, n: n, k: k, alpha: alpha,
+                    a: transA ? a + start : a + start * lda, lda: lda, b: b, ldb: ldb, beta: beta,
+                    c: c + start * ldc, ldc: ldc)
+            }
+        }
+    }
+
+    /// `cblas_sgemm` on the calling thread.
+    public static func sgemmSerial(
+        transA: Bool = false, transB: Bool = false, m: Int, n: Int, k: Int,
+        alpha: Float = 1, a: UnsafePointer<Float>, lda: Int, b: UnsafePointer<Float>, ldb: Int,
+        beta: Float = 0, c: UnsafeMutablePointer<Float>, ldc: Int
+    ) {
+        if m == 0 || n == 0 { return }
+        _ = singleThreaded
         cblas_sgemm(
             CblasRowMajor, transA ? CblasTrans : CblasNoTrans, transB ? CblasTrans : CblasNoTrans,
             blasint(m), blasint(n), blasint(k), alpha, a, blasint(lda), b, blasint(ldb), beta, c, blasint(ldc))
     }
 
-    /// Threads OpenBLAS uses for one product.
+    /// Threads one product uses: those of `ComputePool.shared`. Setting it only has an effect before the first
+    /// kernel runs (the pool is created then, with this many threads).
     public static var threads: Int {
-        get { Int(openblas_get_num_threads()) }
-        set { openblas_set_num_threads(Int32(max(1, newValue))) }
+        get { ComputePool.shared.threadCount }
+        set { ComputePool.requestedThreads = max(1, newValue) }
     }
 
     /// The kernel family OpenBLAS picked for this processor (affected by `OPENBLAS_CORETYPE`).

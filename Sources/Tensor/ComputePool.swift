@@ -1,14 +1,21 @@
 import Foundation
 
-/// A small pool of dedicated threads for the element-wise parts of the kernels (norms, activations, im2col,
-/// softmax…); GEMM runs on OpenBLAS's own threads.
+/// A small pool of dedicated threads for all the kernels' work: element-wise parts (norms, activations, im2col,
+/// softmax…) and GEMMs, which `BLAS.sgemm` cuts into one single-threaded OpenBLAS call per thread.
 ///
 /// Compute never runs on Swift's cooperative pool (two threads here, needed by the event loops). The calling thread
 /// takes part in the work, so a pool of `threads` uses `threads − 1` workers plus the caller. One parallel region
 /// runs at a time; a region started from inside another runs serially on the calling thread.
 public final class ComputePool: @unchecked Sendable {
-    /// The pool the kernels use: one thread per core.
-    public static let shared = ComputePool(threads: ProcessInfo.processInfo.activeProcessorCount)
+    /// The pool the kernels use: one thread per core, or `requestedThreads` if that was set before first use.
+    public static var shared: ComputePool { sharedPool }
+    private static let sharedPool = ComputePool(
+        threads: requestedThreads ?? ProcessInfo.processInfo.activeProcessorCount)
+    /// Threads for the shared pool, read once when the first kernel runs (benchmarks set it to compare 1 and 2).
+    nonisolated(unsafe) public static var requestedThreads: Int?
+
+    /// Whether the calling thread is running a chunk of a region (a region started here runs serially).
+    public var isInsideRegion: Bool { Self.insideRegion.value }
 
     /// Threads taking part in a region, the caller included.
     public let threadCount: Int

@@ -6,6 +6,8 @@ public enum KernelBenchmark {
     public struct ConvCase: Sendable {
         public var name: String
         public var batch: Int, channels: Int, size: Int
+        /// Whether to force the im2col + GEMM path instead of the one `conv2d` picks.
+        public var direct = false
         /// Multiply-adds × 2 of a direct 3×3 convolution with padding 1.
         public var flops: Double { 2.0 * Double(batch * channels * channels * 9 * size * size) }
     }
@@ -17,11 +19,15 @@ public enum KernelBenchmark {
         public var gflops: Double
     }
 
-    /// The UNet's extreme 3×3 shapes: widest plane and widest channel count, batch 2 (one guided step).
-    public static let convCases = [
-        ConvCase(name: "conv3x3 384→384 64×64 b2", batch: 2, channels: 384, size: 64),
-        ConvCase(name: "conv3x3 1536→1536 8×8 b2", batch: 2, channels: 1536, size: 8),
-    ]
+    /// The UNet's 3×3 shapes at each level, batch 2 (one guided step), through `conv2d`'s choice of algorithm
+    /// and through im2col + GEMM; GFLOP/s are effective (direct-method FLOPs over time).
+    public static let convCases = [(384, 64), (768, 32), (1152, 16), (1536, 8)].flatMap { channels, size in
+        [false, true].map { direct in
+            ConvCase(
+                name: "conv3x3 \(channels)→\(channels) \(size)×\(size) b2\(direct ? " im2col" : "")", batch: 2,
+                channels: channels, size: size, direct: direct)
+        }
+    }
 
     /// Times `body` `repeats` times after one warm-up run; returns the best and the median seconds.
     public static func time(repeats: Int, _ body: () -> Void) -> (best: Double, median: Double) {
@@ -67,7 +73,11 @@ public enum KernelBenchmark {
         let w = random([c.channels, c.channels, 3, 3], seed: 4)
         let bias = random([c.channels], seed: 5)
         let (best, median) = time(repeats: repeats) {
-            _ = Kernels.conv2d(x, weight: w, bias: bias, stride: 1, padding: .uniform(1))
+            if c.direct {
+                _ = Kernels.conv2dDirect(x, weight: w, bias: bias, stride: 1, padding: .uniform(1))
+            } else {
+                _ = Kernels.conv2d(x, weight: w, bias: bias, stride: 1, padding: .uniform(1))
+            }
         }
         return Result(name: c.name, bestSeconds: best, medianSeconds: median, gflops: c.flops / best / 1e9)
     }

@@ -6,7 +6,7 @@ import Foundation
 /// buffers and reuses them, growing them when a larger one is asked for. Buffers are per thread, so concurrent
 /// callers never share one.
 final class Scratch: @unchecked Sendable {
-    private var buffers: [TensorStorage?] = [nil, nil]
+    private var buffers: [TensorStorage?] = [nil, nil, nil]
 
     private static let key: pthread_key_t = {
         var key = pthread_key_t()
@@ -22,7 +22,7 @@ final class Scratch: @unchecked Sendable {
         return scratch
     }
 
-    /// Buffer `slot` (0 or 1) with room for at least `count` floats; its contents are undefined.
+    /// Buffer `slot` (0, 1 or 2) with room for at least `count` floats; its contents are undefined.
     func buffer(_ slot: Int, count: Int) -> UnsafeMutablePointer<Float> {
         if let b = buffers[slot], b.count >= count { return b.pointer }
         buffers[slot] = nil  // release the old one before allocating the larger

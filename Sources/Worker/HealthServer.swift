@@ -73,7 +73,8 @@ public final class HealthServer: @unchecked Sendable {
                 var buffer = context.channel.allocator.buffer(capacity: body.utf8.count)
                 buffer.writeString(body)
                 context.write(wrapOutboundOut(.body(.byteBuffer(buffer))), promise: nil)
-                context.writeAndFlush(wrapOutboundOut(.end(nil))).whenComplete { _ in context.close(promise: nil) }
+                let channel = context.channel
+                context.writeAndFlush(wrapOutboundOut(.end(nil))).whenComplete { _ in channel.close(promise: nil) }
                 self.head = nil
             }
         }

@@ -5,7 +5,7 @@ import Tensor
 struct Bench: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Measure speed; figures are printed, never asserted.",
-        subcommands: [Kernels.self, BenchQueue.self]
+        subcommands: [Kernels.self, UNet.self, VAE.self, Text.self, Pipeline.self, BenchQueue.self]
     )
 
     struct Kernels: ParsableCommand {

@@ -33,6 +33,21 @@ extension Kernels {
     public static func conv2d(
         _ x: Tensor, weight: Tensor, bias: Tensor?, stride: Int = 1, padding: Padding = .zero
     ) -> Tensor {
+        let kernel = weight.rank == 4 ? (weight.shape[2], weight.shape[3]) : (0, 0)
+        return KernelProfile.measure(kernel == (1, 1) ? .conv1x1 : .conv3x3) {
+            if x.rank == 4
+                && usesWinograd(kernel: kernel, stride: stride, padding: padding, outH: x.shape[2], outW: x.shape[3])
+            {
+                return winogradConv3x3(x, weight: weight, bias: bias)
+            }
+            return conv2d(x, weight: weight, bias: bias, stride: stride, padding: padding, budget: im2colBudget)
+        }
+    }
+
+    /// `conv2d` by im2col and GEMM only (the direct method), for comparisons with the Winograd path.
+    public static func conv2dDirect(
+        _ x: Tensor, weight: Tensor, bias: Tensor?, stride: Int = 1, padding: Padding = .zero
+    ) -> Tensor {
         conv2d(x, weight: weight, bias: bias, stride: stride, padding: padding, budget: im2colBudget)
     }
 

@@ -1,5 +1,4 @@
-/// CPU kernels on float32 tensors. Products go through `BLAS.sgemm` (OpenBLAS threads); the rest is spread over
-/// `ComputePool.shared`.
+/// CPU kernels on float32 tensors, spread over `ComputePool.shared`; products go through `BLAS.sgemm`.
 public enum Kernels {}
 
 extension Kernels {
@@ -11,22 +10,26 @@ extension Kernels {
     ///   - bias: `[out]`, or nil.
     /// - Returns: `[..., out]`.
     public static func linear(_ x: Tensor, weight: Tensor, bias: Tensor?) -> Tensor {
-        precondition(weight.rank == 2, "linear weight must be [out, in], got \(weight.shape)")
-        let (outFeatures, inFeatures) = (weight.shape[0], weight.shape[1])
-        precondition(x.shape.last == inFeatures, "linear input \(x.shape) does not end in \(inFeatures)")
-        if let bias { precondition(bias.shape == [outFeatures], "linear bias \(bias.shape) is not [\(outFeatures)]") }
-        let rows = x.count / max(1, inFeatures)
-        let y = Tensor(uninitialized: Array(x.shape.dropLast()) + [outFeatures])
-        let yp = y.storage.pointer
-        if let bias {
-            fillRows(yp, rows: rows, with: bias.storage.pointer, width: outFeatures)
+        KernelProfile.measure(.linear) {
+            precondition(weight.rank == 2, "linear weight must be [out, in], got \(weight.shape)")
+            let (outFeatures, inFeatures) = (weight.shape[0], weight.shape[1])
+            precondition(x.shape.last == inFeatures, "linear input \(x.shape) does not end in \(inFeatures)")
+            if let bias {
+                precondition(bias.shape == [outFeatures], "linear bias \(bias.shape) is not [\(outFeatures)]")
+            }
+            let rows = x.count / max(1, inFeatures)
+            let y = Tensor(uninitialized: Array(x.shape.dropLast()) + [outFeatures])
+            let yp = y.storage.pointer
+            if let bias {
+                fillRows(yp, rows: rows, with: bias.storage.pointer, width: outFeatures)
+            }
+            // Y[rows, out] = X[rows, in] · W[out, in]ᵀ (+ Y, which holds the bias rows)
+            BLAS.sgemm(
+                transB: true, m: rows, n: outFeatures, k: inFeatures,
+                a: x.storage.pointer, lda: inFeatures, b: weight.storage.pointer, ldb: inFeatures,
+                beta: bias == nil ? 0 : 1, c: yp, ldc: outFeatures)
+            return y
         }
-        // Y[rows, out] = X[rows, in] · W[out, in]ᵀ (+ Y, which holds the bias rows)
-        BLAS.sgemm(
-            transB: true, m: rows, n: outFeatures, k: inFeatures,
-            a: x.storage.pointer, lda: inFeatures, b: weight.storage.pointer, ldb: inFeatures,
-            beta: bias == nil ? 0 : 1, c: yp, ldc: outFeatures)
-        return y
     }
 
     /// 1-D convolution with kernel size 1 (a per-position linear map over channels): `y[b] = W·x[b] + bias`.
@@ -37,23 +40,25 @@ extension Kernels {
     ///   - bias: `[Cout]`, or nil.
     /// - Returns: `[B, Cout, L]`.
     public static func conv1x1(_ x: Tensor, weight: Tensor, bias: Tensor?) -> Tensor {
-        precondition(x.rank == 3, "conv1d input must be [B, C, L], got \(x.shape)")
-        precondition(
-            weight.rank == 2 || (weight.rank == 3 && weight.shape[2] == 1),
-            "conv1d kernel-1 weight must be [Cout, Cin, 1], got \(weight.shape)")
-        let (batch, cin, length) = (x.shape[0], x.shape[1], x.shape[2])
-        let cout = weight.shape[0]
-        precondition(weight.shape[1] == cin, "conv1d weight \(weight.shape) for \(cin) input channels")
-        let y = Tensor(uninitialized: [batch, cout, length])
-        for b in 0..<batch {
-            let yb = y.storage.pointer + b * cout * length
-            fillChannels(yb, channels: cout, size: length, bias: bias)
-            // Y_b[Cout, L] = W[Cout, Cin] · X_b[Cin, L] (+ bias broadcast along L)
-            BLAS.sgemm(
-                m: cout, n: length, k: cin, a: weight.storage.pointer, lda: cin,
-                b: x.storage.pointer + b * cin * length, ldb: length, beta: 1, c: yb, ldc: length)
+        KernelProfile.measure(.conv1x1) {
+            precondition(x.rank == 3, "conv1d input must be [B, C, L], got \(x.shape)")
+            precondition(
+                weight.rank == 2 || (weight.rank == 3 && weight.shape[2] == 1),
+                "conv1d kernel-1 weight must be [Cout, Cin, 1], got \(weight.shape)")
+            let (batch, cin, length) = (x.shape[0], x.shape[1], x.shape[2])
+            let cout = weight.shape[0]
+            precondition(weight.shape[1] == cin, "conv1d weight \(weight.shape) for \(cin) input channels")
+            let y = Tensor(uninitialized: [batch, cout, length])
+            for b in 0..<batch {
+                let yb = y.storage.pointer + b * cout * length
+                fillChannels(yb, channels: cout, size: length, bias: bias)
+                // Y_b[Cout, L] = W[Cout, Cin] · X_b[Cin, L] (+ bias broadcast along L)
+                BLAS.sgemm(
+                    m: cout, n: length, k: cin, a: weight.storage.pointer, lda: cin,
+                    b: x.storage.pointer + b * cin * length, ldb: length, beta: 1, c: yb, ldc: length)
+            }
+            return y
         }
-        return y
     }
 
     /// Writes `width` values of `row` into each of `rows` consecutive rows.

@@ -22,95 +22,106 @@ extension Kernels {
     public static func groupNorm(
         _ x: Tensor, groups: Int, weight: Tensor?, bias: Tensor?, eps: Float, modulation: Tensor?, silu: Bool
     ) -> Tensor {
-        precondition(x.rank >= 2, "group norm input must be [B, C, ...], got \(x.shape)")
-        let (batch, channels) = (x.shape[0], x.shape[1])
-        precondition(groups > 0 && channels % groups == 0, "\(channels) channels do not split into \(groups) groups")
-        if let weight { precondition(weight.count == channels, "group norm weight \(weight.shape) for \(channels)") }
-        if let bias { precondition(bias.count == channels, "group norm bias \(bias.shape) for \(channels)") }
-        if let modulation {
+        KernelProfile.measure(.norms) {
+            precondition(x.rank >= 2, "group norm input must be [B, C, ...], got \(x.shape)")
+            let (batch, channels) = (x.shape[0], x.shape[1])
             precondition(
-                modulation.count == batch * 2 * channels,
-                "modulation \(modulation.shape) for [\(batch), \(2 * channels)]")
-        }
-        let spatial = x.count / max(1, batch * channels)
-        let perGroup = channels / groups
-        let y = Tensor(uninitialized: x.shape)
-        let (xp, yp) = (x.storage.pointer, y.storage.pointer)
-        let wp = weight?.storage.pointer
-        let bp = bias?.storage.pointer
-        let mp = modulation?.storage.pointer
-        ComputePool.shared.parallelFor(batch * groups) { range in
-            for item in range {
-                let (b, g) = (item / groups, item % groups)
-                let base = item * perGroup * spatial
-                let n = perGroup * spatial
-                let (mean, invStd) = meanAndInverseStd(xp + base, count: n, eps: eps)
-                for cc in 0..<perGroup {
-                    let c = g * perGroup + cc
-                    var scale = invStd * (wp?[c] ?? 1)
-                    var shift = (bp?[c] ?? 0) - mean * scale
-                    if let mp {
-                        // (x̂·w + b)·(1 + s) + t, folded into one multiply-add per element.
-                        let s = 1 + mp[b * 2 * channels + c]
-                        let t = mp[b * 2 * channels + channels + c]
-                        scale *= s
-                        shift = shift * s + t
-                    }
-                    let src = xp + base + cc * spatial
-                    let dst = yp + base + cc * spatial
-                    if silu {
-                        for i in 0..<spatial {
-                            let v = src[i] * scale + shift
-                            dst[i] = v / (1 + expf(-v))
+                groups > 0 && channels % groups == 0, "\(channels) channels do not split into \(groups) groups")
+            if let weight {
+                precondition(weight.count == channels, "group norm weight \(weight.shape) for \(channels)")
+            }
+            if let bias { precondition(bias.count == channels, "group norm bias \(bias.shape) for \(channels)") }
+            if let modulation {
+                precondition(
+                    modulation.count == batch * 2 * channels,
+                    "modulation \(modulation.shape) for [\(batch), \(2 * channels)]")
+            }
+            let spatial = x.count / max(1, batch * channels)
+            let perGroup = channels / groups
+            let y = Tensor(uninitialized: x.shape)
+            let (xp, yp) = (x.storage.pointer, y.storage.pointer)
+            let wp = weight?.storage.pointer
+            let bp = bias?.storage.pointer
+            let mp = modulation?.storage.pointer
+            ComputePool.shared.parallelFor(batch * groups) { range in
+                for item in range {
+                    let (b, g) = (item / groups, item % groups)
+                    let base = item * perGroup * spatial
+                    let n = perGroup * spatial
+                    let (mean, invStd) = meanAndInverseStd(xp + base, count: n, eps: eps)
+                    for cc in 0..<perGroup {
+                        let c = g * perGroup + cc
+                        var scale = invStd * (wp?[c] ?? 1)
+                        var shift = (bp?[c] ?? 0) - mean * scale
+                        if let mp {
+                            // (x̂·w + b)·(1 + s) + t, folded into one multiply-add per element.
+                            let s = 1 + mp[b * 2 * channels + c]
+                            let t = mp[b * 2 * channels + channels + c]
+                            scale *= s
+                            shift = shift * s + t
                         }
-                    } else {
-                        for i in 0..<spatial { dst[i] = src[i] * scale + shift }
+                        let src = xp + base + cc * spatial
+                        let dst = yp + base + cc * spatial
+                        if silu {
+                            for i in 0..<spatial {
+                                let v = src[i] * scale + shift
+                                dst[i] = v / (1 + expf(-v))
+                            }
+                        } else {
+                            for i in 0..<spatial { dst[i] = src[i] * scale + shift }
+                        }
                     }
                 }
             }
+            return y
         }
-        return y
     }
 
     /// Layer normalization over the last dimension (PyTorch `LayerNorm`):
     /// `y = (x − mean) / √(var + eps) · weight + bias`.
     public static func layerNorm(_ x: Tensor, weight: Tensor?, bias: Tensor?, eps: Float) -> Tensor {
-        let width = x.shape.last ?? 1
-        if let weight { precondition(weight.count == width, "layer norm weight \(weight.shape) for width \(width)") }
-        if let bias { precondition(bias.count == width, "layer norm bias \(bias.shape) for width \(width)") }
-        let y = Tensor(uninitialized: x.shape)
-        let (xp, yp) = (x.storage.pointer, y.storage.pointer)
-        let wp = weight?.storage.pointer
-        let bp = bias?.storage.pointer
-        ComputePool.shared.parallelFor(x.count / max(1, width), minimumChunk: 8) { range in
-            for row in range {
-                let (mean, invStd) = meanAndInverseStd(xp + row * width, count: width, eps: eps)
-                let src = xp + row * width
-                let dst = yp + row * width
-                for i in 0..<width { dst[i] = (src[i] - mean) * invStd * (wp?[i] ?? 1) + (bp?[i] ?? 0) }
+        KernelProfile.measure(.norms) {
+            let width = x.shape.last ?? 1
+            if let weight {
+                precondition(weight.count == width, "layer norm weight \(weight.shape) for width \(width)")
             }
+            if let bias { precondition(bias.count == width, "layer norm bias \(bias.shape) for width \(width)") }
+            let y = Tensor(uninitialized: x.shape)
+            let (xp, yp) = (x.storage.pointer, y.storage.pointer)
+            let wp = weight?.storage.pointer
+            let bp = bias?.storage.pointer
+            ComputePool.shared.parallelFor(x.count / max(1, width), minimumChunk: 8) { range in
+                for row in range {
+                    let (mean, invStd) = meanAndInverseStd(xp + row * width, count: width, eps: eps)
+                    let src = xp + row * width
+                    let dst = yp + row * width
+                    for i in 0..<width { dst[i] = (src[i] - mean) * invStd * (wp?[i] ?? 1) + (bp?[i] ?? 0) }
+                }
+            }
+            return y
         }
-        return y
     }
 
     /// Root-mean-square normalization over the last dimension (T5's `T5LayerNorm`, no mean subtracted, no bias):
     /// `y = x / √(mean(x²) + eps) · weight`.
     public static func rmsNorm(_ x: Tensor, weight: Tensor, eps: Float) -> Tensor {
-        let width = x.shape.last ?? 1
-        precondition(weight.count == width, "RMS norm weight \(weight.shape) for width \(width)")
-        let y = Tensor(uninitialized: x.shape)
-        let (xp, yp, wp) = (x.storage.pointer, y.storage.pointer, weight.storage.pointer)
-        ComputePool.shared.parallelFor(x.count / max(1, width), minimumChunk: 8) { range in
-            for row in range {
-                let src = xp + row * width
-                let dst = yp + row * width
-                var sum = 0.0
-                for i in 0..<width { sum += Double(src[i]) * Double(src[i]) }
-                let inv = Float(1 / (sum / Double(width) + Double(eps)).squareRoot())
-                for i in 0..<width { dst[i] = src[i] * inv * wp[i] }
+        KernelProfile.measure(.norms) {
+            let width = x.shape.last ?? 1
+            precondition(weight.count == width, "RMS norm weight \(weight.shape) for width \(width)")
+            let y = Tensor(uninitialized: x.shape)
+            let (xp, yp, wp) = (x.storage.pointer, y.storage.pointer, weight.storage.pointer)
+            ComputePool.shared.parallelFor(x.count / max(1, width), minimumChunk: 8) { range in
+                for row in range {
+                    let src = xp + row * width
+                    let dst = yp + row * width
+                    var sum = 0.0
+                    for i in 0..<width { sum += Double(src[i]) * Double(src[i]) }
+                    let inv = Float(1 / (sum / Double(width) + Double(eps)).squareRoot())
+                    for i in 0..<width { dst[i] = src[i] * inv * wp[i] }
+                }
             }
+            return y
         }
-        return y
     }
 
     /// Mean and 1/√(variance + eps) of `count` floats, two passes in double precision.

@@ -1,0 +1,50 @@
+import Foundation
+
+/// Time spent in each kind of kernel, for the per-layer-type breakdown of `kandinsky-worker bench`.
+///
+/// Off unless a benchmark turns it on; then each instrumented kernel adds its wall time to its category. Only the
+/// outermost instrumented call counts (a kernel calling another is not counted twice). Meant for one calling thread
+/// (the model's); the kernels' own parallel regions run inside the measured calls.
+public enum KernelProfile {
+    public enum Category: String, CaseIterable, Sendable {
+        case conv3x3 = "conv3x3", conv1x1 = "conv1x1", linear, attention, norms
+    }
+
+    /// Whether kernels record their time.
+    nonisolated(unsafe) public static var enabled = false
+    nonisolated(unsafe) private static var seconds = [Double](repeating: 0, count: Category.allCases.count)
+    nonisolated(unsafe) private static var depth = 0
+    /// Direct-method FLOPs since the last `reset`: 2·m·n·k per product as issued, and for a Winograd convolution
+    /// the FLOPs im2col + GEMM would have spent (so GFLOP/s figures are effective ones).
+    nonisolated(unsafe) public private(set) static var flops = 0.0
+
+    /// Adds to `flops` when profiling is on.
+    @inline(__always)
+    static func addFlops(_ count: Double) {
+        if enabled { flops += count }
+    }
+
+    /// Clears the totals.
+    public static func reset() {
+        for i in seconds.indices { seconds[i] = 0 }
+        flops = 0
+    }
+
+    /// Seconds per category since the last `reset`.
+    public static var totals: [Category: Double] {
+        Dictionary(uniqueKeysWithValues: Category.allCases.enumerated().map { ($0.element, seconds[$0.offset]) })
+    }
+
+    /// Runs `body`, adding its wall time to `category` when profiling is on.
+    @inline(__always)
+    static func measure<R>(_ category: Category, _ body: () -> R) -> R {
+        if !enabled || depth > 0 { return body() }
+        depth += 1
+        let start = DispatchTime.now().uptimeNanoseconds
+        let result = body()
+        let index = Category.allCases.firstIndex(of: category) ?? 0
+        seconds[index] += Double(DispatchTime.now().uptimeNanoseconds - start) / 1e9
+        depth -= 1
+        return result
+    }
+}

@@ -1,0 +1,279 @@
+import ArgumentParser
+import Foundation
+import Kandinsky
+import Tensor
+
+/// Options shared by `bench unet|vae|text|pipeline`.
+struct ModelBenchOptions: ParsableArguments {
+    @Option(help: "Model configuration when no --model is given: tiny or full (weights built in memory, all zero).")
+    var preset = "full"
+
+    var presetConfig: ModelPreset { ModelPreset(rawValue: preset) ?? .full }
+
+    @Option(help: "A model directory to load (memory-mapped weights); its model.json replaces --preset.")
+    var model: String?
+
+    @Option(help: "Images per guided step (the UNet runs 2 × this many rows).")
+    var batch = 1
+
+    @Option(help: "Latent size HxW (64x64 for a 512×512 image).")
+    var latent = "64x64"
+
+    @Option(help: "Threads for the kernels (default: one per core).")
+    var threads: Int?
+
+    @Option(help: "Timed repetitions (after one warm-up).")
+    var repeats = 3
+
+    @Flag(help: "Print one JSON object on the last line.")
+    var json = false
+
+    var latentSize: (height: Int, width: Int)? {
+        let parts = latent.lowercased().split(separator: "x").compactMap { Int($0) }
+        guard parts.count == 2, parts.allSatisfy({ $0 > 0 }) else { return nil }
+        return (parts[0], parts[1])
+    }
+
+    func validate() throws {
+        guard ModelPreset(rawValue: preset) != nil else { throw ValidationError("--preset must be tiny or full") }
+        guard batch >= 1 else { throw ValidationError("--batch must be at least 1") }
+        guard repeats >= 1 else { throw ValidationError("--repeats must be at least 1") }
+        if let threads, threads < 1 { throw ValidationError("--threads must be at least 1") }
+        guard latentSize != nil else { throw ValidationError("--latent must be HxW, e.g. 64x64") }
+    }
+
+    /// Sets the thread count before any kernel runs and describes the set-up.
+    func prepare() -> String {
+        if let threads { BLAS.threads = threads }
+        let source = model.map { "model \($0)" } ?? "preset \(preset) (zero weights in memory)"
+        return "OpenBLAS \(BLAS.coreName) kernel; \(BLAS.threads) threads; \(source)"
+    }
+
+    var config: ModelConfig {
+        get throws {
+            if let model { return try ModelDirectory(path: model).config }
+            return presetConfig.config
+        }
+    }
+
+    /// Builds a component from the model directory, or from zero pages for the preset.
+    func load<M>(
+        _ fromDirectory: (ModelDirectory) throws -> M, _ fromWeights: (WeightFile, ModelConfig) throws -> M
+    ) throws -> M {
+        if let model { return try fromDirectory(try ModelDirectory(path: model)) }
+        return try fromWeights(WeightFile(recording: preset), presetConfig.config)
+    }
+}
+
+/// What one model benchmark measured.
+struct ModelBenchResult {
+    var name: String
+    var best: Double, median: Double
+    /// Direct-method FLOPs of one run (GEMMs as issued, 3×3 convolutions counted as im2col + GEMM would).
+    var flops: Double
+    var breakdown: [String: Double]
+
+    var gflops: Double { flops / best / 1e9 }
+}
+
+enum ModelBench {
+    /// Times `body`, profiling every run; the breakdown is the last run's.
+    static func measure(_ name: String, repeats: Int, _ body: () throws -> Void) rethrows -> ModelBenchResult {
+        KernelProfile.enabled = true
+        defer { KernelProfile.enabled = false }
+        var samples: [Double] = []
+        var breakdown: [String: Double] = [:]
+        var flops = 0.0
+        for run in 0...repeats {
+            KernelProfile.reset()
+            let start = DispatchTime.now().uptimeNanoseconds
+            try body()
+            let seconds = Double(DispatchTime.now().uptimeNanoseconds - start) / 1e9
+            if run == 0 { continue }  // warm-up: scratch buffers, page faults
+            samples.append(seconds)
+            let totals = KernelProfile.totals
+            breakdown = Dictionary(uniqueKeysWithValues: totals.map { ($0.key.rawValue, $0.value) })
+            breakdown["other"] = max(0, seconds - totals.values.reduce(0, +))
+            flops = KernelProfile.flops
+        }
+        samples.sort()
+        return ModelBenchResult(
+            name: name, best: samples[0], median: samples[samples.count / 2], flops: flops, breakdown: breakdown)
+    }
+
+    /// Peak resident set size of this process so far, in MiB.
+    static var peakRSSMegabytes: Double {
+        var usage = rusage()
+        getrusage(RUSAGE_SELF.rawValue, &usage)
+        return Double(usage.ru_maxrss) / 1024
+    }
+
+    static func report(_ results: [ModelBenchResult], options: ModelBenchOptions, extra: [String: Any] = [:]) throws {
+        let peak = KernelBenchmark.sgemm(repeats: 3)
+        for r in results {
+            print(
+                String(
+                    format: "%@: best %.3f s  median %.3f s  %.1f effective GFLOP/s (%.2f × sgemm)", r.name, r.best,
+                    r.median, r.gflops, r.gflops / peak.gflops))
+            let total = r.best
+            let parts = r.breakdown.sorted { $0.value > $1.value }.map {
+                String(format: "%@ %.3f s (%.0f %%)", $0.key, $0.value, 100 * $0.value / max(1e-9, total))
+            }
+            print("  breakdown (last run): " + parts.joined(separator: ", "))
+        }
+        for (key, value) in extra.sorted(by: { $0.key < $1.key }) { print("  \(key): \(value)") }
+        print(String(format: "sgemm 2048³ in the same run: %.1f GFLOP/s", peak.gflops))
+        print(String(format: "peak RSS: %.0f MiB", peakRSSMegabytes))
+        guard options.json, let main = results.first else { return }
+        func round3(_ v: Double) -> Double { (v * 1000).rounded() / 1000 }
+        var object: [String: Any] = [
+            "median_s": round3(main.median), "best_s": round3(main.best), "gflops": round3(main.gflops),
+            "sgemm_gflops": round3(peak.gflops), "peak_rss_mb": round3(peakRSSMegabytes), "threads": BLAS.threads,
+            "breakdown": main.breakdown.mapValues(round3),
+        ]
+        if results.count > 1 {
+            object["parts"] = Dictionary(
+                uniqueKeysWithValues: results.map {
+                    ($0.name, ["best_s": round3($0.best), "median_s": round3($0.median), "gflops": round3($0.gflops)])
+                })
+        }
+        for (key, value) in extra { object[key] = value }
+        let data = try JSONSerialization.data(withJSONObject: object, options: [.sortedKeys])
+        print(String(decoding: data, as: UTF8.self))
+    }
+
+    /// Random text conditioning inputs for `rows` UNet rows.
+    static func textInputs(_ config: ModelConfig, rows: Int) -> (full1: Tensor, pooled1: Tensor, full2: Tensor) {
+        (
+            KernelBenchmark.random([rows, 77, config.unet.textEncoderInDim1], seed: 11),
+            KernelBenchmark.random([rows, config.unet.textEncoderInDim2], seed: 12),
+            KernelBenchmark.random([rows, 77, Text2ImUNet.mt5Width], seed: 13)
+        )
+    }
+
+    static func unetStep(_ options: ModelBenchOptions) throws -> ModelBenchResult {
+        let unet = try options.load({ try $0.unet(checkFinite: false).module }) {
+            var c = $1.unet
+            c.inpainting = false
+            return try Text2ImUNet($0, config: c)
+        }
+        let rows = 2 * options.batch
+        let size = options.latentSize!
+        let t = textInputs(try options.config, rows: rows)
+        let text = unet.textConditioning(full1: t.full1, pooled1: t.pooled1, full2: t.full2)
+        let x = KernelBenchmark.random([rows, unet.inputChannels, size.height, size.width], seed: 14)
+        let timesteps = [Float](repeating: 500, count: rows)
+        return ModelBench.measure(
+            "UNet forward, \(rows) rows (\(options.batch) image\(options.batch > 1 ? "s" : "") per guided step), "
+                + "\(size.height)×\(size.width) latent", repeats: options.repeats
+        ) {
+            _ = unet(x, timesteps: timesteps, text: text)
+        }
+    }
+
+    static func vaeDecode(_ options: ModelBenchOptions) throws -> ModelBenchResult {
+        let vae = try options.load({ try $0.vae(checkFinite: false).module }) { try AutoencoderKL($0, config: $1.vae) }
+        let size = options.latentSize!
+        let z = KernelBenchmark.random([options.batch, vae.config.embedDim, size.height, size.width], seed: 15)
+        let f = vae.downsamplingFactor
+        return ModelBench.measure(
+            "VAE decode, \(options.batch) × \(f * size.height)×\(f * size.width)", repeats: options.repeats
+        ) {
+            _ = vae.decode(z)
+        }
+    }
+
+    static func textEncoders(_ options: ModelBenchOptions) throws -> [ModelBenchResult] {
+        let rows = 2 * options.batch
+        let ids = (0..<rows).map { r in (0..<77).map { i in i == 0 ? 0 : (i < 20 ? 1000 + 37 * i + r : 1) } }
+        let mask = (0..<rows).map { _ in (0..<77).map { $0 < 20 ? 1 : 0 } }
+        let xlmr = try options.load({ try $0.textEncoder1(checkFinite: false).module }) {
+            try MultilingualCLIP($0, config: $1.textEncoder1)
+        }
+        let first = try ModelBench.measure(
+            "XLM-R large encoder (M-CLIP), \(rows) × 77 tokens", repeats: options.repeats
+        ) {
+            _ = try xlmr(ids: ids, mask: mask)
+        }
+        let mt5 = try options.load({ try $0.textEncoder2(checkFinite: false).module }) {
+            try MT5Encoder($0, config: $1.textEncoder2)
+        }
+        let second = try ModelBench.measure("mT5 encoder, \(rows) × 77 tokens", repeats: options.repeats) {
+            _ = try mt5(ids: ids, mask: mask)
+        }
+        return [first, second]
+    }
+}
+
+extension Bench {
+    struct UNet: ParsableCommand {
+        static let configuration = CommandConfiguration(
+            commandName: "unet",
+            abstract: "Time one guided UNet step (2 × batch rows): seconds, effective GFLOP/s, breakdown.")
+        @OptionGroup var options: ModelBenchOptions
+
+        func run() throws {
+            print(options.prepare())
+            try ModelBench.report([try ModelBench.unetStep(options)], options: options)
+        }
+    }
+
+    struct VAE: ParsableCommand {
+        static let configuration = CommandConfiguration(
+            commandName: "vae",
+            abstract: "Time the VAE decoder on batch latents of --latent size.")
+        @OptionGroup var options: ModelBenchOptions
+
+        func run() throws {
+            print(options.prepare())
+            try ModelBench.report([try ModelBench.vaeDecode(options)], options: options)
+        }
+    }
+
+    struct Text: ParsableCommand {
+        static let configuration = CommandConfiguration(
+            commandName: "text",
+            abstract: "Time both text encoders on 2 × batch prompts of 77 tokens.")
+        @OptionGroup var options: ModelBenchOptions
+
+        func run() throws {
+            print(options.prepare())
+            try ModelBench.report(try ModelBench.textEncoders(options), options: options)
+        }
+    }
+
+    struct Pipeline: ParsableCommand {
+        static let configuration = CommandConfiguration(
+            commandName: "pipeline",
+            abstract: "Estimate a whole generation from its parts: text encoders + steps × UNet step + VAE decode.",
+            discussion: """
+                The estimate adds the measured medians; the sampler's own arithmetic (a few element-wise passes over \
+                the latent per step) is left out. median_s in --json is the 50-step DDIM estimate.
+                """)
+        @OptionGroup var options: ModelBenchOptions
+
+        @Option(help: "Sampling steps of the main estimate.")
+        var steps = 50
+
+        func run() throws {
+            print(options.prepare())
+            let text = try ModelBench.textEncoders(options)
+            let unet = try ModelBench.unetStep(options)
+            let vae = try ModelBench.vaeDecode(options)
+            let fixed = text.map(\.median).reduce(0, +) + vae.median
+            func estimate(_ n: Int) -> Double { fixed + Double(n) * unet.median }
+            var total = ModelBenchResult(
+                name: "pipeline estimate, \(steps) steps", best: fixed + Double(steps) * unet.best,
+                median: estimate(steps), flops: text.map(\.flops).reduce(0, +) + Double(steps) * unet.flops + vae.flops,
+                breakdown: [:])
+            for part in text + [unet, vae] {
+                let weight = part.name == unet.name ? Double(steps) : 1
+                for (key, value) in part.breakdown { total.breakdown[key, default: 0] += weight * value }
+            }
+            // dpmpp_2m evaluates the UNet once per step, like DDIM.
+            try ModelBench.report(
+                [total] + text + [unet, vae], options: options,
+                extra: ["dpmpp_2m_20_steps_estimate_s": (estimate(20) * 1000).rounded() / 1000])
+        }
+    }
+}

@@ -1,0 +1,87 @@
+import Foundation
+import TestSupport
+import Testing
+
+@testable import Tensor
+
+/// Winograd F(4×4, 3×3) against a direct convolution in double precision, on sizes that leave partial tiles
+/// (sides not multiples of 4, 1×1 and 2×3 planes), odd channel counts and several blocks of output channels.
+///
+/// Tolerance: the transforms multiply values by up to 8 (Aᵀ) and 5 (Bᵀ) before the float32 products are summed,
+/// which costs about one decimal digit against the direct method (Lavin & Gray report ≈ 1e-6 → 1e-5 relative error
+/// for F(4×4, 3×3) in float32); 1e-5 of max|reference| is asserted, ten times below the direct kernels' 1e-4.
+@Suite struct WinogradTests {
+    static let tolerance = 1e-5
+
+    func tensor(_ shape: [Int], _ rng: inout SeededGenerator) -> Tensor {
+        Tensor(shape: shape, values: rng.floats(shape.reduce(1, *), in: -1...1))
+    }
+
+    /// Direct 3×3 convolution, stride 1, zero padding 1, in double precision.
+    func reference(_ x: Tensor, _ w: Tensor, _ b: Tensor?) -> [Double] {
+        let (batch, cin, h, wd) = (x.shape[0], x.shape[1], x.shape[2], x.shape[3])
+        let cout = w.shape[0]
+        let xs = x.scalars.map(Double.init)
+        let ws = w.scalars.map(Double.init)
+        var out = [Double](repeating: 0, count: batch * cout * h * wd)
+        for n in 0..<batch {
+            for co in 0..<cout {
+                for i in 0..<h {
+                    for j in 0..<wd {
+                        var s = b.map { Double($0[co]) } ?? 0
+                        for ci in 0..<cin {
+                            for ki in 0..<3 {
+                                let y = i - 1 + ki
+                                if y < 0 || y >= h { continue }
+                                for kj in 0..<3 {
+                                    let xx = j - 1 + kj
+                                    if xx < 0 || xx >= wd { continue }
+                                    s +=
+                                        xs[((n * cin + ci) * h + y) * wd + xx] * ws[((co * cin + ci) * 3 + ki) * 3 + kj]
+                                }
+                            }
+                        }
+                        out[((n * cout + co) * h + i) * wd + j] = s
+                    }
+                }
+            }
+        }
+        return out
+    }
+
+    func relativeError(_ a: Tensor, _ ref: [Double]) -> Double {
+        let scale = max(1e-30, ref.map(abs).max() ?? 0)
+        return (zip(a.scalars, ref).map { abs(Double($0) - $1) }.max() ?? 0) / scale
+    }
+
+    @Test(arguments: [
+        // (batch, cin, cout, h, w, weight budget in floats)
+        (1, 1, 1, 1, 1, Kernels.winogradWeightBudget),
+        (2, 3, 5, 2, 3, Kernels.winogradWeightBudget),
+        (3, 5, 7, 9, 11, Kernels.winogradWeightBudget),
+        (2, 17, 6, 13, 16, 36 * 17 * 4),  // two blocks of output channels: 4 + 2
+        (1, 64, 9, 17, 18, 36 * 64),  // one output channel per block
+        (2, 130, 3, 8, 8, Kernels.winogradWeightBudget),
+    ])
+    func matchesDirectReference(_ c: (Int, Int, Int, Int, Int, Int)) {
+        var rng = SeededGenerator(seed: 7)
+        let x = tensor([c.0, c.1, c.3, c.4], &rng)
+        let w = tensor([c.2, c.1, 3, 3], &rng)
+        let b = tensor([c.2], &rng)
+        let y = Kernels.winogradConv3x3(x, weight: w, bias: b, weightBudget: c.5)
+        #expect(y.shape == [c.0, c.2, c.3, c.4])
+        let error = relativeError(y, reference(x, w, b))
+        #expect(error <= Self.tolerance, "Winograd \(c): max error / max|reference| = \(error)")
+        let noBias = Kernels.winogradConv3x3(x, weight: w, bias: nil, weightBudget: c.5)
+        let errorNoBias = relativeError(noBias, reference(x, w, nil))
+        #expect(errorNoBias <= Self.tolerance, "Winograd \(c) without bias: \(errorNoBias)")
+    }
+
+    @Test func conv2dTakesWinogradOnLargePlanesOnly() {
+        #expect(Kernels.usesWinograd(kernel: (3, 3), stride: 1, padding: .uniform(1), outH: 64, outW: 64))
+        #expect(!Kernels.usesWinograd(kernel: (3, 3), stride: 2, padding: .uniform(1), outH: 64, outW: 64))
+        #expect(!Kernels.usesWinograd(kernel: (3, 3), stride: 1, padding: .zero, outH: 64, outW: 64))
+        #expect(!Kernels.usesWinograd(kernel: (1, 1), stride: 1, padding: .uniform(1), outH: 64, outW: 64))
+        #expect(!Kernels.usesWinograd(kernel: (3, 3), stride: 1, padding: .uniform(1), outH: 16, outW: 16))
+    }
+}
