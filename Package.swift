@@ -70,7 +70,8 @@ let package = Package(
         .testTarget(name: "ModelConversionTests", dependencies: ["ModelConversion", "Tensor", "TestSupport"]),
         .testTarget(name: "JobQueueTests", dependencies: ["JobQueue", "TestSupport"]),
         .testTarget(name: "ResultStoreTests", dependencies: ["ResultStore", "TestSupport"]),
-        .testTarget(name: "WorkerTests", dependencies: ["Worker", "JobQueue", "Kandinsky", "TestSupport"]),
+        .testTarget(
+            name: "WorkerTests", dependencies: ["Worker", "JobQueue", "Kandinsky", "ResultStore", "TestSupport"]),
         .testTarget(name: "SystemdTests", dependencies: ["Systemd", "TestSupport"]),
     ]
 )
