@@ -24,16 +24,7 @@ struct Generate: ParsableCommand {
         name: [.short, .customLong("output")], help: "Output PNG; several images get -1, -2, … before the extension.")
     var output = "out.png"
 
-    @Option(help: "Width in pixels (64-1024).") var width: Int?
-    @Option(help: "Height in pixels (64-1024).") var height: Int?
-    @Option(help: "Sampling steps (1-1000).") var steps: Int?
-    @Option(help: "ddim, p_sampler, ddim_ldm, plms or dpmpp_2m.") var sampler: String?
-    @Option(help: "Classifier-free guidance scale (0-100).") var guidanceScale: Double?
-    @Option(help: "DDIM eta (0-1).") var eta: Double?
-    @Option(help: "Dynamic thresholding percentile (0-100], or 'none'.") var dynamicThreshold: String?
-    @Option(help: "Seed of the first image (default: random, printed).") var seed: UInt64?
-    @Option(help: "Number of images (1-16).") var numImages = 1
-    @Option(help: "Negative prompt (replaces the empty unconditional prompt).") var negativePrompt = ""
+    @OptionGroup var options: GenerationOptions
     @Option(help: "Starting image (PNG, exactly width × height) for img2img or inpainting.") var initImage: String?
     @Option(help: "img2img strength in (0, 1]: the share of steps skipped.") var strength: Double?
     @Option(help: "Inpainting mask (PNG, width × height): white keeps, black regenerates.") var mask: String?
@@ -43,13 +34,15 @@ struct Generate: ParsableCommand {
             try model.map { path throws(KandinskyError) in try ModelDirectory(path: path) }
             ?? ModelDirectory.embeddedDemo()
         let defaults = directory.config.defaults
+        let o = options
         var request = ImageRequest(
-            prompt: prompt, negativePrompt: negativePrompt, width: width ?? defaults?.width ?? 512,
-            height: height ?? defaults?.height ?? 512, numImages: numImages, steps: steps ?? defaults?.steps ?? 50,
-            guidanceScale: Float(guidanceScale ?? defaults?.guidanceScale ?? 7),
-            sampler: try parseSampler(sampler ?? defaults?.sampler ?? "ddim"), eta: eta ?? defaults?.eta ?? 0.05,
+            prompt: prompt, negativePrompt: o.negativePrompt ?? "", width: o.width ?? defaults?.width ?? 512,
+            height: o.height ?? defaults?.height ?? 512, numImages: o.numImages ?? 1,
+            steps: o.steps ?? defaults?.steps ?? 50,
+            guidanceScale: Float(o.guidanceScale ?? defaults?.guidanceScale ?? 7),
+            sampler: try parseSampler(o.sampler ?? defaults?.sampler ?? "ddim"), eta: o.eta ?? defaults?.eta ?? 0.05,
             dynamicThreshold: try parseThreshold(defaults?.dynamicThreshold ?? 99.5),
-            seed: seed ?? UInt64.random(in: 0..<(1 << 32)))
+            seed: o.seed ?? UInt64.random(in: 0..<(1 << 32)))
         if let initImage { request.initImage = try readRGB(initImage) }
         request.strength = strength
         if let mask { request.mask = try readMask(mask) }
@@ -97,7 +90,7 @@ struct Generate: ParsableCommand {
     }
 
     func parseThreshold(_ fallback: Double?) throws -> Double? {
-        guard let dynamicThreshold else { return fallback }
+        guard let dynamicThreshold = options.dynamicThreshold else { return fallback }
         if dynamicThreshold == "none" { return nil }
         guard let p = Double(dynamicThreshold) else {
             throw ValidationError("--dynamic-threshold must be a number or none")

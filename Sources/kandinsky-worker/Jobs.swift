@@ -24,15 +24,7 @@ struct Submit: ParsableCommand {
     @OptionGroup var redis: RedisOptions
     @Option(help: "Queue name.") var queue = "default"
     @Option(help: "Job id (default: a random one).") var id: String?
-    @Option(help: "Width in pixels.") var width: Int?
-    @Option(help: "Height in pixels.") var height: Int?
-    @Option(help: "Sampling steps.") var steps: Int?
-    @Option(help: "Sampler.") var sampler: String?
-    @Option(help: "Guidance scale.") var guidanceScale: Double?
-    @Option(help: "Eta.") var eta: Double?
-    @Option(help: "Seed.") var seed: UInt64?
-    @Option(help: "Number of images.") var numImages: Int?
-    @Option(help: "Negative prompt.") var negativePrompt: String?
+    @OptionGroup var options: GenerationOptions
     @Flag(help: "Wait for the job's final event and print it.") var wait = false
     @Option(help: "Seconds to wait with --wait.") var timeout: Double = 600
     @Flag(help: "Print JSON only.") var json = false
@@ -40,15 +32,22 @@ struct Submit: ParsableCommand {
     func run() throws {
         let jobId = id ?? "job-\(UUID().uuidString.lowercased().prefix(12))"
         var job: [String: JSONNode] = ["id": .string(jobId), "prompt": .string(prompt)]
-        if let width { job["width"] = .integer(width) }
-        if let height { job["height"] = .integer(height) }
-        if let steps { job["steps"] = .integer(steps) }
-        if let sampler { job["sampler"] = .string(sampler) }
-        if let guidanceScale { job["guidance_scale"] = .double(guidanceScale) }
-        if let eta { job["eta"] = .double(eta) }
-        if let seed { job["seed"] = .integer(seed) }
-        if let numImages { job["num_images"] = .integer(numImages) }
-        if let negativePrompt { job["negative_prompt"] = .string(negativePrompt) }
+        let o = options
+        if let v = o.width { job["width"] = .integer(v) }
+        if let v = o.height { job["height"] = .integer(v) }
+        if let v = o.steps { job["steps"] = .integer(v) }
+        if let v = o.sampler { job["sampler"] = .string(v) }
+        if let v = o.guidanceScale { job["guidance_scale"] = .double(v) }
+        if let v = o.eta { job["eta"] = .double(v) }
+        if let v = o.seed { job["seed"] = .integer(v) }
+        if let v = o.numImages { job["num_images"] = .integer(v) }
+        if let v = o.negativePrompt { job["negative_prompt"] = .string(v) }
+        if let v = o.dynamicThreshold {
+            guard v == "none" || Double(v) != nil else {
+                throw ValidationError("--dynamic-threshold must be a number or none")
+            }
+            job["dynamic_threshold"] = v == "none" ? .null : .double(Double(v)!)
+        }
         let producer = try redis.producer()
         try producer.submit(Array(JSONNode.object(job).serialized.utf8), queue: queue)
         if !json { print("submitted \(jobId) to \(queue)") }
