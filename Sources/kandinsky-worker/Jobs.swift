@@ -3,6 +3,10 @@ import Foundation
 import JobQueue
 import Worker
 
+#if canImport(FoundationNetworking)
+    import FoundationNetworking
+#endif
+
 /// Options shared by the commands that talk to Redis as a producer.
 struct RedisOptions: ParsableArguments {
     @Option(help: "Redis URL (default: $KD_REDIS_URL, else redis://127.0.0.1:6379).") var redis: String?
@@ -108,6 +112,7 @@ struct Health: ParsableCommand {
     @Option(parsing: .upToNextOption, help: "Queues to report besides those the workers registered.")
     var queue: [String] = ["default"]
     @Option(help: "Seconds a job may wait before the fleet counts as degraded.") var maxWait: Double = 300
+    @Option(help: "A worker's HTTP address (http://127.0.0.1:9464) whose /readyz to check as well.") var url: String?
 
     func run() throws {
         let producer: JobProducer
@@ -122,8 +127,39 @@ struct Health: ParsableCommand {
             throw ExitCode(2)
         }
         print(health.report)
-        let (verdict, reasons) = health.verdict(maxWaitMs: Int64(maxWait * 1000))
+        var (verdict, reasons) = health.verdict(maxWaitMs: Int64(maxWait * 1000))
+        if let url {
+            let (status, body) = readiness(url)
+            print("\(url)/readyz: \(status.map(String.init) ?? "unreachable") \(body)")
+            if status != 200 {
+                reasons.append("\(url) is not ready")
+                if verdict == .healthy { verdict = .degraded }
+            }
+        }
         print("\(verdict): " + (reasons.isEmpty ? "all well" : reasons.joined(separator: "; ")))
         if verdict != .healthy { throw ExitCode(verdict.rawValue) }
     }
+}
+
+/// GET `<base>/readyz`: the status (nil when unreachable) and the body's first line.
+func readiness(_ base: String) -> (Int?, String) {
+    guard let url = URL(string: base.hasSuffix("/") ? base + "readyz" : base + "/readyz") else {
+        return (nil, "bad URL")
+    }
+    var request = URLRequest(url: url)
+    request.timeoutInterval = 5
+    let done = DispatchSemaphore(value: 0)
+    nonisolated(unsafe) var result: (Int?, String) = (nil, "no answer")
+    URLSession.shared.dataTask(with: request) { data, response, error in
+        if let http = response as? HTTPURLResponse {
+            let body =
+                String(decoding: data ?? Data(), as: UTF8.self).split(separator: "\n").first.map(String.init) ?? ""
+            result = (http.statusCode, body)
+        } else {
+            result = (nil, error.map { "\($0.localizedDescription)" } ?? "no answer")
+        }
+        done.signal()
+    }.resume()
+    _ = done.wait(timeout: .now() + 6)
+    return result
 }

@@ -58,7 +58,9 @@ import Testing
 
         // The health command sees a live worker and an empty queue.
         let health = try WorkerProcess(
-            name: "health", command: ["health", "--redis", "unix://\(state)/redis/redis.sock"], logDirectory: dir.path)
+            name: "health",
+            command: ["health", "--redis", "unix://\(state)/redis/redis.sock", "--url", "http://127.0.0.1:\(port)"],
+            logDirectory: dir.path)
         #expect(eventually(timeout: 30) { !health.isRunning })
         #expect(health.terminate() == 0, "health:\n\(health.log)")
 
