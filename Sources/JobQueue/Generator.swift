@@ -9,6 +9,21 @@ public protocol JobGenerator: Sendable {
     func generate(_ request: GenerationRequest, context: GenerationContext) throws -> GenerationOutput
 }
 
+/// A generator that can make several jobs' images in one model batch (the daemon's batching).
+///
+/// The worker groups the jobs it has claimed by `batchKey` (nil: the job runs alone), oldest first, up to
+/// `maxBatchImages` images, and calls `generate(batch:)` once per group. Each job keeps its own context (its
+/// cancellation flag) and gets its own result, in order.
+public protocol BatchingJobGenerator: JobGenerator {
+    /// Jobs with equal keys may share a batch.
+    func batchKey(_ request: GenerationRequest, defaults: GenerationDefaults) -> String?
+    /// Images the job will make (counts against the batch size).
+    func imageCount(_ request: GenerationRequest, defaults: GenerationDefaults) -> Int
+    func generate(
+        batch: [(request: GenerationRequest, context: GenerationContext)]
+    ) -> [Result<GenerationOutput, any Error>]
+}
+
 /// The images of one job, with the parameters they were made with.
 public struct GenerationOutput: Sendable {
     public var parameters: GenerationParameters

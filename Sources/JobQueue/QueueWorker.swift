@@ -20,6 +20,10 @@ public final class QueueWorker: @unchecked Sendable {
         public var version = "0.1.0"
         /// More fields for the heartbeat hash (the daemon's HTTP address, say).
         public var heartbeatFields: [String: String] = [:]
+        /// With a `BatchingJobGenerator`: the most images one batch may hold, and how long a claimed job (already
+        /// leased in this worker's processing list) waits for batch-mates when fewer than that were taken.
+        public var maxBatchImages = 1
+        public var maxBatchWait: Duration = .zero
 
         public init(redis: RedisConfiguration, queue: QueueConfiguration) {
             self.redis = redis
@@ -131,8 +135,15 @@ public final class QueueWorker: @unchecked Sendable {
         var seenReconnects = client.reconnects
         while !isStopping {
             do {
-                let taken = try redis(client) { () throws(RedisError) in
+                var taken = try redis(client) { () throws(RedisError) in
                     try queue.take(max: options.queue.takeBatch, block: true)
+                }
+                // Batch-mates: jobs taken so far stay leased while we wait a little for more.
+                let wantsMates = (taken.count < options.queue.takeBatch) && options.maxBatchWait > .zero
+                if !taken.isEmpty, wantsMates, generator is any BatchingJobGenerator {
+                    Thread.sleep(forTimeInterval: Double(Self.ms(options.maxBatchWait)) / 1000)
+                    let more = options.queue.takeBatch - taken.count
+                    taken += try redis(client) { () throws(RedisError) in try queue.take(max: more, block: false) }
                 }
                 if client.reconnects != seenReconnects {
                     // A reply may have been lost with the connection (a BLMOVE that moved a job, say): whatever
@@ -229,6 +240,7 @@ public final class QueueWorker: @unchecked Sendable {
             try queue.claim(claims, nowMs: ReliableQueue.nowMs())
         }
         var claimIndex = 0
+        var runnable: [(index: Int, request: GenerationRequest, attempt: Attempt)] = []
         for i in jobs.indices where jobs[i].id != nil {
             let result = results[claimIndex]
             claimIndex += 1
@@ -240,35 +252,88 @@ public final class QueueWorker: @unchecked Sendable {
             case .finish(let state, let error, let attempts):
                 enqueueFinish(finishRecord(jobs[i], state: state, error: error, attempts: attempts))
             case .run(let request, let attempt):
-                if isStopping { continue }  // handed back when the loop ends
-                if let since = pendingSince, since.duration(to: clock.now) > .milliseconds(20) { try flush() }
-                lock.withLock { current = [request.id] }
-                let f = run(&jobs[i], request: request, attempt: attempt, queue: queue, random: &random)
-                lock.withLock { current = [] }
-                if let f { enqueueFinish(f) }
+                runnable.append((i, request, attempt))
             case .rejected(let why):
                 log("job lifecycle: \(why)")
             default: break
             }
         }
+        // Run, oldest first; compatible jobs share one model batch when the generator batches.
+        for group in groups(runnable) {
+            if isStopping { break }  // the rest is handed back when the loop ends
+            if let since = pendingSince, since.duration(to: clock.now) > .milliseconds(20) { try flush() }
+            lock.withLock { current = group.map(\.request.id) }
+            let contexts = group.map { context(for: $0.request, attempt: $0.attempt, queue: queue) }
+            let started = ContinuousClock.now
+            let results: [Result<GenerationOutput, any Error>]
+            if group.count > 1, let batching = generator as? any BatchingJobGenerator {
+                results = batching.generate(batch: zip(group, contexts).map { ($0.request, $1) })
+            } else {
+                results = zip(group, contexts).map { job, context in
+                    Result { try generator.generate(job.request, context: context) }
+                }
+            }
+            for (job, result) in zip(group, results) {
+                let f = complete(
+                    &jobs[job.index], request: job.request, attempt: job.attempt, result: result, started: started,
+                    queue: queue, random: &random)
+                if let f { enqueueFinish(f) }
+            }
+            lock.withLock { current = [] }
+        }
         try flush()
     }
 
-    /// Runs one attempt: generate, store, then the finish record (or the retry, done here).
-    private func run(
-        _ job: inout InHand, request: GenerationRequest, attempt: Attempt, queue: ReliableQueue,
-        random: inout SystemRandomNumberGenerator
-    ) -> Finish? {
-        let started = ContinuousClock.now
-        let context = GenerationContext(
+    /// Groups runnable jobs into batches: in order of age, each group takes the oldest job still waiting and then
+    /// later compatible ones while the images fit (a job never waits behind younger ones).
+    private func groups(
+        _ runnable: [(index: Int, request: GenerationRequest, attempt: Attempt)]
+    ) -> [[(index: Int, request: GenerationRequest, attempt: Attempt)]] {
+        guard let batching = generator as? any BatchingJobGenerator, options.maxBatchImages > 1 else {
+            return runnable.map { [$0] }
+        }
+        var left = runnable
+        var out: [[(index: Int, request: GenerationRequest, attempt: Attempt)]] = []
+        while !left.isEmpty {
+            let first = left.removeFirst()
+            var group = [first]
+            var images = batching.imageCount(first.request, defaults: options.defaults)
+            if let key = batching.batchKey(first.request, defaults: options.defaults) {
+                var i = 0
+                while i < left.count {
+                    let n = batching.imageCount(left[i].request, defaults: options.defaults)
+                    if images + n <= options.maxBatchImages,
+                        batching.batchKey(left[i].request, defaults: options.defaults) == key
+                    {
+                        group.append(left.remove(at: i))
+                        images += n
+                    } else {
+                        i += 1
+                    }
+                }
+            }
+            out.append(group)
+        }
+        return out
+    }
+
+    private func context(for request: GenerationRequest, attempt: Attempt, queue: ReliableQueue) -> GenerationContext {
+        GenerationContext(
             jobId: request.id, attempt: attempt.number, defaults: options.defaults,
             interval: options.queue.cancelCheckInterval
         ) { (try? queue.isCancelRequested(request.id)) ?? false }
+    }
+
+    /// Completes one attempt from the generator's result: store, then the finish record (or the retry, done here).
+    private func complete(
+        _ job: inout InHand, request: GenerationRequest, attempt: Attempt, result: Result<GenerationOutput, any Error>,
+        started: ContinuousClock.Instant, queue: ReliableQueue, random: inout SystemRandomNumberGenerator
+    ) -> Finish? {
         var outcome: JobLifecycle.Action
         var output: GenerationOutput?
         var stored: (images: [StoredFile], jobFile: StoredFile)?
         do {
-            let out = try generator.generate(request, context: context)
+            let out = try result.get()
             output = out
             _ = job.lifecycle.handle(.generated, random: &random)
             stored = try write(out, request: request, attempt: attempt, runMs: started.duration(to: .now))

@@ -120,7 +120,10 @@ public final class WorkerDaemon: @unchecked Sendable {
         queue.heartbeatInterval = .milliseconds(c.heartbeatMs)
         queue.maxAttempts = c.maxAttempts
         queue.retention = .seconds(c.retentionSeconds)
+        queue.takeBatch = c.maxBatchImages
         var options = QueueWorker.Options(redis: redis, queue: queue)
+        options.maxBatchImages = c.maxBatchImages
+        options.maxBatchWait = .milliseconds(c.maxBatchWaitMs)
         options.defaults = defaults
         options.device = c.device
         options.model = modelName

@@ -104,6 +104,44 @@ import Testing
         #expect(worker.terminate(timeout: 60) == 0)
     }
 
+    @Test func compatibleJobsShareABatch() throws {
+        let dir = try TemporaryDirectory(prefix: "kd-batch")
+        defer { dir.remove() }
+        let redis = try RedisServer()
+        let client = RedisClient(RedisConfiguration(.unix(path: redis.socketPath)))
+        try client.connect()
+        let producer = JobProducer(client: client)
+        // Queued before the worker starts: one take sees them all. Three compatible jobs (4 images in all) and one
+        // of another size.
+        let jobs = [
+            #"{"id":"b1","prompt":"a red circle","seed":1,"steps":4}"#,
+            #"{"id":"b2","prompt":"a blue square","seed":2,"steps":4,"num_images":2}"#,
+            #"{"id":"odd","prompt":"a green circle","seed":3,"steps":4,"width":128}"#,
+            #"{"id":"b3","prompt":"синий квадрат","seed":4,"steps":4}"#,
+        ]
+        for job in jobs { try producer.submit(Array(job.utf8), queue: "default") }
+        let config = dir.file("worker.yaml")
+        try "max_batch_images: 4\nmax_batch_wait_ms: 100\n".write(toFile: config, atomically: true, encoding: .utf8)
+        let worker = try WorkerProcess(
+            name: "batch",
+            command: [
+                "serve", "--config", config, "--state-dir", dir.file("state"), "--name", "b", "--http", "127.0.0.1:0",
+                "--redis", "unix://\(redis.socketPath)",
+            ], logDirectory: dir.path)
+        defer { worker.kill9() }
+        for id in ["b1", "b2", "b3", "odd"] {
+            #expect(eventually(timeout: 120) { (try? producer.status(id)["state"]) == "done" }, "\(id): \(worker.log)")
+        }
+        let port = try #require(
+            (try client.command(["HGET", "kd:worker:b", "http"]).text).flatMap { ServeConfiguration.hostPort($0)?.port }
+        )
+        let metrics = try httpGet(port: port, path: "/metrics").1
+        // Two model batches: the three compatible jobs (4 images) and the odd one (1 image).
+        #expect(metrics.contains("kd_batch_images_count 2"), "\(metrics)")
+        #expect(metrics.contains("kd_batch_images_sum 5"), "\(metrics)")
+        #expect(worker.terminate(timeout: 60) == 0)
+    }
+
     @Test func badConfigurationStopsStartUpNamingTheKey() throws {
         let dir = try TemporaryDirectory(prefix: "kd-config")
         defer { dir.remove() }
