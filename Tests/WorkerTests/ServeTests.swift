@@ -142,6 +142,38 @@ import Testing
         #expect(worker.terminate(timeout: 60) == 0)
     }
 
+    @Test func sigtermFinishesTheRunningJobAndHandsBackTheRest() throws {
+        let dir = try TemporaryDirectory(prefix: "kd-sigterm")
+        defer { dir.remove() }
+        let redis = try RedisServer()
+        let client = RedisClient(RedisConfiguration(.unix(path: redis.socketPath)))
+        try client.connect()
+        let producer = JobProducer(client: client)
+        // Different step counts: three separate batches, run one after the other.
+        for k in 0..<3 {
+            try producer.submit(
+                Array(#"{"id":"t\#(k)","prompt":"a red circle","seed":\#(k),"steps":\#(40 + k)}"#.utf8),
+                queue: "default")
+        }
+        let worker = try WorkerProcess(
+            name: "sigterm",
+            command: [
+                "serve", "--state-dir", dir.file("state"), "--name", "s", "--http", "127.0.0.1:0", "--redis",
+                "unix://\(redis.socketPath)",
+            ], logDirectory: dir.path)
+        defer { worker.kill9() }
+        // Stop while the first batch runs.
+        #expect(eventually(timeout: 120) { (try? producer.status("t0")["state"]) == "running" }, "\(worker.log)")
+        #expect(worker.terminate(timeout: 120) == 0, "\(worker.log)")
+        let states = try ["t0", "t1", "t2"].map { try producer.status($0)["state"] ?? "none" }
+        // The running batch finished; whatever had not started is back in the queue, not lost.
+        #expect(states.contains("done"), "\(states)")
+        let queued = try client.command(["LLEN", "kd:queue:default"]).integer ?? -1
+        let finished = states.filter { $0 == "done" }.count
+        #expect(queued + finished == 3 && queued >= 1, "states \(states), queued \(queued)")
+        #expect(try client.command(["LLEN", "kd:processing:s"]).integer == 0)
+    }
+
     @Test func badConfigurationStopsStartUpNamingTheKey() throws {
         let dir = try TemporaryDirectory(prefix: "kd-config")
         defer { dir.remove() }
