@@ -54,16 +54,30 @@ public final class GenerationContext {
     public let attempt: Int
     public let defaults: GenerationDefaults
     private let cancelCheck: () -> Bool
+    private let progressWriter: (Int, Int) -> Void
     private let interval: Duration
     private var lastCheck: ContinuousClock.Instant?
+    private var lastProgress: ContinuousClock.Instant?
     private let clock = ContinuousClock()
 
     init(
-        jobId: String, attempt: Int, defaults: GenerationDefaults, interval: Duration, cancelCheck: @escaping () -> Bool
+        jobId: String, attempt: Int, defaults: GenerationDefaults, interval: Duration,
+        cancelCheck: @escaping () -> Bool,
+        progress: @escaping (Int, Int) -> Void = { _, _ in }
     ) {
         (self.jobId, self.attempt, self.defaults, self.interval) = (jobId, attempt, defaults, interval)
         self.cancelCheck = cancelCheck
+        progressWriter = progress
         lastCheck = clock.now  // the claim has just read the flag
+    }
+
+    /// Records progress (`step/total`) in the job hash's `progress` field, at most once per interval and always for
+    /// the last step.
+    public func reportProgress(done: Int, total: Int) {
+        let now = clock.now
+        if done < total, let lastProgress, lastProgress.duration(to: now) < interval { return }
+        lastProgress = now
+        progressWriter(done, total)
     }
 
     /// Throws a `cancelled` failure once the job's cancel flag is set. Reads Redis at most once per configured

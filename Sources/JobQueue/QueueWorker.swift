@@ -20,6 +20,8 @@ public final class QueueWorker: @unchecked Sendable {
         public var version = "0.1.0"
         /// More fields for the heartbeat hash (the daemon's HTTP address, say).
         public var heartbeatFields: [String: String] = [:]
+        /// Called for every job this worker finishes as done, with its queue wait and run time in milliseconds.
+        public var onDone: @Sendable (_ queuedMs: Int64, _ runMs: Int64) -> Void = { _, _ in }
         /// With a `BatchingJobGenerator`: the most images one batch may hold, and how long a claimed job (already
         /// leased in this worker's processing list) waits for batch-mates when fewer than that were taken.
         public var maxBatchImages = 1
@@ -318,10 +320,12 @@ public final class QueueWorker: @unchecked Sendable {
     }
 
     private func context(for request: GenerationRequest, attempt: Attempt, queue: ReliableQueue) -> GenerationContext {
-        GenerationContext(
+        let key = options.queue.keys.job(request.id)
+        return GenerationContext(
             jobId: request.id, attempt: attempt.number, defaults: options.defaults,
-            interval: options.queue.cancelCheckInterval
-        ) { (try? queue.isCancelRequested(request.id)) ?? false }
+            interval: options.queue.cancelCheckInterval,
+            cancelCheck: { (try? queue.isCancelRequested(request.id)) ?? false },
+            progress: { done, total in _ = try? queue.client.command(["HSET", key, "progress", "\(done)/\(total)"]) })
     }
 
     /// Completes one attempt from the generator's result: store, then the finish record (or the retry, done here).
@@ -375,6 +379,9 @@ public final class QueueWorker: @unchecked Sendable {
             }
             var record = finishRecord(
                 job, state: state, error: error, attempts: attempts, attempt: attempt, runMs: runMs, images: images)
+            if state == .done {
+                options.onDone(attempt.startedMs - (attempt.enqueuedMs ?? attempt.firstSeenMs), runMs)
+            }
             if state == .done, let stored {
                 record.result = .object([
                     "images": .array(images), "job_json": .string(stored.jobFile.path),

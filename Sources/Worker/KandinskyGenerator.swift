@@ -66,6 +66,7 @@ public final class KandinskyGenerator: BatchingJobGenerator, @unchecked Sendable
                 let images = try pipeline.generate(active.map(\.image)) { [onStep] done, total in
                     for job in active {
                         onStep(batch[job.index].context.jobId, done, total)
+                        batch[job.index].context.reportProgress(done: done, total: total)
                         do throws(GenerationFailure) {
                             try batch[job.index].context.checkCancelled()
                             if let deadline = batch[job.index].request.deadline,

@@ -124,6 +124,7 @@ public final class WorkerDaemon: @unchecked Sendable {
         var options = QueueWorker.Options(redis: redis, queue: queue)
         options.maxBatchImages = c.maxBatchImages
         options.maxBatchWait = .milliseconds(c.maxBatchWaitMs)
+        options.onDone = { [metrics] queuedMs, _ in metrics.jobDone(queuedMs: queuedMs) }
         options.defaults = defaults
         options.device = c.device
         options.model = modelName

@@ -19,6 +19,7 @@ public final class WorkerMetrics: @unchecked Sendable {
     let stepSeconds: DurationHistogram
     let runSeconds: DurationHistogram
     let batchImages: ValueHistogram
+    let queueWait: DurationHistogram
 
     public init() {
         ready = registry.makeGauge(
@@ -36,6 +37,9 @@ public final class WorkerMetrics: @unchecked Sendable {
         runSeconds = registry.makeDurationHistogram(
             descriptor: Self.describe("kd_job_run_seconds", "Time spent generating one job"),
             buckets: [0.1, 0.5, 1, 2, 5, 10, 30, 60, 120, 300, 600].map { .milliseconds(Int64($0 * 1000)) })
+        queueWait = registry.makeDurationHistogram(
+            descriptor: Self.describe("kd_queue_wait_seconds", "Time a job waited in its queue before it started"),
+            buckets: [0.1, 0.5, 1, 5, 15, 60, 300, 900, 3600].map { .milliseconds(Int64($0 * 1000)) })
         batchImages = registry.makeValueHistogram(
             descriptor: Self.describe("kd_batch_images", "Images per UNet batch"), buckets: [1, 2, 4, 8, 16])
         for state in ["done", "failed", "cancelled", "dead"] {
@@ -80,6 +84,8 @@ public final class WorkerMetrics: @unchecked Sendable {
     }
 
     public func step(_ d: Duration) { stepSeconds.record(d) }
+
+    public func jobDone(queuedMs: Int64) { queueWait.record(.milliseconds(max(0, queuedMs))) }
 
     static func describe(_ name: String, _ help: String) -> MetricNameDescriptor {
         MetricNameDescriptor(metricName: name, unitName: "", helpText: help)

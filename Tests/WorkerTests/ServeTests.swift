@@ -29,6 +29,9 @@ import Testing
         try producer.submit(
             Array(#"{"id":"e2e-1","prompt":"a red circle","seed":5,"num_images":2}"#.utf8), queue: "default")
         #expect(eventually(timeout: 120) { (try? producer.status("e2e-1")["state"]) == "done" }, "log:\n\(worker.log)")
+        // The demo model states ddim with 30 steps; the release's ddim30 spacing runs ⌈1000/33⌉ = 31 of them. The job
+        // hash shows the last one.
+        #expect(try producer.status("e2e-1")["progress"] == "31/31", "progress in the job hash")
         let event = try #require(try producer.event(for: "e2e-1"))
         let parsed = try JSONNode.parse(Array(event.utf8))
         #expect(parsed["state"] == .string("done") && parsed["worker"] == .string("t1"))
@@ -54,6 +57,7 @@ import Testing
                 (try? httpGet(port: port, path: "/metrics").1.contains(#"kd_jobs_total{state="done"} 1"#)) == true
             })
         #expect(metrics.contains("kd_model_load_seconds") && metrics.contains("kd_step_seconds_bucket"))
+        #expect(metrics.contains("kd_queue_wait_seconds_count"))
         #expect(try httpGet(port: port, path: "/nothing").0 == 404)
 
         // The health command sees a live worker and an empty queue.
