@@ -1,7 +1,9 @@
 import Foundation
 import JobQueue
 import Kandinsky
+import Logging
 import ResultStore
+import ServiceLifecycle
 import Systemd
 
 /// `kandinsky-worker serve`: a prelude (configuration, Redis, model load, warm-up), then the worker's loops until
@@ -13,6 +15,7 @@ import Systemd
 public final class WorkerDaemon: @unchecked Sendable {
     public let configuration: ServeConfiguration
     private let log: @Sendable (String) -> Void
+    let logger: Logger
     private let notifier = SystemdNotifier()
     /// sd_notify blocks when the manager is not reading its socket; notifications go out from a serial queue of
     /// their own so that never stalls the daemon (order is kept).
@@ -29,8 +32,12 @@ public final class WorkerDaemon: @unchecked Sendable {
     /// Whether the prelude finished (model loaded, Redis reachable at start).
     public var isReady: Bool { stateLock.withLock { _ready } }
 
-    public init(configuration: ServeConfiguration, log: @escaping @Sendable (String) -> Void) {
+    public init(
+        configuration: ServeConfiguration, logger: Logger = Logger(label: "kandinsky-worker"),
+        log: @escaping @Sendable (String) -> Void
+    ) {
         self.configuration = configuration
+        self.logger = logger
         self.log = log
     }
 
@@ -47,10 +54,35 @@ public final class WorkerDaemon: @unchecked Sendable {
         public var description: String { message }
     }
 
-    /// Runs until stopped; returns the process exit status.
-    public func run() throws -> Int32 {
-        let c = configuration
+    /// Runs until stopped (SIGTERM or SIGINT): the prelude on a thread of its own, then a swift-service-lifecycle
+    /// `ServiceGroup` of the HTTP server, the watchdog and the worker's loops; returns the process exit status.
+    public func run() async throws -> Int32 {
         TerminationSignals.install()
+        let worker = try await Self.offPool { try self.prelude() }
+        let group = ServiceGroup(
+            configuration: ServiceGroupConfiguration(
+                services: [
+                    // Shut down in reverse order: the worker first (its batch finishes), then the watchdog, HTTP last.
+                    .init(service: HealthService(daemon: self), serviceName: "http"),
+                    .init(service: WatchdogService(daemon: self, worker: worker), serviceName: "watchdog"),
+                    .init(service: WorkerService(daemon: self, worker: worker), serviceName: "worker"),
+                ], logger: logger))
+        // A real handler turns the signal into a graceful shutdown of the group (see TerminationSignals).
+        Thread.detachNewThread {
+            TerminationSignals.wait()
+            Task { await group.triggerGracefulShutdown() }
+        }
+        try await group.run()
+        metrics.ready.set(0.0)
+        _ = notifications.sync(execute: {}) as Void?  // flush what is queued (bounded by the manager reading)
+        privateRedis?.stop()
+        return 0
+    }
+
+    /// Configuration checks, HTTP, Redis (a private server when none is configured), the model, a warm-up; returns
+    /// the started worker. Blocking, so never called on the cooperative pool.
+    func prelude() throws -> QueueWorker {
+        let c = configuration
         guard c.device == "cpu" else {
             throw StartupError(message: "device \(c.device): only the CPU backend exists so far (use --device cpu)")
         }
@@ -148,34 +180,45 @@ public final class WorkerDaemon: @unchecked Sendable {
         metrics.ready.set(1.0)
         log("worker \(name) ready: queues \(c.queues.joined(separator: ", ")), store \(c.storeRoot)")
         notify(["READY=1", "STATUS=ready: 0 jobs done"])
-        let watchdog = startWatchdog(worker)
+        return worker
+    }
 
-        // Wait for a signal, then stop within the grace period.
-        TerminationSignals.wait()
+    /// Stopping: STOPPING=1, no new jobs, the running batch finishes within the grace, the rest is handed back.
+    func stop(_ worker: QueueWorker) async {
         notify(["STOPPING=1", "STATUS=stopping"])
-        log("stopping: no new jobs; the running job finishes within \(c.shutdownGraceSeconds) s")
+        log("stopping: no new jobs; the running job finishes within \(configuration.shutdownGraceSeconds) s")
         worker.stop()
-        let finished = DispatchSemaphore(value: 0)
-        Thread.detachNewThread {
-            worker.wait()
-            finished.signal()
+        let finished = await withTaskGroup(of: Bool.self) { group in
+            group.addTask {
+                await worker.waitUntilStopped()
+                return true
+            }
+            group.addTask {
+                try? await Task.sleep(for: .seconds(self.configuration.shutdownGraceSeconds))
+                return false
+            }
+            let first = await group.next() ?? false
+            group.cancelAll()
+            return first
         }
-        let exit: Int32
-        if finished.wait(timeout: .now() + .seconds(c.shutdownGraceSeconds)) == .timedOut {
+        if finished {
+            log("stopped: \(worker.stats)")
+        } else {
             log(
                 "the running job did not finish within the grace period; it stays in the processing list and is taken back by this worker's next start (or the reaper)"
             )
-            exit = 0
-        } else {
-            log("stopped: \(worker.stats)")
-            exit = 0
         }
-        watchdog.cancel()
-        _ = notifications.sync(execute: {}) as Void?  // flush what is queued (bounded by the manager reading)
-        metrics.ready.set(0.0)
-        health?.stop()
-        privateRedis?.stop()
-        return exit
+    }
+
+    /// Stops the HTTP server.
+    func stopHTTP() async {
+        let server = health
+        await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
+            Thread.detachNewThread {
+                server?.stop()
+                continuation.resume()
+            }
+        }
     }
 
     /// Asks the daemon to stop (as SIGTERM does).
@@ -201,7 +244,7 @@ public final class WorkerDaemon: @unchecked Sendable {
 
     /// Every tick (half the watchdog interval, at most 1 s): checks Redis, refreshes metrics and queue depths, pings
     /// the watchdog and refreshes the status line.
-    private func startWatchdog(_ worker: QueueWorker) -> DispatchSourceTimer {
+    func startWatchdog(_ worker: QueueWorker) -> DispatchSourceTimer {
         let interval = min(1, notifier.watchdogInterval.map { Self.seconds($0) / 2 } ?? 1)
         let timer = DispatchSource.makeTimerSource(queue: DispatchQueue(label: "kd.watchdog"))
         timer.schedule(deadline: .now() + interval, repeating: interval)
@@ -249,5 +292,48 @@ final class StepClock: @unchecked Sendable {
             guard !restart, let last else { return nil }
             return now - last
         }
+    }
+}
+
+extension WorkerDaemon {
+    /// Runs blocking work on a thread of its own and awaits its result (never blocks the cooperative pool).
+    static func offPool<T: Sendable>(_ body: @escaping @Sendable () throws -> T) async throws -> T {
+        try await withCheckedThrowingContinuation { continuation in
+            Thread.detachNewThread { continuation.resume(with: Result { try body() }) }
+        }
+    }
+}
+
+/// The worker's loops (claim, batch, generate; heartbeat, reaper) as a service: graceful shutdown stops taking
+/// jobs and waits for the running batch.
+struct WorkerService: Service {
+    let daemon: WorkerDaemon
+    let worker: QueueWorker
+
+    func run() async throws {
+        try? await gracefulShutdown()  // until SIGTERM/SIGINT (or the group is cancelled)
+        await daemon.stop(worker)
+    }
+}
+
+/// Readiness checks, metrics refresh and systemd watchdog pings, on a timer of their own.
+struct WatchdogService: Service {
+    let daemon: WorkerDaemon
+    let worker: QueueWorker
+
+    func run() async throws {
+        let timer = daemon.startWatchdog(worker)
+        try? await gracefulShutdown()
+        timer.cancel()
+    }
+}
+
+/// The health and metrics HTTP server (started in the prelude, so /readyz answers while loading), stopped last.
+struct HealthService: Service {
+    let daemon: WorkerDaemon
+
+    func run() async throws {
+        try? await gracefulShutdown()
+        await daemon.stopHTTP()
     }
 }

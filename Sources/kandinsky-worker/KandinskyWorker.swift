@@ -1,7 +1,8 @@
 import ArgumentParser
 
 /// The one executable: argument parsing only; the libraries do the work.
-struct KandinskyWorker: ParsableCommand {
+@main
+struct KandinskyWorker: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "kandinsky-worker",
         abstract: "Serve the Kandinsky 2.0 text-to-image model from Redis job queues.",

@@ -5,7 +5,7 @@ import Systemd
 import Worker
 
 /// `serve`: the daemon. Configuration from the file, then `KD_…` environment variables, then these flags.
-struct Serve: ParsableCommand {
+struct Serve: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Run a worker: take jobs from Redis, generate, store PNGs, publish events (see Config/worker.yaml).")
 
@@ -21,15 +21,15 @@ struct Serve: ParsableCommand {
     @Option(help: "State directory (the private redis-server lives here).") var stateDir: String?
     @Option(parsing: .upToNextOption, help: "Queues in priority order.") var queue: [String] = []
 
-    func run() throws {
+    func run() async throws {
         let settings = try resolve()
         // journald with structured fields when systemd started us ($JOURNAL_STREAM is our stderr), else stderr.
         SystemdLogging.bootstrap(identifier: "kandinsky-worker")
         var logger = Logger(label: "kandinsky-worker.serve")
         logger[metadataKey: "worker"] = "\(WorkerDaemon(configuration: settings, log: { _ in }).workerName)"
         logger[metadataKey: "device"] = "\(settings.device)"
-        let daemon = WorkerDaemon(configuration: settings) { [logger] line in logger.info("\(line)") }
-        let status = try daemon.run()
+        let daemon = WorkerDaemon(configuration: settings, logger: logger) { [logger] line in logger.info("\(line)") }
+        let status = try await daemon.run()
         if status != 0 { throw ExitCode(status) }
     }
 
