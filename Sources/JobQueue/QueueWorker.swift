@@ -75,6 +75,8 @@ public final class QueueWorker: @unchecked Sendable {
     }
 
     public var stats: Stats { lock.withLock { _stats } }
+    /// Ids of the jobs running now (one batch).
+    public var currentJobs: [String] { lock.withLock { current } }
     public var isStopping: Bool { lock.withLock { stopping } }
 
     /// Starts the job loop and the maintenance loop on threads of their own.

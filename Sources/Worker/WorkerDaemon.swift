@@ -267,7 +267,10 @@ public final class WorkerDaemon: @unchecked Sendable {
                 self.lastBeat = Date()
             }
             let done = stats.finished.values.reduce(0, +)
-            self.notify(["WATCHDOG=1", "STATUS=ready: \(done) jobs finished, \(stats.retried) retried"])
+            let batch = worker.currentJobs
+            let running = batch.isEmpty ? "idle" : "batch \(batch.joined(separator: ","))"
+            let rate = String(format: "%.2f", metrics.recentImagesPerSecond)
+            self.notify(["WATCHDOG=1", "STATUS=\(done) jobs done, \(running), \(rate) images/s"])
         }
         timer.resume()
         return timer

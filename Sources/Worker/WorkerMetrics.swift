@@ -12,6 +12,10 @@ public final class WorkerMetrics: @unchecked Sendable {
     private var lastRedisErrors = 0
     private var recentImages: [(Date, Int)] = []
     private var queueGauges: [String: Gauge] = [:]
+    private var lastRate = 0.0
+
+    /// Images finished per second over the last minute, as of the last `update`.
+    public var recentImagesPerSecond: Double { lock.withLock { lastRate } }
     let ready: Gauge
     let modelLoad: Gauge
     let imagesPerSecond: Gauge
@@ -62,7 +66,8 @@ public final class WorkerMetrics: @unchecked Sendable {
             lastRedisErrors = stats.redisErrors
             let cutoff = Date().addingTimeInterval(-60)
             recentImages.removeAll { $0.0 < cutoff }
-            imagesPerSecond.set(Double(recentImages.reduce(0) { $0 + $1.1 }) / 60)
+            lastRate = Double(recentImages.reduce(0) { $0 + $1.1 }) / 60
+            imagesPerSecond.set(lastRate)
         }
     }
 

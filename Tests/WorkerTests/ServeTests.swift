@@ -68,8 +68,9 @@ import Testing
         #expect(eventually(timeout: 30) { !health.isRunning })
         #expect(health.terminate() == 0, "health:\n\(health.log)")
 
-        // The watchdog is fed while the loops run.
-        #expect(notify.receive(until: "WATCHDOG=1", timeout: 5) != nil)
+        // The watchdog is fed while the loops run, with a status line (jobs done, the batch running, images/s).
+        let beats = try #require(notify.receive(until: "STATUS=1 jobs done, idle", timeout: 10), "no status line")
+        #expect(beats.last?.contains("WATCHDOG=1") == true && beats.last?.contains("images/s") == true, "\(beats)")
 
         // SIGTERM: STOPPING=1, then exit 0.
         #expect(worker.terminate(timeout: 60) == 0, "log:\n\(worker.log)")
@@ -144,6 +145,41 @@ import Testing
         #expect(metrics.contains("kd_batch_images_count 2"), "\(metrics)")
         #expect(metrics.contains("kd_batch_images_sum 5"), "\(metrics)")
         #expect(worker.terminate(timeout: 60) == 0)
+    }
+
+    @Test func aKilledWorkersJobIsFinishedByAnother() throws {
+        let dir = try TemporaryDirectory(prefix: "kd-kill")
+        defer { dir.remove() }
+        let redis = try RedisServer()
+        let client = RedisClient(RedisConfiguration(.unix(path: redis.socketPath)))
+        try client.connect()
+        let producer = JobProducer(client: client)
+        let config = dir.file("worker.yaml")
+        try "heartbeat_ms: 300\n".write(toFile: config, atomically: true, encoding: .utf8)
+        func start(_ name: String) throws -> WorkerProcess {
+            try WorkerProcess(
+                name: name,
+                command: [
+                    "serve", "--config", config, "--state-dir", dir.file("state-\(name)"), "--name", name, "--http",
+                    "127.0.0.1:0", "--redis", "unix://\(redis.socketPath)", "--store", dir.file("store"),
+                ], logDirectory: dir.path)
+        }
+        let first = try start("k1")
+        defer { first.kill9() }
+        try producer.submit(
+            Array(#"{"id":"killed","prompt":"a red circle","seed":1,"steps":200}"#.utf8), queue: "default")
+        #expect(eventually(timeout: 120) { (try? producer.status("killed")["worker"]) == "k1" }, "\(first.log)")
+        first.kill9()
+        let second = try start("k2")
+        defer { second.kill9() }
+        // The reaper hands the dead worker's job back within 3 heartbeat intervals; the other worker finishes it.
+        #expect(eventually(timeout: 180) { (try? producer.status("killed")["state"]) == "done" }, "\(second.log)")
+        #expect(try producer.status("killed")["worker"] == "k2")
+        let event = try JSONNode.parse(Array(try #require(try producer.event(for: "killed")).utf8))
+        #expect(event["attempts"] == .integer(2))
+        let stream = try client.command(["XLEN", "kd:events"]).integer
+        #expect(stream == 1, "exactly one final event")
+        #expect(second.terminate(timeout: 60) == 0)
     }
 
     @Test func sigtermFinishesTheRunningJobAndHandsBackTheRest() throws {
