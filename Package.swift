@@ -74,7 +74,11 @@ let package = Package(
         .testTarget(name: "JobQueueTests", dependencies: ["JobQueue", "TestSupport"]),
         .testTarget(name: "ResultStoreTests", dependencies: ["ResultStore", "TestSupport"]),
         .testTarget(
-            name: "WorkerTests", dependencies: ["Worker", "JobQueue", "Kandinsky", "ResultStore", "TestSupport"]),
+            name: "WorkerTests",
+            dependencies: [
+                "Worker", "JobQueue", "Kandinsky", "ResultStore", "TestSupport",
+                .product(name: "Logging", package: "swift-log"),
+            ]),
         .testTarget(name: "SystemdTests", dependencies: ["Systemd", "TestSupport"]),
     ]
 )

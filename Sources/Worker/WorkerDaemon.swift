@@ -169,7 +169,8 @@ public final class WorkerDaemon: @unchecked Sendable {
         generator.onJob = { [metrics] images, run in metrics.jobFinished(images: images, run: run) }
         try? FileManager.default.createDirectory(atPath: c.inputDirectory, withIntermediateDirectories: true)
         let worker = QueueWorker(
-            options: options, generator: generator, store: ResultStore(root: c.storeRoot), log: log)
+            options: options, generator: generator, store: ResultStore(root: c.storeRoot),
+            log: { [weak self] line in self?.logFromWorker(line) })
         self.worker = worker
 
         try worker.start()
@@ -208,6 +209,17 @@ public final class WorkerDaemon: @unchecked Sendable {
                 "the running job did not finish within the grace period; it stays in the processing list and is taken back by this worker's next start (or the reaper)"
             )
         }
+    }
+
+    /// A line from the worker's loops, logged with structured fields (journald: JOB_ID, BATCH): the job it names
+    /// and the batch running now.
+    func logFromWorker(_ line: String) {
+        var metadata: Logger.Metadata = [:]
+        if let range = line.range(of: #"job [A-Za-z0-9._-]{1,128}"#, options: .regularExpression) {
+            metadata["job_id"] = "\(line[range].dropFirst(4))"
+        }
+        if let batch = worker?.currentJobs, !batch.isEmpty { metadata["batch"] = "\(batch.joined(separator: ","))" }
+        logger.info("\(line)", metadata: metadata)
     }
 
     /// Stops the HTTP server.
