@@ -70,6 +70,24 @@ import Testing
             unet: unet, text: text, scales: [try f.tensor("guidance_scale").scalars[0]], inpaint: inpaint)
     }
 
+    /// The release case's guidance scale, eta and thresholding percentile.
+    func releaseSettings(_ f: SafetensorsFile) throws -> ImageSampling {
+        ImageSampling(
+            guidanceScale: try f.tensor("guidance_scale").scalars[0], eta: Double(try f.tensor("eta").scalars[0]),
+            dynamicThreshold: Double(try f.tensor("dynamic_threshold_percentile").scalars[0]))
+    }
+
+    /// Replays the draws the official sampler made for the first (conditional) row: `[steps, rows, 4, h, w]`.
+    func recordedDraws(_ f: SafetensorsFile, _ name: String, steps: Int) throws -> RecordedNoise {
+        let recorded = try f.tensor(name)
+        let draws = (0..<steps).map {
+            Kernels.slice(
+                Kernels.slice(recorded, axis: 0, $0..<($0 + 1)).reshaped(Array(recorded.shape.dropFirst())), axis: 0,
+                0..<1)
+        }
+        return RecordedNoise(draws: [draws])
+    }
+
     @Test(arguments: [SamplerKind.ddimLDM, .plms])
     func todaysSamplersMatchOfficial(kind: SamplerKind) throws {
         let f = try fixture("sampler.case")
@@ -98,19 +116,9 @@ import Testing
         let unet = try model.unet().module
         let prefix = kind == .ddim ? "release_ddim" : "release_p"
         let steps = try f.integers("steps").values[0]
-        let image = ImageSampling(
-            guidanceScale: try f.tensor("guidance_scale").scalars[0], eta: Double(try f.tensor("eta").scalars[0]),
-            dynamicThreshold: Double(try f.tensor("dynamic_threshold_percentile").scalars[0]))
-        let run = SamplingRun(kind: kind, steps: steps, images: [image])
+        let run = SamplingRun(kind: kind, steps: steps, images: [try releaseSettings(f)])
         #expect(run.timesteps.reversed() == (try f.integers("\(prefix)_timestep_map").values))
-        // Replay the draws the official sampler made for the first (conditional) row.
-        let recorded = try f.tensor("\(prefix)_step_noise")
-        let draws = (0..<steps).map {
-            Kernels.slice(
-                Kernels.slice(recorded, axis: 0, $0..<($0 + 1)).reshaped(Array(recorded.shape.dropFirst())), axis: 0,
-                0..<1)
-        }
-        var noise = RecordedNoise(draws: [draws])
+        var noise = try recordedDraws(f, "\(prefix)_step_noise", steps: steps)
         let x = Kernels.slice(try f.tensor("x_T"), axis: 0, 0..<1)
         let out = try run.sample(from: x, denoise: try denoiser(f, unet: unet), noise: &noise)
         expectMatch(out, try f.tensor("\(prefix)_out"), prefix)
@@ -125,18 +133,9 @@ import Testing
         let mask = Inpainting.growMask(try f.tensor("inpaint_raw_mask"))
         #expect(mask.scalars == (try f.tensor("inpaint_mask").scalars), "prepare_mask growth")
         let known = try f.tensor("inpaint_known_latent")
-        let image = ImageSampling(
-            guidanceScale: try f.tensor("guidance_scale").scalars[0], eta: Double(try f.tensor("eta").scalars[0]),
-            dynamicThreshold: Double(try f.tensor("dynamic_threshold_percentile").scalars[0]))
-        var run = SamplingRun(kind: kind, steps: steps, images: [image])
+        var run = SamplingRun(kind: kind, steps: steps, images: [try releaseSettings(f)])
         run.known = KnownRegion(latent: known, mask: mask)
-        let recorded = try f.tensor("\(prefix)_step_noise")
-        let draws = (0..<steps).map {
-            Kernels.slice(
-                Kernels.slice(recorded, axis: 0, $0..<($0 + 1)).reshaped(Array(recorded.shape.dropFirst())), axis: 0,
-                0..<1)
-        }
-        var noise = RecordedNoise(draws: [draws])
+        var noise = try recordedDraws(f, "\(prefix)_step_noise", steps: steps)
         let x = Kernels.slice(try f.tensor("x_T"), axis: 0, 0..<1)
         let out = try run.sample(from: x, denoise: try denoiser(f, unet: unet, inpaint: (known, mask)), noise: &noise)
         expectMatch(out, try f.tensor("\(prefix)_out"), prefix)
