@@ -29,6 +29,13 @@ public struct ServeConfiguration: Equatable, Sendable {
 
     public init() {}
 
+    /// The worker's name: configured, or `<host>-<device>`.
+    public var workerName: String {
+        if let name { return name }
+        let host = ProcessInfo.processInfo.hostName.split(separator: ".").first.map(String.init) ?? "worker"
+        return "\(host)-\(device.replacingOccurrences(of: ":", with: ""))"
+    }
+
     /// The store root: configured, or `<state_dir>/store`.
     public var storeRoot: String { store ?? (stateDirectory as NSString).appendingPathComponent("store") }
     /// The input root: configured, or `<state_dir>/inputs`.

@@ -42,11 +42,7 @@ public final class WorkerDaemon: @unchecked Sendable {
     }
 
     /// The worker's name: configured, or `<host>-<device>`.
-    public var workerName: String {
-        if let name = configuration.name { return name }
-        let host = ProcessInfo.processInfo.hostName.split(separator: ".").first.map(String.init) ?? "worker"
-        return "\(host)-\(configuration.device.replacingOccurrences(of: ":", with: ""))"
-    }
+    public var workerName: String { configuration.workerName }
 
     /// A start-up failure, with what to do about it.
     public struct StartupError: Error, CustomStringConvertible {

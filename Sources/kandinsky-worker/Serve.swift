@@ -26,7 +26,7 @@ struct Serve: AsyncParsableCommand {
         // journald with structured fields when systemd started us ($JOURNAL_STREAM is our stderr), else stderr.
         SystemdLogging.bootstrap(identifier: "kandinsky-worker")
         var logger = Logger(label: "kandinsky-worker.serve")
-        logger[metadataKey: "worker"] = "\(WorkerDaemon(configuration: settings, log: { _ in }).workerName)"
+        logger[metadataKey: "worker"] = "\(settings.workerName)"
         logger[metadataKey: "device"] = "\(settings.device)"
         let daemon = WorkerDaemon(configuration: settings, logger: logger) { [logger] line in logger.info("\(line)") }
         let status = try await daemon.run()

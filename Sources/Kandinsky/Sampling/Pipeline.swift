@@ -176,19 +176,17 @@ public final class KandinskyPipeline: @unchecked Sendable {
     public static func guidedDenoiser(
         unet: Text2ImUNet, text: TextConditioning, scales: [Float], inpaint: (image: Tensor, mask: Tensor)? = nil
     ) -> Denoiser {
-        { x, t in
+        // The inpainting inputs are the same at every step: masked and doubled once, here.
+        let extra: (image: Tensor, mask: Tensor)? = inpaint.map { inpaint in
+            let image = Kernels.mulChannelsPlane(inpaint.image, inpaint.mask)
+            return (Kernels.concat([image, image], axis: 0), Kernels.concat([inpaint.mask, inpaint.mask], axis: 0))
+        }
+        return { x, t in
             let b = x.shape[0]
             precondition(
                 text.batch == 2 * b && scales.count == b,
                 "text rows \(text.batch) and scales \(scales.count) for \(b) images")
             let doubled = Kernels.concat([x, x], axis: 0)
-            var extra: (image: Tensor, mask: Tensor)?
-            if let inpaint {
-                let image = Kernels.mulChannelsPlane(inpaint.image, inpaint.mask)
-                extra = (
-                    Kernels.concat([image, image], axis: 0), Kernels.concat([inpaint.mask, inpaint.mask], axis: 0)
-                )
-            }
             let out = unet(doubled, timesteps: Array(repeating: Float(t), count: 2 * b), text: text, inpaint: extra)
             let channels = out.shape[1] / 2
             let plane = out.count / (2 * b * out.shape[1])
