@@ -21,13 +21,14 @@ public enum KernelBenchmark {
 
     /// The UNet's 3×3 shapes at each level, batch 2 (one guided step), through `conv2d`'s choice of algorithm
     /// and through im2col + GEMM; GFLOP/s are effective (direct-method FLOPs over time).
-    public static let convCases = [(384, 64), (768, 32), (1152, 16), (1536, 8)].flatMap { channels, size in
-        [false, true].map { direct in
-            ConvCase(
-                name: "conv3x3 \(channels)→\(channels) \(size)×\(size) b2\(direct ? " im2col" : "")", batch: 2,
-                channels: channels, size: size, direct: direct)
+    public static let convCases =
+        [(384, 64, 2), (768, 32, 2), (1152, 16, 2), (1536, 8, 2), (1536, 8, 8)].flatMap { channels, size, batch in
+            [false, true].map { direct in
+                ConvCase(
+                    name: "conv3x3 \(channels)→\(channels) \(size)×\(size) b\(batch)\(direct ? " im2col" : "")",
+                    batch: batch, channels: channels, size: size, direct: direct)
+            }
         }
-    }
 
     /// Times `body` `repeats` times after one warm-up run; returns the best and the median seconds.
     public static func time(repeats: Int, _ body: () -> Void) -> (best: Double, median: Double) {

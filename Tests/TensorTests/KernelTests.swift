@@ -242,6 +242,67 @@ import Testing
         expectClose(y, ref, shape: [n, lq, dv], "attention masked=\(masked)")
     }
 
+    /// Several query blocks (the last one partial), rows wider than one SIMD vector with a tail, a per-query mask,
+    /// and the channel-first variant the UNet and the VAE use.
+    @Test func attentionOverSeveralQueryBlocksMatchesReference() {
+        var rng = rng
+        let (n, lq, lk, d, dv) = (3, Kernels.queryBlock * 2 + 11, 37, 8, 5)
+        let q = tensor([n, lq, d], &rng, in: -2...2)
+        let k = tensor([n, lk, d], &rng, in: -2...2)
+        let v = tensor([n, lk, dv], &rng)
+        let maskValues = (0..<(lq * lk)).map { $0 % 5 == 0 ? Float(-1e9) : 0 }
+        let mask = Tensor(shape: [1, lq, lk], values: maskValues)
+        let scale: Float = 0.7
+        func reference(masked: Bool) -> [Double] {
+            var ref = [Double]()
+            for s in 0..<n {
+                for i in 0..<lq {
+                    var scores = (0..<lk).map { j in
+                        (0..<d).reduce(0.0) { $0 + Double(q[s, i, $1]) * Double(k[s, j, $1]) } * Double(scale)
+                    }
+                    if masked { for j in 0..<lk { scores[j] += Double(maskValues[i * lk + j]) } }
+                    let m = scores.max()!
+                    let e = scores.map { exp($0 - m) }
+                    let sum = e.reduce(0, +)
+                    for c in 0..<dv { ref.append((0..<lk).reduce(0.0) { $0 + e[$1] / sum * Double(v[s, $1, c]) }) }
+                }
+            }
+            return ref
+        }
+        let masked = Kernels.attention(q: q, k: k, v: v, scale: scale, mask: mask)
+        expectClose(masked, reference(masked: true), shape: [n, lq, dv], "attention, per-query mask")
+
+        // Channel-first operands: [N, D, L]; the result is [N, Dv, Lq].
+        let plain = reference(masked: false)
+        let first = Kernels.attentionChannelsFirst(
+            q: Kernels.permute(q, [0, 2, 1]), k: Kernels.permute(k, [0, 2, 1]), v: Kernels.permute(v, [0, 2, 1]),
+            scale: scale)
+        var transposed = [Double](repeating: 0, count: plain.count)
+        for s in 0..<n {
+            for i in 0..<lq { for c in 0..<dv { transposed[(s * dv + c) * lq + i] = plain[(s * lq + i) * dv + c] } }
+        }
+        expectClose(first, transposed, shape: [n, dv, lq], "attention, channels first")
+    }
+
+    /// The vectorised exponential against double precision, over the range the kernels use, including the lanes
+    /// of a partial vector and the clamp below −87.
+    @Test func vectorExponentialIsWithinFourUlp() {
+        var worst = 0.0
+        var x: Float = -87
+        while x <= 30 {
+            let lanes = VectorMath.Vector((0..<16).map { x + Float($0) * 0.000_37 })
+            let e = VectorMath.exp(lanes)
+            for lane in 0..<16 {
+                let exact = Foundation.exp(Double(lanes[lane]))
+                worst = max(worst, abs(Double(e[lane]) - exact) / exact)
+            }
+            x += 0.0173
+        }
+        #expect(worst <= 4 * Double(Float.ulpOfOne), "relative error \(worst)")
+        #expect(VectorMath.exp(Float(-1000)) < 1e-37)
+        #expect(VectorMath.exp(Float(0)) == 1)
+    }
+
     @Test func embeddingUpsamplePoolConcat() {
         var rng = rng
         let table = tensor([9, 5], &rng)

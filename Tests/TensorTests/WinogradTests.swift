@@ -77,11 +77,13 @@ import Testing
         #expect(errorNoBias <= Self.tolerance, "Winograd \(c) without bias: \(errorNoBias)")
     }
 
-    @Test func conv2dTakesWinogradOnLargePlanesOnly() {
-        #expect(Kernels.usesWinograd(kernel: (3, 3), stride: 1, padding: .uniform(1), outH: 64, outW: 64))
-        #expect(!Kernels.usesWinograd(kernel: (3, 3), stride: 2, padding: .uniform(1), outH: 64, outW: 64))
-        #expect(!Kernels.usesWinograd(kernel: (3, 3), stride: 1, padding: .zero, outH: 64, outW: 64))
-        #expect(!Kernels.usesWinograd(kernel: (1, 1), stride: 1, padding: .uniform(1), outH: 64, outW: 64))
-        #expect(!Kernels.usesWinograd(kernel: (3, 3), stride: 1, padding: .uniform(1), outH: 16, outW: 16))
+    @Test func conv2dTakesWinogradWithEnoughTiles() {
+        #expect(Kernels.usesWinograd(kernel: (3, 3), stride: 1, padding: .uniform(1), batch: 2, outH: 64, outW: 64))
+        #expect(!Kernels.usesWinograd(kernel: (3, 3), stride: 2, padding: .uniform(1), batch: 2, outH: 64, outW: 64))
+        #expect(!Kernels.usesWinograd(kernel: (3, 3), stride: 1, padding: .zero, batch: 2, outH: 64, outW: 64))
+        #expect(!Kernels.usesWinograd(kernel: (1, 1), stride: 1, padding: .uniform(1), batch: 2, outH: 64, outW: 64))
+        #expect(Kernels.usesWinograd(kernel: (3, 3), stride: 1, padding: .uniform(1), batch: 2, outH: 16, outW: 16))
+        #expect(!Kernels.usesWinograd(kernel: (3, 3), stride: 1, padding: .uniform(1), batch: 2, outH: 8, outW: 8))
+        #expect(Kernels.usesWinograd(kernel: (3, 3), stride: 1, padding: .uniform(1), batch: 8, outH: 8, outW: 8))
     }
 }

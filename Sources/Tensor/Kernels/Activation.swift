@@ -38,24 +38,7 @@ extension Kernels {
     /// In-place softmax of `rows` rows of `width` floats.
     static func softmaxRows(_ p: UnsafeMutablePointer<Float>, rows: Int, width: Int) {
         ComputePool.shared.parallelFor(rows, minimumChunk: 4) { range in
-            for r in range {
-                let row = p + r * width
-                var peak = -Float.infinity
-                for i in 0..<width { peak = max(peak, row[i]) }
-                if peak == -.infinity {
-                    // Every position masked: PyTorch gives NaN; a uniform row keeps the output finite.
-                    row.update(repeating: 1 / Float(width), count: width)
-                    continue
-                }
-                var sum: Float = 0
-                for i in 0..<width {
-                    let e = expf(row[i] - peak)
-                    row[i] = e
-                    sum += e
-                }
-                let inv = 1 / sum
-                for i in 0..<width { row[i] *= inv }
-            }
+            for r in range { VectorMath.softmaxRow(p + r * width, width: width) }
         }
     }
 }

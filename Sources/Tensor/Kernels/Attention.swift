@@ -28,30 +28,48 @@ extension Kernels {
                 maskGroups = n / mask.shape[0]
             }
             let out = Tensor(uninitialized: [n, lq, dv])
-            let scores = TensorStorage(count: lq * lk, zeroed: false)
-            let sp = scores.pointer
-            for slice in 0..<n {
-                // S[Lq, Lk] = scale · Q_n[Lq, D] · K_n[Lk, D]ᵀ
-                BLAS.sgemm(
-                    transB: true, m: lq, n: lk, k: d, alpha: scale, a: q.storage.pointer + slice * lq * d, lda: d,
-                    b: k.storage.pointer + slice * lk * d, ldb: d, c: sp, ldc: lk)
-                if let mask {
-                    let mp = mask.storage.pointer + (slice / maskGroups) * maskRows * lk
-                    ComputePool.shared.parallelFor(lq, minimumChunk: 16) { range in
-                        for row in range {
-                            let m = mp + (maskRows == 1 ? 0 : row * lk)
-                            let s = sp + row * lk
-                            for j in 0..<lk { s[j] += m[j] }
-                        }
+            let (qp, kp, vp, op) = (q.storage.pointer, k.storage.pointer, v.storage.pointer, out.storage.pointer)
+            let mp = mask?.storage.pointer
+            forEachQueryBlock(slices: n, queries: lq, keys: lk) { slice, rows, scores in
+                // S[rows, Lk] = scale · Q_n[rows, D] · K_n[Lk, D]ᵀ
+                BLAS.sgemmSerial(
+                    transB: true, m: rows.count, n: lk, k: d, alpha: scale, a: qp + (slice * lq + rows.lowerBound) * d,
+                    lda: d, b: kp + slice * lk * d, ldb: d, c: scores, ldc: lk)
+                for (i, row) in rows.enumerated() {
+                    let s = scores + i * lk
+                    if let mp {
+                        let m = mp + (slice / maskGroups) * maskRows * lk + (maskRows == 1 ? 0 : row * lk)
+                        for j in 0..<lk { s[j] += m[j] }
                     }
+                    VectorMath.softmaxRow(s, width: lk)
                 }
-                softmaxRows(sp, rows: lq, width: lk)
-                // O_n[Lq, Dv] = P[Lq, Lk] · V_n[Lk, Dv]
-                BLAS.sgemm(
-                    m: lq, n: dv, k: lk, a: sp, lda: lk, b: v.storage.pointer + slice * lk * dv, ldb: dv,
-                    c: out.storage.pointer + slice * lq * dv, ldc: dv)
+                // O_n[rows, Dv] = P[rows, Lk] · V_n[Lk, Dv]
+                BLAS.sgemmSerial(
+                    m: rows.count, n: dv, k: lk, a: scores, lda: lk, b: vp + slice * lk * dv, ldb: dv,
+                    c: op + (slice * lq + rows.lowerBound) * dv, ldc: dv)
             }
             return out
+        }
+    }
+
+    /// Queries handled together by one thread: their scores (`queryBlock × keys` floats) stay in its L2 cache
+    /// between the two products and the softmax, instead of a whole `queries × keys` matrix going through memory.
+    static let queryBlock = 64
+
+    /// Runs `body(slice, rows, scores)` for every block of up to `queryBlock` queries of every slice, in parallel;
+    /// `scores` is the calling thread's scratch with room for `rows.count × keys` floats.
+    static func forEachQueryBlock(
+        slices: Int, queries: Int, keys: Int,
+        _ body: (_ slice: Int, _ rows: Range<Int>, _ scores: UnsafeMutablePointer<Float>) -> Void
+    ) {
+        let blocks = (queries + queryBlock - 1) / queryBlock
+        ComputePool.shared.parallelFor(slices * blocks) { range in
+            let scores = Scratch.current.buffer(1, count: queryBlock * keys)
+            for item in range {
+                let (slice, block) = (item / blocks, item % blocks)
+                let first = block * queryBlock
+                body(slice, first..<min(queries, first + queryBlock), scores)
+            }
         }
     }
 
@@ -72,17 +90,17 @@ extension Kernels {
             precondition(k.shape == [n, d, s], "attention keys \(k.shape) for queries \(q.shape)")
             precondition(v.shape == [n, dv, s], "attention values \(v.shape) for keys \(k.shape)")
             let out = Tensor(uninitialized: [n, dv, t])
-            let scores = Scratch.current.buffer(1, count: t * s)
-            for slice in 0..<n {
-                // S[T, S] = scale · Q_nᵀ[T, D] · K_n[D, S]
-                BLAS.sgemm(
-                    transA: true, m: t, n: s, k: d, alpha: scale, a: q.storage.pointer + slice * d * t, lda: t,
-                    b: k.storage.pointer + slice * d * s, ldb: s, c: scores, ldc: s)
-                softmaxRows(scores, rows: t, width: s)
-                // O_n[Dv, T] = V_n[Dv, S] · Pᵀ[S, T]
-                BLAS.sgemm(
-                    transB: true, m: dv, n: t, k: s, a: v.storage.pointer + slice * dv * s, lda: s, b: scores, ldb: s,
-                    c: out.storage.pointer + slice * dv * t, ldc: t)
+            let (qp, kp, vp, op) = (q.storage.pointer, k.storage.pointer, v.storage.pointer, out.storage.pointer)
+            forEachQueryBlock(slices: n, queries: t, keys: s) { slice, rows, scores in
+                // S[rows, S] = scale · Q_nᵀ[rows, D] · K_n[D, S]
+                BLAS.sgemmSerial(
+                    transA: true, m: rows.count, n: s, k: d, alpha: scale, a: qp + slice * d * t + rows.lowerBound,
+                    lda: t, b: kp + slice * d * s, ldb: s, c: scores, ldc: s)
+                for i in 0..<rows.count { VectorMath.softmaxRow(scores + i * s, width: s) }
+                // O_n[Dv, rows] = V_n[Dv, S] · Pᵀ[S, rows]
+                BLAS.sgemmSerial(
+                    transB: true, m: dv, n: rows.count, k: s, a: vp + slice * dv * s, lda: s, b: scores, ldb: s,
+                    c: op + slice * dv * t + rows.lowerBound, ldc: t)
             }
             return out
         }

@@ -36,7 +36,9 @@ extension Kernels {
         let kernel = weight.rank == 4 ? (weight.shape[2], weight.shape[3]) : (0, 0)
         return KernelProfile.measure(kernel == (1, 1) ? .conv1x1 : .conv3x3) {
             if x.rank == 4
-                && usesWinograd(kernel: kernel, stride: stride, padding: padding, outH: x.shape[2], outW: x.shape[3])
+                && usesWinograd(
+                    kernel: kernel, stride: stride, padding: padding, batch: x.shape[0], outH: x.shape[2],
+                    outW: x.shape[3])
             {
                 return winogradConv3x3(x, weight: weight, bias: bias)
             }

@@ -10,17 +10,21 @@
 // weight (well under 1 % of the block's GEMMs at 32×32 and larger planes) and keeps U in the last-level cache.
 
 extension Kernels {
-    /// Output planes at least this large use Winograd; smaller ones have too few tiles for efficient GEMMs
-    /// (`bench kernels` at batch 2: Winograd 1.9× / 1.5× sgemm at 64×64 / 32×32, but 0.64× against im2col's 0.74× at
-    /// 16×16).
-    static let winogradMinimumPlane = 32 * 32
+    /// Convolutions with at least this many 4×4 output tiles over the whole batch use Winograd; with fewer, the
+    /// transformed weights (four times the filter's size, rebuilt on every call) cost more than the GEMMs save
+    /// (`bench kernels`, batch 2: Winograd 2.3× sgemm at 64×64 and 32×32, 1.56× against im2col's 0.93× at 16×16 = 32
+    /// tiles, but 0.71× against 0.87× at 8×8 = 8 tiles).
+    static let winogradMinimumTiles = 32
     /// The most floats one block of transformed weights U may hold (16 MiB): larger layers are done in blocks of
     /// output channels.
     public static let winogradWeightBudget = 4 << 20
 
     /// Whether `conv2d` takes the Winograd path for this geometry.
-    static func usesWinograd(kernel: (Int, Int), stride: Int, padding: Padding, outH: Int, outW: Int) -> Bool {
-        kernel == (3, 3) && stride == 1 && padding == .uniform(1) && outH * outW >= winogradMinimumPlane
+    static func usesWinograd(
+        kernel: (Int, Int), stride: Int, padding: Padding, batch: Int, outH: Int, outW: Int
+    ) -> Bool {
+        kernel == (3, 3) && stride == 1 && padding == .uniform(1)
+            && WinogradTiling(batch: batch, height: outH, width: outW).count >= winogradMinimumTiles
     }
 
     /// 3×3 convolution, stride 1, zero padding 1, by Winograd F(4×4, 3×3).
@@ -73,47 +77,72 @@ extension Kernels {
 
     /// U[ξ][o][i] = (G·g·Gᵀ)[ξ] for `outChannels` filters g = w[o][i] (3×3), written `[36][outChannels][inChannels]`.
     ///
-    /// Eight input channels at a time, one SIMD lane each, so every store of U is eight contiguous floats.
+    /// Eight input channels at a time, one SIMD lane each, so every store of U is eight contiguous floats; everything
+    /// in between stays in registers (no arrays: an earlier version allocated ten per filter group and spent 8 % of a
+    /// UNet step here).
     static func transformWeights(
         _ w: UnsafePointer<Float>, outChannels: Int, inChannels: Int, into u: UnsafeMutablePointer<Float>
     ) {
         let plane = outChannels * inChannels
         let groups = (inChannels + 7) / 8
-        ComputePool.shared.parallelFor(outChannels * groups, minimumChunk: 16) { range in
+        ComputePool.shared.parallelFor(outChannels * groups, minimumChunk: 64) { range in
             for item in range {
                 let (o, first) = (item / groups, (item % groups) * 8)
                 let lanes = min(8, inChannels - first)
                 let g = w + (o * inChannels + first) * 9
-                var k = [SIMD8<Float>](repeating: .zero, count: 9)
-                for lane in 0..<lanes {
-                    for e in 0..<9 { k[e][lane] = g[lane * 9 + e] }
+                @inline(__always) func load(_ e: Int) -> SIMD8<Float> {
+                    if lanes == 8 {
+                        return SIMD8(g[e], g[9 + e], g[18 + e], g[27 + e], g[36 + e], g[45 + e], g[54 + e], g[63 + e])
+                    }
+                    var k = SIMD8<Float>.zero
+                    for lane in 0..<lanes { k[lane] = g[lane * 9 + e] }
+                    return k
                 }
                 let dst = u + o * inChannels + first
-                // G rows: [¼, 0, 0], [−⅙, −⅙, −⅙], [−⅙, ⅙, −⅙], [1/24, 1/12, ⅙], [1/24, −1/12, ⅙], [0, 0, 1];
-                // first down the kernel's rows (Gg, 6×3), then along its columns ((Gg)Gᵀ, 6×6).
-                func applyG(_ a: SIMD8<Float>, _ b: SIMD8<Float>, _ c: SIMD8<Float>) -> [SIMD8<Float>] {
-                    let sum = (a + c) * (-1.0 / 6)
-                    let odd = b * (1.0 / 6)
-                    let even = a * (1.0 / 24) + c * (1.0 / 6)
-                    let mid = b * (1.0 / 12)
-                    return [a * 0.25, sum - odd, sum + odd, even + mid, even - mid, c]
-                }
-                let c0 = applyG(k[0], k[3], k[6])
-                let c1 = applyG(k[1], k[4], k[7])
-                let c2 = applyG(k[2], k[5], k[8])
-                for i in 0..<6 {
-                    let row = applyG(c0[i], c1[i], c2[i])
-                    for j in 0..<6 {
-                        let out = dst + (i * 6 + j) * plane
-                        if lanes == 8 {
-                            UnsafeMutableRawPointer(out).storeBytes(of: row[j], as: SIMD8<Float>.self)
-                        } else {
-                            for lane in 0..<lanes { out[lane] = row[j][lane] }
-                        }
+                @inline(__always) func store(_ point: Int, _ value: SIMD8<Float>) {
+                    let out = dst + point * plane
+                    if lanes == 8 {
+                        UnsafeMutableRawPointer(out).storeBytes(of: value, as: SIMD8<Float>.self)
+                    } else {
+                        for lane in 0..<lanes { out[lane] = value[lane] }
                     }
                 }
+                // G rows: [¼, 0, 0], [−⅙, −⅙, −⅙], [−⅙, ⅙, −⅙], [1/24, 1/12, ⅙], [1/24, −1/12, ⅙], [0, 0, 1];
+                // first down the kernel's rows (Gg, 6×3), then along its columns ((Gg)Gᵀ, 6×6).
+                let c0 = WinogradG(load(0), load(3), load(6))
+                let c1 = WinogradG(load(1), load(4), load(7))
+                let c2 = WinogradG(load(2), load(5), load(8))
+                @inline(__always) func emitRow(_ i: Int, _ a: SIMD8<Float>, _ b: SIMD8<Float>, _ c: SIMD8<Float>) {
+                    let row = WinogradG(a, b, c)
+                    store(i * 6, row.r0)
+                    store(i * 6 + 1, row.r1)
+                    store(i * 6 + 2, row.r2)
+                    store(i * 6 + 3, row.r3)
+                    store(i * 6 + 4, row.r4)
+                    store(i * 6 + 5, row.r5)
+                }
+                emitRow(0, c0.r0, c1.r0, c2.r0)
+                emitRow(1, c0.r1, c1.r1, c2.r1)
+                emitRow(2, c0.r2, c1.r2, c2.r2)
+                emitRow(3, c0.r3, c1.r3, c2.r3)
+                emitRow(4, c0.r4, c1.r4, c2.r4)
+                emitRow(5, c0.r5, c1.r5, c2.r5)
             }
         }
+    }
+}
+
+/// G·(a, b, c)ᵀ for the F(4×4, 3×3) filter transform, on eight lanes at once.
+struct WinogradG {
+    let r0: SIMD8<Float>, r1: SIMD8<Float>, r2: SIMD8<Float>, r3: SIMD8<Float>, r4: SIMD8<Float>, r5: SIMD8<Float>
+
+    @inline(__always)
+    init(_ a: SIMD8<Float>, _ b: SIMD8<Float>, _ c: SIMD8<Float>) {
+        let sum = (a + c) * (-1.0 / 6)
+        let odd = b * (1.0 / 6)
+        let even = a * (1.0 / 24) + c * (1.0 / 6)
+        let mid = b * (1.0 / 12)
+        (r0, r1, r2, r3, r4, r5) = (a * 0.25, sum - odd, sum + odd, even + mid, even - mid, c)
     }
 }
 
