@@ -13,6 +13,7 @@ public enum KernelProfile {
     /// Whether kernels record their time.
     nonisolated(unsafe) public static var enabled = false
     nonisolated(unsafe) private static var seconds = [Double](repeating: 0, count: Category.allCases.count)
+    nonisolated(unsafe) private static var categoryFlops = [Double](repeating: 0, count: Category.allCases.count)
     nonisolated(unsafe) private static var depth = 0
     /// Direct-method FLOPs since the last `reset`: 2·m·n·k per product as issued, and for a Winograd convolution
     /// the FLOPs im2col + GEMM would have spent (so GFLOP/s figures are effective ones).
@@ -26,7 +27,7 @@ public enum KernelProfile {
 
     /// Clears the totals.
     public static func reset() {
-        for i in seconds.indices { seconds[i] = 0 }
+        for i in seconds.indices { (seconds[i], categoryFlops[i]) = (0, 0) }
         flops = 0
     }
 
@@ -35,15 +36,21 @@ public enum KernelProfile {
         Dictionary(uniqueKeysWithValues: Category.allCases.enumerated().map { ($0.element, seconds[$0.offset]) })
     }
 
+    /// Direct-method FLOPs per category since the last `reset`.
+    public static var flopTotals: [Category: Double] {
+        Dictionary(uniqueKeysWithValues: Category.allCases.enumerated().map { ($0.element, categoryFlops[$0.offset]) })
+    }
+
     /// Runs `body`, adding its wall time to `category` when profiling is on.
     @inline(__always)
     static func measure<R>(_ category: Category, _ body: () -> R) -> R {
         if !enabled || depth > 0 { return body() }
         depth += 1
-        let start = DispatchTime.now().uptimeNanoseconds
+        let (start, flopsBefore) = (DispatchTime.now().uptimeNanoseconds, flops)
         let result = body()
         let index = Category.allCases.firstIndex(of: category) ?? 0
         seconds[index] += Double(DispatchTime.now().uptimeNanoseconds - start) / 1e9
+        categoryFlops[index] += flops - flopsBefore
         depth -= 1
         return result
     }

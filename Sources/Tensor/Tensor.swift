@@ -18,7 +18,7 @@ public final class TensorStorage: @unchecked Sendable {
     public init(count: Int, zeroed: Bool = true) {
         precondition(count >= 0, "negative element count")
         let bytes = max(count, 1) * MemoryLayout<Float>.stride
-        let raw = UnsafeMutableRawPointer.allocate(byteCount: bytes, alignment: 64)
+        let raw = BlockCache.shared.allocate(bytes: bytes)
         if zeroed { raw.initializeMemory(as: UInt8.self, repeating: 0, count: bytes) }
         self.pointer = raw.bindMemory(to: Float.self, capacity: max(count, 1))
         self.count = count
@@ -26,6 +26,12 @@ public final class TensorStorage: @unchecked Sendable {
         self.owner = nil
         self.owned = true
     }
+
+    /// Returns the freed large buffers kept for reuse to the system (see `BlockCache`); call between generations.
+    public static func releaseCachedBuffers() { BlockCache.shared.trim() }
+
+    /// Bytes of freed large buffers kept for reuse.
+    public static var cachedBufferBytes: Int { BlockCache.shared.heldBytes }
 
     /// Wraps memory that `owner` keeps alive (a memory map); the storage never writes to it.
     public init(readOnly pointer: UnsafePointer<Float>, count: Int, owner: AnyObject) {
@@ -37,7 +43,7 @@ public final class TensorStorage: @unchecked Sendable {
     }
 
     deinit {
-        if owned { UnsafeMutableRawPointer(pointer).deallocate() }
+        if owned { BlockCache.shared.release(UnsafeMutableRawPointer(pointer), bytes: max(count, 1) * 4) }
     }
 }
 

@@ -72,6 +72,8 @@ struct ModelBenchResult {
     /// Direct-method FLOPs of one run (GEMMs as issued, 3×3 convolutions counted as im2col + GEMM would).
     var flops: Double
     var breakdown: [String: Double]
+    /// Direct-method FLOPs per kernel category of the last run.
+    var breakdownFlops: [String: Double] = [:]
 
     var gflops: Double { flops / best / 1e9 }
 }
@@ -84,6 +86,7 @@ enum ModelBench {
         var samples: [Double] = []
         var breakdown: [String: Double] = [:]
         var flops = 0.0
+        var breakdownFlops: [String: Double] = [:]
         for run in 0...repeats {
             KernelProfile.reset()
             let start = DispatchTime.now().uptimeNanoseconds
@@ -95,10 +98,15 @@ enum ModelBench {
             breakdown = Dictionary(uniqueKeysWithValues: totals.map { ($0.key.rawValue, $0.value) })
             breakdown["other"] = max(0, seconds - totals.values.reduce(0, +))
             flops = KernelProfile.flops
+            breakdownFlops = Dictionary(
+                uniqueKeysWithValues: KernelProfile.flopTotals.filter { $0.value > 0 }.map {
+                    ($0.key.rawValue, $0.value)
+                })
         }
         samples.sort()
         return ModelBenchResult(
-            name: name, best: samples[0], median: samples[samples.count / 2], flops: flops, breakdown: breakdown)
+            name: name, best: samples[0], median: samples[samples.count / 2], flops: flops, breakdown: breakdown,
+            breakdownFlops: breakdownFlops)
     }
 
     /// Peak resident set size of this process so far, in MiB.
@@ -116,8 +124,10 @@ enum ModelBench {
                     format: "%@: best %.3f s  median %.3f s  %.1f effective GFLOP/s (%.2f × sgemm)", r.name, r.best,
                     r.median, r.gflops, r.gflops / peak.gflops))
             let total = r.best
-            let parts = r.breakdown.sorted { $0.value > $1.value }.map {
-                String(format: "%@ %.3f s (%.0f %%)", $0.key, $0.value, 100 * $0.value / max(1e-9, total))
+            let parts = r.breakdown.sorted { $0.value > $1.value }.map { key, seconds in
+                let share = String(format: "%@ %.3f s (%.0f %%", key, seconds, 100 * seconds / max(1e-9, total))
+                guard let flops = r.breakdownFlops[key], seconds > 0 else { return share + ")" }
+                return share + String(format: ", %.0f GFLOP/s)", flops / seconds / 1e9)
             }
             print("  breakdown (last run): " + parts.joined(separator: ", "))
         }
@@ -130,6 +140,7 @@ enum ModelBench {
             "median_s": round3(main.median), "best_s": round3(main.best), "gflops": round3(main.gflops),
             "sgemm_gflops": round3(peak.gflops), "peak_rss_mb": round3(peakRSSMegabytes), "threads": BLAS.threads,
             "breakdown": main.breakdown.mapValues(round3),
+            "breakdown_gflop": main.breakdownFlops.mapValues { round3($0 / 1e9) },
         ]
         if results.count > 1 {
             object["parts"] = Dictionary(

@@ -5,7 +5,8 @@ import Testing
 @testable import Tensor
 
 /// Winograd F(4×4, 3×3) against a direct convolution in double precision, on sizes that leave partial tiles
-/// (sides not multiples of 4, 1×1 and 2×3 planes), odd channel counts and several blocks of output channels.
+/// (sides not multiples of 4, 1×1 and 2×3 planes), odd channel counts, several blocks of output channels, and tiles
+/// taken in bands of tile rows.
 ///
 /// Tolerance: the transforms multiply values by up to 8 (Aᵀ) and 5 (Bᵀ) before the float32 products are summed,
 /// which costs about one decimal digit against the direct method (Lavin & Gray report ≈ 1e-6 → 1e-5 relative error
@@ -62,6 +63,10 @@ import Testing
         (2, 17, 6, 13, 16, 36 * 17 * 4),  // two blocks of output channels: 4 + 2
         (1, 64, 9, 17, 18, 36 * 64),  // one output channel per block
         (2, 130, 3, 8, 8, Kernels.winogradWeightBudget),
+        // All weights at once, tiles in bands of two tile rows (10 tiles wide: a group of eight and a partial one),
+        // the bands crossing from one image into the next.
+        (2, 5, 4, 10, 37, 36 * 5 * 10 * 2),
+        (1, 9, 3, 33, 64, Kernels.winogradWeightBudget),
     ])
     func matchesDirectReference(_ c: (Int, Int, Int, Int, Int, Int)) {
         var rng = SeededGenerator(seed: 7)

@@ -30,6 +30,7 @@ extension Kernels {
             let out = Tensor(uninitialized: [n, lq, dv])
             let (qp, kp, vp, op) = (q.storage.pointer, k.storage.pointer, v.storage.pointer, out.storage.pointer)
             let mp = mask?.storage.pointer
+            KernelProfile.addFlops(2 * Double(n * lq * lk) * Double(d + dv))
             forEachQueryBlock(slices: n, queries: lq, keys: lk) { slice, rows, scores in
                 // S[rows, Lk] = scale · Q_n[rows, D] · K_n[Lk, D]ᵀ
                 BLAS.sgemmSerial(
@@ -91,6 +92,7 @@ extension Kernels {
             precondition(v.shape == [n, dv, s], "attention values \(v.shape) for keys \(k.shape)")
             let out = Tensor(uninitialized: [n, dv, t])
             let (qp, kp, vp, op) = (q.storage.pointer, k.storage.pointer, v.storage.pointer, out.storage.pointer)
+            KernelProfile.addFlops(2 * Double(n * t * s) * Double(d + dv))
             forEachQueryBlock(slices: n, queries: t, keys: s) { slice, rows, scores in
                 // S[rows, S] = scale · Q_nᵀ[rows, D] · K_n[D, S]
                 BLAS.sgemmSerial(

@@ -19,6 +19,9 @@ extension Kernels {
     /// output channels.
     public static let winogradWeightBudget = 4 << 20
 
+    /// Floats allocated after M, so the output transform may read whole groups of eight columns past the last tile.
+    static let winogradSlack = 8
+
     /// Whether `conv2d` takes the Winograd path for this geometry.
     static func usesWinograd(
         kernel: (Int, Int), stride: Int, padding: Padding, batch: Int, outH: Int, outW: Int
@@ -47,29 +50,60 @@ extension Kernels {
         if batch == 0 || cout == 0 || height == 0 || width == 0 { return y }
         KernelProfile.addFlops(2 * Double(batch * height * width) * Double(cout * cin * 9))
         let tiling = WinogradTiling(batch: batch, height: height, width: width)
-        let tiles = tiling.count
-        let blocks = (cout + max(1, weightBudget / max(1, 36 * cin)) - 1) / max(1, weightBudget / max(1, 36 * cin))
-        let blockOut = (cout + blocks - 1) / blocks
         let scratch = Scratch.current
+        let (xp, yp, wp, bp) = (x.storage.pointer, y.storage.pointer, weight.storage.pointer, bias?.storage.pointer)
+
+        /// M[ξ][count, n] = U[ξ][count, Cin] · V[ξ][Cin, n]: 36 independent products, shared out whole among the
+        /// pool's threads.
+        func products(
+            u: UnsafePointer<Float>, v: UnsafePointer<Float>, m: UnsafeMutablePointer<Float>, count: Int, n: Int
+        ) {
+            ComputePool.shared.run(chunks: 36) { xi in
+                BLAS.sgemmSerial(
+                    m: count, n: n, k: cin, a: u + xi * count * cin, lda: cin, b: v + xi * cin * n, ldb: n,
+                    c: m + xi * count * n, ldc: n)
+            }
+        }
+
+        if 36 * cout * cin <= weightBudget {
+            // Large planes, few channels (the VAE, the UNet's outer levels): all weights transformed once, the tiles
+            // taken a band of tile rows at a time, so V and M stay within the budget too (a 512×512 VAE layer would
+            // otherwise need 300 MB for each) and in the last-level cache between the transforms and the products.
+            let u = scratch.buffer(1, count: 36 * cout * cin)
+            transformWeights(wp, outChannels: cout, inChannels: cin, into: u)
+            let rowsPerBand = max(1, min(tiling.tileRows, weightBudget / (36 * max(cin, cout) * tiling.tilesW)))
+            let v = scratch.buffer(0, count: 36 * cin * rowsPerBand * tiling.tilesW)
+            let m = scratch.buffer(2, count: 36 * cout * rowsPerBand * tiling.tilesW + winogradSlack)
+            var row = 0
+            while row < tiling.tileRows {
+                let rows = row..<min(tiling.tileRows, row + rowsPerBand)
+                tiling.transformInput(xp, channels: cin, tileRows: rows, into: v)
+                products(u: u, v: v, m: m, count: cout, n: rows.count * tiling.tilesW)
+                tiling.transformOutput(
+                    m, channels: cout, firstChannel: 0, totalChannels: cout, tileRows: rows, bias: bp, into: yp)
+                row = rows.upperBound
+            }
+            return y
+        }
+
+        // Many channels on small planes (the UNet's inner levels): every tile at once, the weights transformed a
+        // block of output channels at a time.
+        let tiles = tiling.count
+        let perBlock = max(1, weightBudget / (36 * cin))
+        let blocks = (cout + perBlock - 1) / perBlock
+        let blockOut = (cout + blocks - 1) / blocks
         let v = scratch.buffer(0, count: 36 * cin * tiles)
         let u = scratch.buffer(1, count: 36 * blockOut * cin)
-        let m = scratch.buffer(2, count: 36 * blockOut * tiles)
-
-        tiling.transformInput(x.storage.pointer, channels: cin, into: v)
+        let m = scratch.buffer(2, count: 36 * blockOut * tiles + winogradSlack)
+        let allRows = 0..<tiling.tileRows
+        tiling.transformInput(xp, channels: cin, tileRows: allRows, into: v)
         var first = 0
         while first < cout {
             let count = min(blockOut, cout - first)
-            transformWeights(weight.storage.pointer + first * cin * 9, outChannels: count, inChannels: cin, into: u)
-            // 36 independent products, shared out whole among the pool's threads.
-            ComputePool.shared.run(chunks: 36) { xi in
-                // M[ξ][count, tiles] = U[ξ][count, Cin] · V[ξ][Cin, tiles]
-                BLAS.sgemmSerial(
-                    m: count, n: tiles, k: cin, a: u + xi * count * cin, lda: cin, b: v + xi * cin * tiles,
-                    ldb: tiles, c: m + xi * count * tiles, ldc: tiles)
-            }
+            transformWeights(wp + first * cin * 9, outChannels: count, inChannels: cin, into: u)
+            products(u: u, v: v, m: m, count: count, n: tiles)
             tiling.transformOutput(
-                m, channels: count, firstChannel: first, totalChannels: cout, bias: bias?.storage.pointer,
-                into: y.storage.pointer)
+                m, channels: count, firstChannel: first, totalChannels: cout, tileRows: allRows, bias: bp, into: yp)
             first += count
         }
         return y
@@ -147,7 +181,14 @@ struct WinogradG {
 }
 
 /// The 4×4 output tiles of one Winograd convolution and the input and output transforms.
+///
+/// Tiles are numbered by tile row over the whole batch (`r = b·tilesH + ty`), then `tx`; a band of tile rows
+/// `r₀..<r₁` is transformed into columns `(r − r₀)·tilesW + tx` of each V[ξ] and read back from M[ξ] the same way.
+/// Both transforms work on eight horizontally adjacent tiles at once (one SIMD lane each); the tiles' 6-wide input
+/// windows overlap by two, so the inputs are de-interleaved from two 32-float loads and the 4-wide outputs interleaved
+/// into one 32-float store.
 struct WinogradTiling {
+    typealias Lanes = SIMD8<Float>
     let batch: Int, height: Int, width: Int
     let tilesH: Int, tilesW: Int
 
@@ -157,116 +198,178 @@ struct WinogradTiling {
         tilesW = (width + 3) / 4
     }
 
-    /// Tiles over the whole batch; tile (b, ty, tx) is column `(b·tilesH + ty)·tilesW + tx` of each V[ξ], M[ξ].
+    /// Tiles over the whole batch.
     var count: Int { batch * tilesH * tilesW }
+    /// Tile rows over the whole batch.
+    var tileRows: Int { batch * tilesH }
 
-    /// V[ξ][c][tile] = (Bᵀ·d·B)[ξ] for the 6×6 patch d at rows 4·ty − 1…4·ty + 4, columns 4·tx − 1…4·tx + 4 (zero
-    /// outside the image), written `[36][channels][count]`.
-    func transformInput(_ x: UnsafePointer<Float>, channels: Int, into v: UnsafeMutablePointer<Float>) {
-        let (tilesH, tilesW, height, width, batch) = (tilesH, tilesW, height, width, batch)
-        let tiles = count
-        let stripWidth = 4 * tilesW + 2
-        let pointStride = channels * tiles
-        ComputePool.shared.parallelFor(batch * channels) { range in
+    /// V[ξ][c][column] = (Bᵀ·d·B)[ξ] for the 6×6 patch d at rows 4·ty − 1…4·ty + 4, columns 4·tx − 1…4·tx + 4 (zero
+    /// outside the image) of the tiles in `tileRows`, written `[36][channels][tileRows.count · tilesW]`.
+    func transformInput(
+        _ x: UnsafePointer<Float>, channels: Int, tileRows: Range<Int>, into v: UnsafeMutablePointer<Float>
+    ) {
+        let (tilesH, tilesW, height, width) = (tilesH, tilesW, height, width)
+        let columns = tileRows.count * tilesW
+        // Room for the 32-float loads of the last group of eight tiles (4·groups·8 + 4 + 32 − 4·8).
+        let groups = (tilesW + 7) / 8
+        let stripWidth = 32 * groups + 8
+        let pointStride = channels * columns
+        ComputePool.shared.parallelFor(tileRows.count * channels) { range in
             // Six zero-padded input rows, then Bᵀ applied down the columns: both 6 × stripWidth.
             let strip = UnsafeMutablePointer<Float>.allocate(capacity: 12 * stripWidth)
             defer { strip.deallocate() }
-            let cols = strip + 6 * stripWidth
+            strip.initialize(repeating: 0, count: 12 * stripWidth)
+            let bt = strip + 6 * stripWidth
             for item in range {
-                let (b, c) = (item / channels, item % channels)
-                let plane = x + item * height * width
-                for ty in 0..<tilesH {
-                    for r in 0..<6 {
-                        let row = strip + r * stripWidth
-                        let ih = 4 * ty - 1 + r
-                        row.update(repeating: 0, count: stripWidth)
-                        if ih >= 0 && ih < height { (row + 1).update(from: plane + ih * width, count: width) }
+                let (band, c) = (item / channels, item % channels)
+                let r = tileRows.lowerBound + band
+                let (b, ty) = (r / tilesH, r % tilesH)
+                let plane = x + (b * channels + c) * height * width
+                for k in 0..<6 {
+                    let row = strip + k * stripWidth
+                    let ih = 4 * ty - 1 + k
+                    if ih >= 0 && ih < height {
+                        (row + 1).update(from: plane + ih * width, count: width)
+                    } else {
+                        (row + 1).update(repeating: 0, count: width)
                     }
-                    // Bᵀ rows: [4,0,−5,0,1,0], [0,−4,−4,1,1,0], [0,4,−4,−1,1,0], [0,−2,−1,2,1,0], [0,2,−1,−2,1,0],
-                    // [0,4,0,−5,0,1].
-                    let (d0, d1, d2) = (strip, strip + stripWidth, strip + 2 * stripWidth)
-                    let (d3, d4, d5) = (strip + 3 * stripWidth, strip + 4 * stripWidth, strip + 5 * stripWidth)
-                    for j in 0..<stripWidth {
-                        cols[j] = 4 * d0[j] - 5 * d2[j] + d4[j]
-                        cols[stripWidth + j] = -4 * (d1[j] + d2[j]) + d3[j] + d4[j]
-                        cols[2 * stripWidth + j] = 4 * (d1[j] - d2[j]) - d3[j] + d4[j]
-                        cols[3 * stripWidth + j] = 2 * (d3[j] - d1[j]) - d2[j] + d4[j]
-                        cols[4 * stripWidth + j] = 2 * (d1[j] - d3[j]) - d2[j] + d4[j]
-                        cols[5 * stripWidth + j] = 4 * d1[j] - 5 * d3[j] + d5[j]
-                    }
-                    let firstTile = (b * tilesH + ty) * tilesW
-                    for i in 0..<6 {
-                        let t = cols + i * stripWidth
-                        let out = v + (i * 6) * pointStride + c * tiles + firstTile
-                        for tx in 0..<tilesW {
-                            let e = t + 4 * tx
-                            out[tx] = 4 * e[0] - 5 * e[2] + e[4]
-                            out[pointStride + tx] = -4 * (e[1] + e[2]) + e[3] + e[4]
-                            out[2 * pointStride + tx] = 4 * (e[1] - e[2]) - e[3] + e[4]
-                            out[3 * pointStride + tx] = 2 * (e[3] - e[1]) - e[2] + e[4]
-                            out[4 * pointStride + tx] = 2 * (e[1] - e[3]) - e[2] + e[4]
-                            out[5 * pointStride + tx] = 4 * e[1] - 5 * e[3] + e[5]
-                        }
+                }
+                // Bᵀ rows: [4,0,−5,0,1,0], [0,−4,−4,1,1,0], [0,4,−4,−1,1,0], [0,−2,−1,2,1,0], [0,2,−1,−2,1,0],
+                // [0,4,0,−5,0,1].
+                let (d0, d1, d2) = (strip, strip + stripWidth, strip + 2 * stripWidth)
+                let (d3, d4, d5) = (strip + 3 * stripWidth, strip + 4 * stripWidth, strip + 5 * stripWidth)
+                let used = width + 2
+                for j in 0..<used {
+                    bt[j] = 4 * d0[j] - 5 * d2[j] + d4[j]
+                    bt[stripWidth + j] = -4 * (d1[j] + d2[j]) + d3[j] + d4[j]
+                    bt[2 * stripWidth + j] = 4 * (d1[j] - d2[j]) - d3[j] + d4[j]
+                    bt[3 * stripWidth + j] = 2 * (d3[j] - d1[j]) - d2[j] + d4[j]
+                    bt[4 * stripWidth + j] = 2 * (d1[j] - d3[j]) - d2[j] + d4[j]
+                    bt[5 * stripWidth + j] = 4 * d1[j] - 5 * d3[j] + d5[j]
+                }
+                let firstColumn = band * tilesW
+                for i in 0..<6 {
+                    let t = bt + i * stripWidth
+                    let out = v + (i * 6) * pointStride + c * columns + firstColumn
+                    var tx = 0
+                    while tx < tilesW {
+                        // e_m[lane] = t[4·(tx + lane) + m], m = 0…5
+                        let a = UnsafeRawPointer(t + 4 * tx).loadUnaligned(as: SIMD32<Float>.self)
+                        let b = UnsafeRawPointer(t + 4 * tx + 4).loadUnaligned(as: SIMD32<Float>.self)
+                        let (even, odd) = (a.evenHalf, a.oddHalf)
+                        let (e0, e1, e2, e3) = (even.evenHalf, odd.evenHalf, even.oddHalf, odd.oddHalf)
+                        let (e4, e5) = (b.evenHalf.evenHalf, b.oddHalf.evenHalf)
+                        let results = (
+                            4 * e0 - 5 * e2 + e4, -4 * (e1 + e2) + e3 + e4, 4 * (e1 - e2) - e3 + e4,
+                            2 * (e3 - e1) - e2 + e4, 2 * (e1 - e3) - e2 + e4, 4 * e1 - 5 * e3 + e5
+                        )
+                        let lanes = min(8, tilesW - tx)
+                        Self.store(results.0, out + tx, lanes: lanes)
+                        Self.store(results.1, out + pointStride + tx, lanes: lanes)
+                        Self.store(results.2, out + 2 * pointStride + tx, lanes: lanes)
+                        Self.store(results.3, out + 3 * pointStride + tx, lanes: lanes)
+                        Self.store(results.4, out + 4 * pointStride + tx, lanes: lanes)
+                        Self.store(results.5, out + 5 * pointStride + tx, lanes: lanes)
+                        tx += 8
                     }
                 }
             }
         }
     }
 
-    /// y[b][first + o] = Aᵀ·M[·][o][tile]·A (+ bias) for `channels` output channels, cropped to the image.
+    /// y[b][first + o] = Aᵀ·M[·][o][column]·A (+ bias) for `channels` output channels and the tiles in `tileRows`,
+    /// cropped to the image.
     func transformOutput(
-        _ m: UnsafePointer<Float>, channels: Int, firstChannel: Int, totalChannels: Int, bias: UnsafePointer<Float>?,
-        into y: UnsafeMutablePointer<Float>
+        _ m: UnsafePointer<Float>, channels: Int, firstChannel: Int, totalChannels: Int, tileRows: Range<Int>,
+        bias: UnsafePointer<Float>?, into y: UnsafeMutablePointer<Float>
     ) {
-        let (tilesH, tilesW, height, width, batch) = (tilesH, tilesW, height, width, batch)
-        let tiles = count
-        let pointStride = channels * tiles
-        ComputePool.shared.parallelFor(batch * channels) { range in
-            // Aᵀ applied down the columns of one tile row: 4 × (6 · tilesW), then along the rows.
-            let rows = UnsafeMutablePointer<Float>.allocate(capacity: 4 * 6 * tilesW)
+        let (tilesH, tilesW, height, width) = (tilesH, tilesW, height, width)
+        let columns = tileRows.count * tilesW
+        let pointStride = channels * columns
+        let groups = (tilesW + 7) / 8
+        ComputePool.shared.parallelFor(tileRows.count * channels) { range in
+            // Aᵀ applied down the columns of one tile row: 4 × 6 × (8 · groups), then along the rows.
+            let rowsWidth = 8 * groups
+            let rows = UnsafeMutablePointer<Float>.allocate(capacity: 24 * rowsWidth)
             defer { rows.deallocate() }
+            rows.initialize(repeating: 0, count: 24 * rowsWidth)
             for item in range {
-                let (b, o) = (item / channels, item % channels)
-                let add = bias?[firstChannel + o] ?? 0
+                let (band, o) = (item / channels, item % channels)
+                let r = tileRows.lowerBound + band
+                let (b, ty) = (r / tilesH, r % tilesH)
+                let add = Lanes(repeating: bias?[firstChannel + o] ?? 0)
                 let plane = y + (b * totalChannels + firstChannel + o) * height * width
-                for ty in 0..<tilesH {
-                    let firstTile = (b * tilesH + ty) * tilesW
-                    // Aᵀ rows: [1,1,1,1,1,0], [0,1,−1,2,−2,0], [0,1,1,4,4,0], [0,1,−1,8,−8,1].
-                    for j in 0..<6 {
-                        let src = m + j * pointStride + o * tiles + firstTile
-                        let (m0, m1, m2) = (src, src + 6 * pointStride, src + 12 * pointStride)
-                        let (m3, m4, m5) = (src + 18 * pointStride, src + 24 * pointStride, src + 30 * pointStride)
-                        let r = rows + j * tilesW
-                        let stride = 6 * tilesW
-                        for tx in 0..<tilesW {
-                            let (p, q) = (m1[tx] + m2[tx], m1[tx] - m2[tx])
-                            let (s, d) = (m3[tx] + m4[tx], m3[tx] - m4[tx])
-                            r[tx] = m0[tx] + p + s
-                            r[stride + tx] = q + 2 * d
-                            r[2 * stride + tx] = p + 4 * s
-                            r[3 * stride + tx] = q + 8 * d + m5[tx]
+                let firstColumn = band * tilesW
+                // Aᵀ rows: [1,1,1,1,1,0], [0,1,−1,2,−2,0], [0,1,1,4,4,0], [0,1,−1,8,−8,1].
+                for j in 0..<6 {
+                    let src = m + j * pointStride + o * columns + firstColumn
+                    let (m0, m1, m2) = (src, src + 6 * pointStride, src + 12 * pointStride)
+                    let (m3, m4, m5) = (src + 18 * pointStride, src + 24 * pointStride, src + 30 * pointStride)
+                    let row = rows + j * rowsWidth
+                    let stride = 6 * rowsWidth
+                    // Whole groups of eight columns: M has `winogradSlack` floats after its end for the last one.
+                    var tx = 0
+                    while tx < tilesW {
+                        @inline(__always) func lanes(_ p: UnsafePointer<Float>) -> Lanes {
+                            UnsafeRawPointer(p + tx).loadUnaligned(as: Lanes.self)
                         }
+                        let (p, q) = (lanes(m1) + lanes(m2), lanes(m1) - lanes(m2))
+                        let (s, d) = (lanes(m3) + lanes(m4), lanes(m3) - lanes(m4))
+                        @inline(__always) func put(_ value: Lanes, _ at: UnsafeMutablePointer<Float>) {
+                            UnsafeMutableRawPointer(at + tx).storeBytes(of: value, as: Lanes.self)
+                        }
+                        put(lanes(m0) + p + s, row)
+                        put(q + 2 * d, row + stride)
+                        put(p + 4 * s, row + 2 * stride)
+                        put(q + 8 * d + lanes(m5), row + 3 * stride)
+                        tx += 8
                     }
-                    let outRows = min(4, height - 4 * ty)
-                    for a in 0..<outRows {
-                        let r = rows + a * 6 * tilesW
-                        let dst = plane + (4 * ty + a) * width
-                        for tx in 0..<tilesW {
-                            let (e0, e1, e2) = (r[tx], r[tilesW + tx], r[2 * tilesW + tx])
-                            let (e3, e4, e5) = (r[3 * tilesW + tx], r[4 * tilesW + tx], r[5 * tilesW + tx])
-                            let (p, q) = (e1 + e2, e1 - e2)
-                            let (s, d) = (e3 + e4, e3 - e4)
-                            let x0 = 4 * tx
-                            let outCols = min(4, width - x0)
-                            let values = (e0 + p + s + add, q + 2 * d + add, p + 4 * s + add, q + 8 * d + e5 + add)
-                            dst[x0] = values.0
-                            if outCols > 1 { dst[x0 + 1] = values.1 }
-                            if outCols > 2 { dst[x0 + 2] = values.2 }
-                            if outCols > 3 { dst[x0 + 3] = values.3 }
+                }
+                let outRows = min(4, height - 4 * ty)
+                for a in 0..<outRows {
+                    let e = rows + a * 6 * rowsWidth
+                    let dst = plane + (4 * ty + a) * width
+                    var tx = 0
+                    while tx < tilesW {
+                        @inline(__always) func lanes(_ j: Int) -> Lanes {
+                            UnsafeRawPointer(e + j * rowsWidth + tx).loadUnaligned(as: Lanes.self)
                         }
+                        let (e0, e1, e2, e3, e4, e5) = (lanes(0), lanes(1), lanes(2), lanes(3), lanes(4), lanes(5))
+                        let (p, q) = (e1 + e2, e1 - e2)
+                        let (s, d) = (e3 + e4, e3 - e4)
+                        let out = Self.interleave(
+                            e0 + p + s + add, q + 2 * d + add, p + 4 * s + add, q + 8 * d + e5 + add)
+                        let x0 = 4 * tx
+                        if x0 + 32 <= width {
+                            UnsafeMutableRawPointer(dst + x0).storeBytes(of: out, as: SIMD32<Float>.self)
+                        } else {
+                            for i in 0..<(width - x0) { dst[x0 + i] = out[i] }
+                        }
+                        tx += 8
                     }
                 }
             }
         }
+    }
+
+    /// The first `lanes` lanes of `value` at `p`.
+    @inline(__always)
+    static func store(_ value: Lanes, _ p: UnsafeMutablePointer<Float>, lanes: Int) {
+        if lanes == 8 {
+            UnsafeMutableRawPointer(p).storeBytes(of: value, as: Lanes.self)
+        } else {
+            for lane in 0..<lanes { p[lane] = value[lane] }
+        }
+    }
+
+    /// (a₀, b₀, c₀, d₀, a₁, b₁, …): the four output columns of eight tiles, in image order (two rounds of pairwise
+    /// interleaving, which the compiler turns into unpack and blend instructions).
+    @inline(__always)
+    static func interleave(_ a: Lanes, _ b: Lanes, _ c: Lanes, _ d: Lanes) -> SIMD32<Float> {
+        @inline(__always) func zip(_ x: Lanes, _ y: Lanes) -> SIMD16<Float> {
+            SIMD16(x[0], y[0], x[1], y[1], x[2], y[2], x[3], y[3], x[4], y[4], x[5], y[5], x[6], y[6], x[7], y[7])
+        }
+        let (ac, bd) = (zip(a, c), zip(b, d))
+        return SIMD32(lowHalf: zip(ac.lowHalf, bd.lowHalf), highHalf: zip(ac.highHalf, bd.highHalf))
     }
 }
