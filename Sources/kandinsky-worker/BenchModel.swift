@@ -74,6 +74,8 @@ struct ModelBenchResult {
     var breakdown: [String: Double]
     /// Direct-method FLOPs per kernel category of the last run.
     var breakdownFlops: [String: Double] = [:]
+    /// Resident memory after the warm-up run and after the last run, MiB (growth between them would be a leak).
+    var residentAfterWarmUp = 0.0, residentAtEnd = 0.0
 
     var gflops: Double { flops / best / 1e9 }
 }
@@ -87,12 +89,16 @@ enum ModelBench {
         var breakdown: [String: Double] = [:]
         var flops = 0.0
         var breakdownFlops: [String: Double] = [:]
+        var residentAfterWarmUp = 0.0
         for run in 0...repeats {
             KernelProfile.reset()
             let start = DispatchTime.now().uptimeNanoseconds
             try body()
             let seconds = Double(DispatchTime.now().uptimeNanoseconds - start) / 1e9
-            if run == 0 { continue }  // warm-up: scratch buffers, page faults
+            if run == 0 {  // warm-up: scratch buffers, page faults
+                residentAfterWarmUp = residentMegabytes
+                continue
+            }
             samples.append(seconds)
             let totals = KernelProfile.totals
             breakdown = Dictionary(uniqueKeysWithValues: totals.map { ($0.key.rawValue, $0.value) })
@@ -106,7 +112,15 @@ enum ModelBench {
         samples.sort()
         return ModelBenchResult(
             name: name, best: samples[0], median: samples[samples.count / 2], flops: flops, breakdown: breakdown,
-            breakdownFlops: breakdownFlops)
+            breakdownFlops: breakdownFlops, residentAfterWarmUp: residentAfterWarmUp, residentAtEnd: residentMegabytes)
+    }
+
+    /// Resident set size of this process now, in MiB (`/proc/self/statm`; 0 where it cannot be read).
+    static var residentMegabytes: Double {
+        guard let statm = try? String(contentsOfFile: "/proc/self/statm", encoding: .utf8) else { return 0 }
+        let fields = statm.split(separator: " ")
+        guard fields.count > 1, let pages = Double(fields[1]) else { return 0 }
+        return pages * Double(sysconf(Int32(_SC_PAGESIZE))) / 1_048_576
     }
 
     /// Peak resident set size of this process so far, in MiB.
@@ -130,6 +144,10 @@ enum ModelBench {
                 return share + String(format: ", %.0f GFLOP/s)", flops / seconds / 1e9)
             }
             print("  breakdown (last run): " + parts.joined(separator: ", "))
+            print(
+                String(
+                    format: "  resident memory: %.0f MiB after the warm-up, %.0f MiB after %d more runs (%+.0f MiB)",
+                    r.residentAfterWarmUp, r.residentAtEnd, options.repeats, r.residentAtEnd - r.residentAfterWarmUp))
         }
         for (key, value) in extra.sorted(by: { $0.key < $1.key }) { print("  \(key): \(value)") }
         print(String(format: "sgemm 2048³ in the same run: %.1f GFLOP/s", peak.gflops))
@@ -141,6 +159,7 @@ enum ModelBench {
             "sgemm_gflops": round3(peak.gflops), "peak_rss_mb": round3(peakRSSMegabytes), "threads": BLAS.threads,
             "breakdown": main.breakdown.mapValues(round3),
             "breakdown_gflop": main.breakdownFlops.mapValues { round3($0 / 1e9) },
+            "rss_after_warmup_mb": round3(main.residentAfterWarmUp), "rss_end_mb": round3(main.residentAtEnd),
         ]
         if results.count > 1 {
             object["parts"] = Dictionary(

@@ -213,6 +213,8 @@ public final class KandinskyPipeline: @unchecked Sendable {
         _ requests: [ImageRequest], progress: @escaping (Int, Int) -> Bool = { _, _ in true }
     ) throws -> [[GeneratedImage]] {
         guard let first = requests.first else { return [] }
+        // Large activations are reused from step to step; an idle worker gives them back.
+        defer { TensorStorage.releaseCachedBuffers() }
         for r in requests {
             try r.validate()
             guard r.isCompatible(with: first) else {
