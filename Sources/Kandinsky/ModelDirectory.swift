@@ -6,6 +6,9 @@ import Tensor
 public struct ModelDirectory: Sendable {
     public let path: String
     public let config: ModelConfig
+    /// Keep layer weights stored as F16/BF16 in half precision, expanded to float32 at each use (half the resident
+    /// memory, a conversion pass per layer call); off: every weight is float32 (F32 files mapped, others converted).
+    public var keepHalfPrecision = false
 
     /// The files of a model directory.
     public enum File: String, CaseIterable, Sendable {
@@ -95,7 +98,7 @@ public struct ModelDirectory: Sendable {
         guard FileManager.default.fileExists(atPath: path) else {
             throw KandinskyError(.modelDirectory, "missing weights file", file: path)
         }
-        let weights = try WeightFile(path: path, checkFinite: checkFinite)
+        let weights = try WeightFile(path: path, checkFinite: checkFinite, keepHalf: keepHalfPrecision)
         let module = try build(weights)
         return Loaded(
             module: module, file: path, parameters: weights.parameterCount, dtypes: weights.dtypes,

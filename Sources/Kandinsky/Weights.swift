@@ -12,17 +12,20 @@ public final class WeightFile: @unchecked Sendable {
     private var used: Set<String> = []
     /// Whether to scan every weight for NaN/∞ (seconds for the full-size model; on by default).
     public let checkFinite: Bool
+    /// Whether layer weights stored as F16/BF16 stay in half precision (see `matrix`).
+    public let keepHalf: Bool
     /// In recording mode: the keys and shapes asked for, in order.
     public private(set) var recorded: [(key: String, shape: [Int])] = []
     private let label: String
 
-    public init(path: String, checkFinite: Bool = true) throws(KandinskyError) {
+    public init(path: String, checkFinite: Bool = true, keepHalf: Bool = false) throws(KandinskyError) {
         do {
             file = try SafetensorsFile(path: path)
         } catch {
             throw KandinskyError(.badWeight, error.message, file: path, key: error.tensor)
         }
         self.checkFinite = checkFinite
+        self.keepHalf = keepHalf
         label = path
     }
 
@@ -30,6 +33,7 @@ public final class WeightFile: @unchecked Sendable {
     public init(recording label: String) {
         file = nil
         checkFinite = false
+        keepHalf = false
         self.label = label
     }
 
@@ -63,6 +67,26 @@ public final class WeightFile: @unchecked Sendable {
         }
         used.insert(key)
         return t
+    }
+
+    /// A layer's weight matrix `key` of shape `shape`: with `keepHalf` and an F16/BF16 tensor in the file, a view of
+    /// the mapped half-precision values, expanded at each use; otherwise the float32 tensor of `tensor(_:_:)`.
+    public func matrix(_ key: String, _ shape: [Int]) throws(KandinskyError) -> StoredWeight {
+        guard keepHalf, let file, let entry = file.entries[key], entry.dtype == .f16 || entry.dtype == .bf16,
+            entry.shape == shape
+        else { return .full(try tensor(key, shape)) }
+        let half: HalfWeight?
+        do {
+            half = try file.halfWeight(key)
+        } catch {
+            throw KandinskyError(.badWeight, error.message, file: path, key: key)
+        }
+        guard let half else { return .full(try tensor(key, shape)) }
+        if checkFinite, let bad = half.firstNonFinite() {
+            throw KandinskyError(.badWeight, "non-finite value \(bad.1) at element \(bad.0)", file: path, key: key)
+        }
+        used.insert(key)
+        return .half(half)
     }
 
     /// Whether the file holds `key` (for optional parts such as a duplicated embedding).
@@ -103,17 +127,39 @@ public final class WeightFile: @unchecked Sendable {
 
 // MARK: - Layers holding weights
 
+/// A layer's weight: float32 (owned or mapped), or half precision expanded at each use.
+public enum StoredWeight: Sendable {
+    case full(Tensor)
+    case half(HalfWeight)
+
+    /// The float32 values; for a half-precision weight a per-thread buffer, valid only until the next expansion.
+    public var tensor: Tensor {
+        switch self {
+        case .full(let t): return t
+        case .half(let h): return h.expanded()
+        }
+    }
+
+    public var shape: [Int] {
+        switch self {
+        case .full(let t): return t.shape
+        case .half(let h): return h.shape
+        }
+    }
+}
+
 /// `nn.Linear`: `y = x·Wᵀ + b`.
 public struct Linear: Sendable {
-    public let weight: Tensor
+    public let stored: StoredWeight
     public let bias: Tensor?
+    public var weight: Tensor { stored.tensor }
 
     public init(
         _ w: WeightFile, _ prefix: String, in inFeatures: Int, out outFeatures: Int, bias: Bool = true
     )
         throws(KandinskyError)
     {
-        weight = try w.tensor("\(prefix).weight", [outFeatures, inFeatures])
+        stored = try w.matrix("\(prefix).weight", [outFeatures, inFeatures])
         self.bias = bias ? try w.tensor("\(prefix).bias", [outFeatures]) : nil
     }
 
@@ -122,8 +168,9 @@ public struct Linear: Sendable {
 
 /// `nn.Conv2d` (zero padding, square stride).
 public struct Conv2d: Sendable {
-    public let weight: Tensor
+    public let stored: StoredWeight
     public let bias: Tensor?
+    public var weight: Tensor { stored.tensor }
     public let stride: Int
     public let padding: Padding
 
@@ -131,7 +178,7 @@ public struct Conv2d: Sendable {
         _ w: WeightFile, _ prefix: String, in inChannels: Int, out outChannels: Int, kernel: Int,
         stride: Int = 1, padding: Padding? = nil
     ) throws(KandinskyError) {
-        weight = try w.tensor("\(prefix).weight", [outChannels, inChannels, kernel, kernel])
+        stored = try w.matrix("\(prefix).weight", [outChannels, inChannels, kernel, kernel])
         bias = try w.tensor("\(prefix).bias", [outChannels])
         self.stride = stride
         self.padding = padding ?? .uniform(kernel / 2)
@@ -144,11 +191,12 @@ public struct Conv2d: Sendable {
 
 /// `nn.Conv1d` with kernel size 1.
 public struct Conv1x1: Sendable {
-    public let weight: Tensor
+    public let stored: StoredWeight
     public let bias: Tensor
+    public var weight: Tensor { stored.tensor }
 
     public init(_ w: WeightFile, _ prefix: String, in inChannels: Int, out outChannels: Int) throws(KandinskyError) {
-        weight = try w.tensor("\(prefix).weight", [outChannels, inChannels, 1])
+        stored = try w.matrix("\(prefix).weight", [outChannels, inChannels, 1])
         bias = try w.tensor("\(prefix).bias", [outChannels])
     }
 

@@ -39,6 +39,8 @@ public final class SafetensorsFile: @unchecked Sendable {
     /// The optional `__metadata__` string map.
     public let metadata: [String: String]
     private let file: MappedFile
+    /// The memory map, for views that must keep it alive.
+    var mapping: AnyObject { file }
     private let dataStart: Int
 
     /// Opens and validates `path`.

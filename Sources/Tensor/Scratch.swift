@@ -6,7 +6,8 @@ import Foundation
 /// buffers and reuses them, growing them when a larger one is asked for. Buffers are per thread, so concurrent
 /// callers never share one.
 final class Scratch: @unchecked Sendable {
-    private var buffers: [TensorStorage?] = [nil, nil, nil]
+    /// Slots 0–2: the kernels' temporaries; slot 3: the float32 expansion of a half-precision weight.
+    private var buffers: [TensorStorage?] = [nil, nil, nil, nil]
 
     private static let key: pthread_key_t = {
         var key = pthread_key_t()
@@ -22,12 +23,15 @@ final class Scratch: @unchecked Sendable {
         return scratch
     }
 
-    /// Buffer `slot` (0, 1 or 2) with room for at least `count` floats; its contents are undefined.
-    func buffer(_ slot: Int, count: Int) -> UnsafeMutablePointer<Float> {
-        if let b = buffers[slot], b.count >= count { return b.pointer }
+    /// Buffer `slot` (0 to 3) with room for at least `count` floats; its contents are undefined.
+    func buffer(_ slot: Int, count: Int) -> UnsafeMutablePointer<Float> { storage(slot, count: count).pointer }
+
+    /// The storage behind buffer `slot`, for a tensor that views it.
+    func storage(_ slot: Int, count: Int) -> TensorStorage {
+        if let b = buffers[slot], b.count >= count { return b }
         buffers[slot] = nil  // release the old one before allocating the larger
         let storage = TensorStorage(count: count, zeroed: false)
         buffers[slot] = storage
-        return storage.pointer
+        return storage
     }
 }

@@ -116,9 +116,10 @@ public final class WorkerDaemon: @unchecked Sendable {
         // MARK: model
         notifyStatus("loading the model")
         let loadStart = ContinuousClock.now
-        let directory =
+        var directory =
             try c.model.map { path throws(KandinskyError) in try ModelDirectory(path: path) }
             ?? ModelDirectory.embeddedDemo()
+        directory.keepHalfPrecision = c.halfWeights
         let modelName =
             directory.path == ModelDirectory.embeddedDemoPath ? "kandinsky-2.0-shapes-demo" : "kandinsky-2.0"
         let pipeline = try KandinskyPipeline(directory: directory, modelName: modelName)

@@ -13,6 +13,9 @@ struct ModelBenchOptions: ParsableArguments {
     @Option(help: "A model directory to load (memory-mapped weights); its model.json replaces --preset.")
     var model: String?
 
+    @Flag(help: "Keep weights stored as F16/BF16 in half precision, expanded to float32 at each use.")
+    var halfWeights = false
+
     @Option(help: "Images per guided step (the UNet runs 2 × this many rows).")
     var batch = 1
 
@@ -60,7 +63,11 @@ struct ModelBenchOptions: ParsableArguments {
     func load<M>(
         _ fromDirectory: (ModelDirectory) throws -> M, _ fromWeights: (WeightFile, ModelConfig) throws -> M
     ) throws -> M {
-        if let model { return try fromDirectory(try ModelDirectory(path: model)) }
+        if let model {
+            var directory = try ModelDirectory(path: model)
+            directory.keepHalfPrecision = halfWeights
+            return try fromDirectory(directory)
+        }
         return try fromWeights(WeightFile(recording: preset), presetConfig.config)
     }
 }

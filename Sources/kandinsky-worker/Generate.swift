@@ -29,10 +29,14 @@ struct Generate: ParsableCommand {
     @Option(help: "img2img strength in (0, 1]: the share of steps skipped.") var strength: Double?
     @Option(help: "Inpainting mask (PNG, width × height): white keeps, black regenerates.") var mask: String?
 
+    @Flag(help: "Keep weights stored as F16/BF16 in half precision, expanded to float32 at each use.")
+    var halfWeights = false
+
     func run() throws {
-        let directory =
+        var directory =
             try model.map { path throws(KandinskyError) in try ModelDirectory(path: path) }
             ?? ModelDirectory.embeddedDemo()
+        directory.keepHalfPrecision = halfWeights
         let defaults = directory.config.defaults
         let o = options
         var request = ImageRequest(

@@ -80,6 +80,66 @@ import Testing
                 == Data(contentsOf: URL(fileURLWithPath: "\(again)/vae.safetensors")))
     }
 
+    /// Weights kept in half precision (expanded at each use) give exactly what the same F16 file gives converted to
+    /// float32 at load, for the UNet (Linear, Conv2d, Conv1x1 layers) and the VAE; a NaN stored in half precision is
+    /// still an error naming the key.
+    @Test func halfPrecisionWeightsMatchTheirFloat32Expansion() throws {
+        let dir = try TemporaryDirectory()
+        defer { dir.remove() }
+        let path = dir.file("model")
+        try RandomModel.write(preset: .tiny, to: path, seed: 11, components: [.unet, .vae], dtype: .f16)
+        let converted = try ModelDirectory(path: path)
+        var half = converted
+        half.keepHalfPrecision = true
+        let (unetF32, unetHalf) = (try converted.unet().module, try half.unet().module)
+        let kinds = Self.storedWeights(unetHalf)
+        #expect(kinds.half > 100 && kinds.full == 0, "\(kinds)")
+        #expect(Self.storedWeights(unetF32).half == 0)
+        var rng = SeededGenerator(seed: 3)
+        let config = converted.config.unet
+        let text = (
+            Tensor(shape: [2, 77, config.textEncoderInDim1], values: rng.floats(2 * 77 * config.textEncoderInDim1)),
+            Tensor(shape: [2, config.textEncoderInDim2], values: rng.floats(2 * config.textEncoderInDim2)),
+            Tensor(shape: [2, 77, Text2ImUNet.mt5Width], values: rng.floats(2 * 77 * Text2ImUNet.mt5Width))
+        )
+        let x = Tensor(shape: [2, 4, 8, 8], values: rng.floats(2 * 4 * 64))
+        func run(_ unet: Text2ImUNet) -> Tensor {
+            unet(
+                x, timesteps: [400, 900],
+                text: unet.textConditioning(full1: text.0, pooled1: text.1, full2: text.2))
+        }
+        #expect(run(unetHalf).scalars == run(unetF32).scalars)
+        let z = Tensor(shape: [1, 4, 8, 8], values: rng.floats(4 * 64))
+        #expect(try half.vae().module.decode(z).scalars == converted.vae().module.decode(z).scalars)
+
+        // A NaN (0x7E00) in the first element of a half-precision convolution weight.
+        let file = try SafetensorsFile(path: "\(path)/vae.safetensors")
+        let key = "decoder.conv_in.weight"
+        var bytes = try [UInt8](Data(contentsOf: URL(fileURLWithPath: "\(path)/vae.safetensors")))
+        let headerLength = bytes.withUnsafeBytes { Int($0.loadUnaligned(as: UInt64.self).littleEndian) }
+        let start = 8 + headerLength + file.entries[key]!.range.lowerBound
+        (bytes[start], bytes[start + 1]) = (0x00, 0x7E)
+        try Data(bytes).write(to: URL(fileURLWithPath: "\(path)/vae.safetensors"))
+        do {
+            _ = try half.vae()
+            Issue.record("a NaN half-precision weight loaded")
+        } catch {
+            #expect(error.code == .badWeight && error.key == key, "\(error)")
+        }
+    }
+
+    /// How many layer weights in `module` (searched recursively) are held in half precision and in float32.
+    static func storedWeights(_ module: Any) -> (half: Int, full: Int) {
+        if let stored = module as? StoredWeight {
+            if case .half = stored { return (1, 0) }
+            return (0, 1)
+        }
+        return Mirror(reflecting: module).children.reduce((0, 0)) { total, child in
+            let inner = storedWeights(child.value)
+            return (total.0 + inner.half, total.1 + inner.full)
+        }
+    }
+
     // MARK: - Corrupt input
 
     /// A copy of the tiny model whose `file` is replaced by `bytes`.

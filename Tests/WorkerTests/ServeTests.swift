@@ -242,12 +242,14 @@ import Testing
             yaml: """
                 queues: [high, default]
                 max_batch_images: 8
+                half_weights: true
                 defaults:
                   steps: 30
                   dynamic_threshold: null
                 """, source: "test.yaml")
         #expect(c.queues == ["high", "default"] && c.maxBatchImages == 8 && c.defaults.steps == 30)
-        #expect(c.defaults.dynamicThreshold == nil)
+        #expect(c.defaults.dynamicThreshold == nil && c.halfWeights)
+        #expect(throws: ServeConfiguration.Problem.self) { try c.apply(environment: ["KD_HALF_WEIGHTS": "half"]) }
         try c.apply(environment: ["KD_MAX_BATCH_IMAGES": "2", "KD_MODEL": "/models/k", "HOME": "/root"])
         #expect(c.maxBatchImages == 2 && c.model == "/models/k")
         #expect(throws: ServeConfiguration.Problem.self) { try c.apply(environment: ["KD_HEARTBEAT_MS": "0"]) }
