@@ -79,7 +79,7 @@ struct ModelBenchResult {
     /// Direct-method FLOPs of one run (GEMMs as issued, 3×3 convolutions counted as im2col + GEMM would).
     var flops: Double
     var breakdown: [String: Double]
-    /// Direct-method FLOPs per kernel category of the last run.
+    /// Direct-method FLOPs per kernel category of the fastest run.
     var breakdownFlops: [String: Double] = [:]
     /// Resident memory after the warm-up run and after the last run, MiB (growth between them would be a leak).
     var residentAfterWarmUp = 0.0, residentAtEnd = 0.0
@@ -88,7 +88,8 @@ struct ModelBenchResult {
 }
 
 enum ModelBench {
-    /// Times `body`, profiling every run; the breakdown is the last run's.
+    /// Times `body`, profiling every run; the breakdown is the fastest run's (on shared cores a slow run's
+    /// breakdown would not add up to the best time).
     static func measure(_ name: String, repeats: Int, _ body: () throws -> Void) rethrows -> ModelBenchResult {
         KernelProfile.enabled = true
         defer { KernelProfile.enabled = false }
@@ -107,6 +108,7 @@ enum ModelBench {
                 continue
             }
             samples.append(seconds)
+            if seconds > samples.min()! { continue }
             let totals = KernelProfile.totals
             breakdown = Dictionary(uniqueKeysWithValues: totals.map { ($0.key.rawValue, $0.value) })
             breakdown["other"] = max(0, seconds - totals.values.reduce(0, +))
@@ -150,7 +152,7 @@ enum ModelBench {
                 guard let flops = r.breakdownFlops[key], seconds > 0 else { return share + ")" }
                 return share + String(format: ", %.0f GFLOP/s)", flops / seconds / 1e9)
             }
-            print("  breakdown (last run): " + parts.joined(separator: ", "))
+            print("  breakdown (fastest run): " + parts.joined(separator: ", "))
             print(
                 String(
                     format: "  resident memory: %.0f MiB after the warm-up, %.0f MiB after %d more runs (%+.0f MiB)",

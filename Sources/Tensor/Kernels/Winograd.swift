@@ -215,37 +215,32 @@ struct WinogradTiling {
         let stripWidth = 32 * groups + 8
         let pointStride = channels * columns
         ComputePool.shared.parallelFor(tileRows.count * channels) { range in
-            // Six zero-padded input rows, then Bᵀ applied down the columns: both 6 × stripWidth.
-            let strip = UnsafeMutablePointer<Float>.allocate(capacity: 12 * stripWidth)
-            defer { strip.deallocate() }
-            strip.initialize(repeating: 0, count: 12 * stripWidth)
-            let bt = strip + 6 * stripWidth
+            // Bᵀ applied down the columns of the six input rows, 6 × stripWidth, with the zero padding column at
+            // index 0 and zeros after the last column (never written, so they stay zero).
+            let bt = UnsafeMutablePointer<Float>.allocate(capacity: 6 * stripWidth + width)
+            defer { bt.deallocate() }
+            bt.initialize(repeating: 0, count: 6 * stripWidth + width)
+            let zeros = bt + 6 * stripWidth
             for item in range {
                 let (band, c) = (item / channels, item % channels)
                 let r = tileRows.lowerBound + band
                 let (b, ty) = (r / tilesH, r % tilesH)
                 let plane = x + (b * channels + c) * height * width
-                for k in 0..<6 {
-                    let row = strip + k * stripWidth
+                @inline(__always) func source(_ k: Int) -> UnsafePointer<Float> {
                     let ih = 4 * ty - 1 + k
-                    if ih >= 0 && ih < height {
-                        (row + 1).update(from: plane + ih * width, count: width)
-                    } else {
-                        (row + 1).update(repeating: 0, count: width)
-                    }
+                    return ih >= 0 && ih < height ? plane + ih * width : UnsafePointer(zeros)
                 }
                 // Bᵀ rows: [4,0,−5,0,1,0], [0,−4,−4,1,1,0], [0,4,−4,−1,1,0], [0,−2,−1,2,1,0], [0,2,−1,−2,1,0],
                 // [0,4,0,−5,0,1].
-                let (d0, d1, d2) = (strip, strip + stripWidth, strip + 2 * stripWidth)
-                let (d3, d4, d5) = (strip + 3 * stripWidth, strip + 4 * stripWidth, strip + 5 * stripWidth)
-                let used = width + 2
-                for j in 0..<used {
-                    bt[j] = 4 * d0[j] - 5 * d2[j] + d4[j]
-                    bt[stripWidth + j] = -4 * (d1[j] + d2[j]) + d3[j] + d4[j]
-                    bt[2 * stripWidth + j] = 4 * (d1[j] - d2[j]) - d3[j] + d4[j]
-                    bt[3 * stripWidth + j] = 2 * (d3[j] - d1[j]) - d2[j] + d4[j]
-                    bt[4 * stripWidth + j] = 2 * (d1[j] - d3[j]) - d2[j] + d4[j]
-                    bt[5 * stripWidth + j] = 4 * d1[j] - 5 * d3[j] + d5[j]
+                let (d0, d1, d2, d3, d4, d5) = (source(0), source(1), source(2), source(3), source(4), source(5))
+                let out = bt + 1
+                for j in 0..<width {
+                    out[j] = 4 * d0[j] - 5 * d2[j] + d4[j]
+                    out[stripWidth + j] = -4 * (d1[j] + d2[j]) + d3[j] + d4[j]
+                    out[2 * stripWidth + j] = 4 * (d1[j] - d2[j]) - d3[j] + d4[j]
+                    out[3 * stripWidth + j] = 2 * (d3[j] - d1[j]) - d2[j] + d4[j]
+                    out[4 * stripWidth + j] = 2 * (d1[j] - d3[j]) - d2[j] + d4[j]
+                    out[5 * stripWidth + j] = 4 * d1[j] - 5 * d3[j] + d5[j]
                 }
                 let firstColumn = band * tilesW
                 for i in 0..<6 {
