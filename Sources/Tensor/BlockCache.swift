@@ -13,7 +13,7 @@ final class BlockCache: @unchecked Sendable {
     /// Sizes are rounded up to a multiple of this, so tensors of nearly equal size share blocks.
     static let granularity = 64 << 10
 
-    static let shared = BlockCache(limitBytes: 512 << 20)
+    static let shared = BlockCache(limitBytes: 256 << 20)
 
     /// The most bytes kept while unused.
     let limitBytes: Int

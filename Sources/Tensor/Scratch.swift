@@ -23,6 +23,9 @@ final class Scratch: @unchecked Sendable {
         return scratch
     }
 
+    /// Drops this thread's buffers (they are allocated again, at the size then needed, on next use).
+    func release() { for i in buffers.indices { buffers[i] = nil } }
+
     /// Buffer `slot` (0 to 3) with room for at least `count` floats; its contents are undefined.
     func buffer(_ slot: Int, count: Int) -> UnsafeMutablePointer<Float> { storage(slot, count: count).pointer }
 

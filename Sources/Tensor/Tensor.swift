@@ -27,8 +27,12 @@ public final class TensorStorage: @unchecked Sendable {
         self.owned = true
     }
 
-    /// Returns the freed large buffers kept for reuse to the system (see `BlockCache`); call between generations.
-    public static func releaseCachedBuffers() { BlockCache.shared.trim() }
+    /// Returns the freed large buffers kept for reuse (see `BlockCache`) and the calling thread's kernel scratch
+    /// buffers to the system; call between the stages of a generation and after it.
+    public static func releaseCachedBuffers() {
+        Scratch.current.release()
+        BlockCache.shared.trim()
+    }
 
     /// Bytes of freed large buffers kept for reuse.
     public static var cachedBufferBytes: Int { BlockCache.shared.heldBytes }

@@ -291,6 +291,8 @@ public final class KandinskyPipeline: @unchecked Sendable {
         let latents =
             (mode == .imageToImage && run.startStep == 0)
             ? start : try run.sample(from: start, denoise: denoise, noise: &noise)
+        // The UNet's cached activations are not the decoder's sizes: give them back before its larger ones.
+        TensorStorage.releaseCachedBuffers()
         let decoded = vae.decode(latents)
         var out: [[GeneratedImage]] = []
         var index = 0
