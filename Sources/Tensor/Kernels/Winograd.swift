@@ -234,13 +234,32 @@ struct WinogradTiling {
                 // [0,4,0,−5,0,1].
                 let (d0, d1, d2, d3, d4, d5) = (source(0), source(1), source(2), source(3), source(4), source(5))
                 let out = bt + 1
-                for j in 0..<width {
+                // Eight columns at a time, written out so the compiler need not prove the rows distinct.
+                var j = 0
+                while j + 8 <= width {
+                    @inline(__always) func at(_ p: UnsafePointer<Float>) -> Lanes {
+                        UnsafeRawPointer(p + j).loadUnaligned(as: Lanes.self)
+                    }
+                    @inline(__always) func put(_ k: Int, _ value: Lanes) {
+                        UnsafeMutableRawPointer(out + k * stripWidth + j).storeBytes(of: value, as: Lanes.self)
+                    }
+                    let (e0, e1, e2, e3, e4, e5) = (at(d0), at(d1), at(d2), at(d3), at(d4), at(d5))
+                    put(0, 4 * e0 - 5 * e2 + e4)
+                    put(1, -4 * (e1 + e2) + e3 + e4)
+                    put(2, 4 * (e1 - e2) - e3 + e4)
+                    put(3, 2 * (e3 - e1) - e2 + e4)
+                    put(4, 2 * (e1 - e3) - e2 + e4)
+                    put(5, 4 * e1 - 5 * e3 + e5)
+                    j += 8
+                }
+                while j < width {
                     out[j] = 4 * d0[j] - 5 * d2[j] + d4[j]
                     out[stripWidth + j] = -4 * (d1[j] + d2[j]) + d3[j] + d4[j]
                     out[2 * stripWidth + j] = 4 * (d1[j] - d2[j]) - d3[j] + d4[j]
                     out[3 * stripWidth + j] = 2 * (d3[j] - d1[j]) - d2[j] + d4[j]
                     out[4 * stripWidth + j] = 2 * (d1[j] - d3[j]) - d2[j] + d4[j]
                     out[5 * stripWidth + j] = 4 * d1[j] - 5 * d3[j] + d5[j]
+                    j += 1
                 }
                 let firstColumn = band * tilesW
                 for i in 0..<6 {
