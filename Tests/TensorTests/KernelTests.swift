@@ -163,6 +163,26 @@ import Testing
         expectClose(y, ref, shape: x.shape, tolerance: 2e-4, "group norm silu=\(silu)")
     }
 
+    /// The one-pass statistics shift by the mean of the first 256 values; a ramp makes that shift far from the
+    /// mean, and an offset plateau makes it exact, and both must match double precision.
+    @Test func normalizationStatisticsMatchDoublePrecision() {
+        let ramp = (0..<5000).map { Float($0) * 0.2 }
+        let plateau = (0..<4099).map { 1000 + Float(($0 * 7919) % 101) / 50 }
+        for values in [ramp, plateau] {
+            let (mean, inverseStd) = values.withUnsafeBufferPointer {
+                Kernels.meanAndInverseStd($0.baseAddress!, count: $0.count, eps: 1e-5)
+            }
+            let exactMean = values.map(Double.init).reduce(0, +) / Double(values.count)
+            let variance =
+                values.map { (Double($0) - exactMean) * (Double($0) - exactMean) }.reduce(0, +)
+                / Double(values.count)
+            #expect(abs(Double(mean) - exactMean) <= 1e-6 * max(1, abs(exactMean)), "mean \(mean) vs \(exactMean)")
+            let exactInverse = 1 / (variance + 1e-5).squareRoot()
+            #expect(
+                abs(Double(inverseStd) - exactInverse) <= 1e-5 * exactInverse, "1/std \(inverseStd) vs \(exactInverse)")
+        }
+    }
+
     @Test func layerNormAndRMSNormMatchReference() {
         var rng = rng
         let (rows, width) = (5, 37)

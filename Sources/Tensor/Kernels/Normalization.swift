@@ -117,20 +117,19 @@ extension Kernels {
         }
     }
 
-    /// Mean and 1/√(variance + eps) of `count` floats, two passes; partial sums of 16 lanes × 256 floats in single
-    /// precision, added up in double precision.
+    /// Mean and 1/√(variance + eps) of `count` floats in one pass: sums of x − s and (x − s)² with s the mean of the
+    /// first 256 values (shifted data: no cancellation while s is within a few deviations of the mean), partial sums
+    /// of 16 lanes × 256 floats in single precision, added up in double precision.
     @inline(__always)
     static func meanAndInverseStd(_ p: UnsafePointer<Float>, count: Int, eps: Float) -> (Float, Float) {
-        let sum = VectorMath.blockedSum(p, count: count) { $0 }
-        let mean = sum / Double(max(1, count))
-        let center = Float(mean)
-        // Σ(x − m)² with m rounded to float, corrected by (m − m_f)² per element (exact in real arithmetic).
-        let squares = VectorMath.blockedSum(p, count: count) { v in
-            let d = v - VectorMath.Vector(repeating: center)
-            return d * d
-        }
-        let offset = mean - Double(center)
-        let variance = max(0, squares / Double(max(1, count)) - offset * offset)
-        return (center, Float(1 / (variance + Double(eps)).squareRoot()))
+        let head = min(count, 256)
+        var headSum = 0.0
+        for i in 0..<head { headSum += Double(p[i]) }
+        let shift = Float(headSum / Double(max(1, head)))
+        let (first, second) = VectorMath.shiftedSums(p, count: count, shift: shift)
+        let n = Double(max(1, count))
+        let offset = first / n
+        let variance = max(0, second / n - offset * offset)
+        return (Float(Double(shift) + offset), Float(1 / (variance + Double(eps)).squareRoot()))
     }
 }

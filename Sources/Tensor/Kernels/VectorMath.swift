@@ -94,30 +94,32 @@ enum VectorMath {
         for j in whole..<width { row[j] *= inverse }
     }
 
-    /// Σ f(x) over `count` floats: each block of 256 summed in 16 single-precision lanes, the blocks in double
-    /// precision (the sum of a group norm's 64 × 4096 values keeps ≈ 1e−7 relative accuracy).
+    /// Σ(x − shift) and Σ(x − shift)² over `count` floats: each block of 256 summed in 16 single-precision lanes,
+    /// the blocks in double precision.
     @inline(__always)
-    static func blockedSum(_ p: UnsafePointer<Float>, count: Int, _ f: (Vector) -> Vector) -> Double {
-        var total = 0.0
+    static func shiftedSums(_ p: UnsafePointer<Float>, count: Int, shift: Float) -> (Double, Double) {
+        var (first, second) = (0.0, 0.0)
+        let shifts = Vector(repeating: shift)
         var i = 0
         let whole = count & ~15
         while i < whole {
             let end = min(whole, i + 256)
-            var lanes = Vector.zero
+            var (lanes, squares) = (Vector.zero, Vector.zero)
             while i < end {
-                lanes += f(load(p + i))
+                let d = load(p + i) - shifts
+                lanes += d
+                squares += d * d
                 i += 16
             }
-            total += Double(lanes.sum())
+            first += Double(lanes.sum())
+            second += Double(squares.sum())
         }
-        if whole < count {
-            var tail = Vector.zero
-            for j in whole..<count { tail[j - whole] = p[j] }
-            // Lanes past the tail are zeros whose f may not be zero: mask them.
-            let mapped = f(tail)
-            for j in 0..<(count - whole) { total += Double(mapped[j]) }
+        for j in whole..<count {
+            let d = Double(p[j] - shift)
+            first += d
+            second += d * d
         }
-        return total
+        return (first, second)
     }
 
     /// dst = src·scale + shift, then SiLU (v·σ(v)) when `silu`.
