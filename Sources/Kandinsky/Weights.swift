@@ -139,13 +139,6 @@ public enum StoredWeight: Sendable {
         case .half(let h): return h.expanded()
         }
     }
-
-    public var shape: [Int] {
-        switch self {
-        case .full(let t): return t.shape
-        case .half(let h): return h.shape
-        }
-    }
 }
 
 /// `nn.Linear`: `y = x·Wᵀ + b`.

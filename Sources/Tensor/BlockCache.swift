@@ -75,11 +75,4 @@ final class BlockCache: @unchecked Sendable {
         pthread_mutex_unlock(&mutex)
         for block in all { block.pointer.deallocate() }
     }
-
-    /// Bytes held in free blocks now.
-    var heldBytes: Int {
-        pthread_mutex_lock(&mutex)
-        defer { pthread_mutex_unlock(&mutex) }
-        return cachedBytes
-    }
 }

@@ -34,9 +34,6 @@ public final class TensorStorage: @unchecked Sendable {
         BlockCache.shared.trim()
     }
 
-    /// Bytes of freed large buffers kept for reuse.
-    public static var cachedBufferBytes: Int { BlockCache.shared.heldBytes }
-
     /// Wraps memory that `owner` keeps alive (a memory map); the storage never writes to it.
     public init(readOnly pointer: UnsafePointer<Float>, count: Int, owner: AnyObject) {
         self.pointer = UnsafeMutablePointer(mutating: pointer)

@@ -16,21 +16,12 @@ struct KandinskyWorker: AsyncParsableCommand {
         ]
     )
 
-    /// Checks the processor before any kernel can run, then parses and runs the command as ArgumentParser does.
+    /// Checks the processor before any kernel can run, then hands over to ArgumentParser's own entry point.
     static func main() async {
         if let problem = ProcessorCheck.problem() {
             FileHandle.standardError.write(Data("kandinsky-worker: \(problem)\n".utf8))
             Foundation.exit(1)
         }
-        do {
-            var command = try parseAsRoot()
-            if var asyncCommand = command as? AsyncParsableCommand {
-                try await asyncCommand.run()
-            } else {
-                try command.run()
-            }
-        } catch {
-            exit(withError: error)
-        }
+        await main(nil)
     }
 }
