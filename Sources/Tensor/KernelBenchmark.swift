@@ -6,8 +6,8 @@ public enum KernelBenchmark {
     public struct ConvCase: Sendable {
         public var name: String
         public var batch: Int, channels: Int, size: Int
-        /// Whether to force the im2col + GEMM path instead of the one `conv2d` picks.
-        public var direct = false
+        /// The algorithm to force, or nil for the one `conv2d` picks.
+        public var algorithm: ConvAlgorithm? = nil
         /// Multiply-adds × 2 of a direct 3×3 convolution with padding 1.
         public var flops: Double { 2.0 * Double(batch * channels * channels * 9 * size * size) }
     }
@@ -19,14 +19,18 @@ public enum KernelBenchmark {
         public var gflops: Double
     }
 
-    /// The UNet's 3×3 shapes at each level, batch 2 (one guided step), through `conv2d`'s choice of algorithm
-    /// and through im2col + GEMM; GFLOP/s are effective (direct-method FLOPs over time).
+    /// The UNet's 3×3 shapes at each level, batch 2 (one guided step) and 8 at the innermost, through `conv2d`'s
+    /// choice of algorithm and through the other; GFLOP/s are effective (direct-method FLOPs over time).
     public static let convCases =
         [(384, 64, 2), (768, 32, 2), (1152, 16, 2), (1536, 8, 2), (1536, 8, 8)].flatMap { channels, size, batch in
-            [false, true].map { direct in
+            let picked = Kernels.convAlgorithm(
+                kernel: (3, 3), stride: 1, padding: .uniform(1), batch: batch, outH: size, outW: size)
+            let forced = ConvAlgorithm.allCases.filter { $0 != picked }
+            return ([nil] + forced).map { algorithm in
                 ConvCase(
-                    name: "conv3x3 \(channels)→\(channels) \(size)×\(size) b\(batch)\(direct ? " im2col" : "")",
-                    batch: batch, channels: channels, size: size, direct: direct)
+                    name:
+                        "conv3x3 \(channels)→\(channels) \(size)×\(size) b\(batch) \(algorithm?.rawValue ?? "(\(picked.rawValue))")",
+                    batch: batch, channels: channels, size: size, algorithm: algorithm)
             }
         }
 
@@ -74,10 +78,10 @@ public enum KernelBenchmark {
         let w = random([c.channels, c.channels, 3, 3], seed: 4)
         let bias = random([c.channels], seed: 5)
         let (best, median) = time(repeats: repeats) {
-            if c.direct {
-                _ = Kernels.conv2dDirect(x, weight: w, bias: bias, stride: 1, padding: .uniform(1))
-            } else {
-                _ = Kernels.conv2d(x, weight: w, bias: bias, stride: 1, padding: .uniform(1))
+            switch c.algorithm {
+            case nil: _ = Kernels.conv2d(x, weight: w, bias: bias, stride: 1, padding: .uniform(1))
+            case .im2col?: _ = Kernels.conv2dDirect(x, weight: w, bias: bias, stride: 1, padding: .uniform(1))
+            case .winograd?: _ = Kernels.winogradConv3x3(x, weight: w, bias: bias)
             }
         }
         return Result(name: c.name, bestSeconds: best, medianSeconds: median, gflops: c.flops / best / 1e9)

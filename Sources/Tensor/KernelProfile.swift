@@ -10,8 +10,16 @@ public enum KernelProfile {
         case conv3x3 = "conv3x3", conv1x1 = "conv1x1", linear, attention, norms
     }
 
+    /// Time, calls and direct-method FLOPs of one layer shape.
+    public struct ShapeTotal: Sendable {
+        public var seconds = 0.0, calls = 0, flops = 0.0
+    }
+
     /// Whether kernels record their time.
     nonisolated(unsafe) public static var enabled = false
+    /// Whether instrumented kernels that name their shape (the convolutions) also record time per shape.
+    nonisolated(unsafe) public static var byShape = false
+    nonisolated(unsafe) private static var shapes: [String: ShapeTotal] = [:]
     nonisolated(unsafe) private static var seconds = [Double](repeating: 0, count: Category.allCases.count)
     nonisolated(unsafe) private static var categoryFlops = [Double](repeating: 0, count: Category.allCases.count)
     nonisolated(unsafe) private static var depth = 0
@@ -29,6 +37,7 @@ public enum KernelProfile {
     public static func reset() {
         for i in seconds.indices { (seconds[i], categoryFlops[i]) = (0, 0) }
         flops = 0
+        shapes = [:]
     }
 
     /// Seconds per category since the last `reset`.
@@ -41,16 +50,25 @@ public enum KernelProfile {
         Dictionary(uniqueKeysWithValues: Category.allCases.enumerated().map { ($0.element, categoryFlops[$0.offset]) })
     }
 
-    /// Runs `body`, adding its wall time to `category` when profiling is on.
+    /// Time, calls and FLOPs per layer shape since the last `reset` (when `byShape` is on).
+    public static var shapeTotals: [String: ShapeTotal] { shapes }
+
+    /// Runs `body`, adding its wall time to `category` (and to `shape`, when `byShape` is on) when profiling is on.
     @inline(__always)
-    static func measure<R>(_ category: Category, _ body: () -> R) -> R {
+    static func measure<R>(_ category: Category, shape: @autoclosure () -> String? = nil, _ body: () -> R) -> R {
         if !enabled || depth > 0 { return body() }
         depth += 1
         let (start, flopsBefore) = (DispatchTime.now().uptimeNanoseconds, flops)
         let result = body()
         let index = Category.allCases.firstIndex(of: category) ?? 0
-        seconds[index] += Double(DispatchTime.now().uptimeNanoseconds - start) / 1e9
+        let elapsed = Double(DispatchTime.now().uptimeNanoseconds - start) / 1e9
+        seconds[index] += elapsed
         categoryFlops[index] += flops - flopsBefore
+        if byShape, let label = shape() {
+            shapes[label, default: ShapeTotal()].seconds += elapsed
+            shapes[label, default: ShapeTotal()].calls += 1
+            shapes[label, default: ShapeTotal()].flops += flops - flopsBefore
+        }
         depth -= 1
         return result
     }

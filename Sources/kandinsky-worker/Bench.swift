@@ -26,6 +26,9 @@ struct Bench: ParsableCommand {
             help: "Also time sgemm at these shapes, each M,N,K (append t to transpose B: M,N,Kt).")
         var gemm: [String] = []
 
+        @Option(help: "Only the convolution cases whose name contains this text (e.g. 16×16, b8, im2col).")
+        var only: String?
+
         func validate() throws {
             guard repeats >= 1 else { throw ValidationError("--repeats must be at least 1") }
             if let threads, threads < 1 { throw ValidationError("--threads must be at least 1") }
@@ -50,7 +53,7 @@ struct Bench: ParsableCommand {
                     peak: peak.gflops)
             }
             var convs: [KernelBenchmark.Result] = []
-            for c in KernelBenchmark.convCases {
+            for c in KernelBenchmark.convCases where only.map({ c.name.contains($0) }) ?? true {
                 let r = KernelBenchmark.conv(c, repeats: repeats)
                 report(r, peak: peak.gflops)
                 convs.append(r)

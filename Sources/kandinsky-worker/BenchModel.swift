@@ -31,6 +31,9 @@ struct ModelBenchOptions: ParsableArguments {
     @Flag(help: "Print one JSON object on the last line.")
     var json = false
 
+    @Option(help: "Also list the convolution shapes that took the most time in the fastest run (this many).")
+    var layers = 0
+
     var latentSize: (height: Int, width: Int)? {
         let parts = latent.lowercased().split(separator: "x").compactMap { Int($0) }
         guard parts.count == 2, parts.allSatisfy({ $0 > 0 }) else { return nil }
@@ -41,6 +44,7 @@ struct ModelBenchOptions: ParsableArguments {
         guard ModelPreset(rawValue: preset) != nil else { throw ValidationError("--preset must be tiny or full") }
         guard batch >= 1 else { throw ValidationError("--batch must be at least 1") }
         guard repeats >= 1 else { throw ValidationError("--repeats must be at least 1") }
+        guard layers >= 0 else { throw ValidationError("--layers must not be negative") }
         if let threads, threads < 1 { throw ValidationError("--threads must be at least 1") }
         guard latentSize != nil else { throw ValidationError("--latent must be HxW, e.g. 64x64") }
     }
@@ -83,6 +87,8 @@ struct ModelBenchResult {
     var breakdownFlops: [String: Double] = [:]
     /// Resident memory after the warm-up run and after the last run, MiB (growth between them would be a leak).
     var residentAfterWarmUp = 0.0, residentAtEnd = 0.0
+    /// Time per convolution shape in the fastest run.
+    var shapes: [String: KernelProfile.ShapeTotal] = [:]
 
     var gflops: Double { flops / best / 1e9 }
 }
@@ -91,9 +97,10 @@ enum ModelBench {
     /// Times `body`, profiling every run; the breakdown is the fastest run's (on shared cores a slow run's
     /// breakdown would not add up to the best time).
     static func measure(_ name: String, repeats: Int, _ body: () throws -> Void) rethrows -> ModelBenchResult {
-        KernelProfile.enabled = true
-        defer { KernelProfile.enabled = false }
+        (KernelProfile.enabled, KernelProfile.byShape) = (true, true)
+        defer { (KernelProfile.enabled, KernelProfile.byShape) = (false, false) }
         var samples: [Double] = []
+        var shapes: [String: KernelProfile.ShapeTotal] = [:]
         var breakdown: [String: Double] = [:]
         var flops = 0.0
         var breakdownFlops: [String: Double] = [:]
@@ -113,6 +120,7 @@ enum ModelBench {
             breakdown = Dictionary(uniqueKeysWithValues: totals.map { ($0.key.rawValue, $0.value) })
             breakdown["other"] = max(0, seconds - totals.values.reduce(0, +))
             flops = KernelProfile.flops
+            shapes = KernelProfile.shapeTotals
             breakdownFlops = Dictionary(
                 uniqueKeysWithValues: KernelProfile.flopTotals.filter { $0.value > 0 }.map {
                     ($0.key.rawValue, $0.value)
@@ -121,7 +129,8 @@ enum ModelBench {
         samples.sort()
         return ModelBenchResult(
             name: name, best: samples[0], median: samples[samples.count / 2], flops: flops, breakdown: breakdown,
-            breakdownFlops: breakdownFlops, residentAfterWarmUp: residentAfterWarmUp, residentAtEnd: residentMegabytes)
+            breakdownFlops: breakdownFlops, residentAfterWarmUp: residentAfterWarmUp, residentAtEnd: residentMegabytes,
+            shapes: shapes)
     }
 
     /// Resident set size of this process now, in MiB (`/proc/self/statm`; 0 where it cannot be read).
@@ -153,6 +162,13 @@ enum ModelBench {
                 return share + String(format: ", %.0f GFLOP/s)", flops / seconds / 1e9)
             }
             print("  breakdown (fastest run): " + parts.joined(separator: ", "))
+            for (shape, entry) in r.shapes.sorted(by: { $0.value.seconds > $1.value.seconds }).prefix(options.layers) {
+                let gflops = entry.flops / max(1e-9, entry.seconds) / 1e9
+                print(
+                    String(
+                        format: "    %@ ×%d: %.3f s (%.0f %%), %.0f GFLOP/s (%.2f × sgemm)", shape, entry.calls,
+                        entry.seconds, 100 * entry.seconds / max(1e-9, total), gflops, gflops / peak.gflops))
+            }
             print(
                 String(
                     format: "  resident memory: %.0f MiB after the warm-up, %.0f MiB after %d more runs (%+.0f MiB)",

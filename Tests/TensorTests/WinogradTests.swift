@@ -5,10 +5,9 @@ import Testing
 @testable import Tensor
 
 /// Winograd F(4×4, 3×3) against a direct convolution in double precision, on sizes that leave partial tiles
-/// (sides not multiples of 4, 1×1 and 2×3 planes), odd channel counts, several blocks of output channels, and tiles
-/// taken in bands of tile rows.
+/// (sides not multiples of 4, 1×1 and 2×3 planes), odd channel counts, several blocks of output channels, and tiles taken in bands of tile rows.
 ///
-/// Tolerance: the transforms multiply values by up to 8 (Aᵀ) and 5 (Bᵀ) before the float32 products are summed,
+/// Tolerance: the F(4×4) transforms multiply values by up to 8 (Aᵀ) and 5 (Bᵀ) before the float32 products are summed,
 /// which costs about one decimal digit against the direct method (Lavin & Gray report ≈ 1e-6 → 1e-5 relative error
 /// for F(4×4, 3×3) in float32); 1e-5 of max|reference| is asserted, ten times below the direct kernels' 1e-4.
 @Suite struct WinogradTests {
@@ -55,7 +54,7 @@ import Testing
         return (zip(a.scalars, ref).map { abs(Double($0) - $1) }.max() ?? 0) / scale
     }
 
-    @Test(arguments: [
+    static let cases = [
         // (batch, cin, cout, h, w, weight budget in floats)
         (1, 1, 1, 1, 1, Kernels.winogradWeightBudget),
         (2, 3, 5, 2, 3, Kernels.winogradWeightBudget),
@@ -67,7 +66,9 @@ import Testing
         // the bands crossing from one image into the next.
         (2, 5, 4, 10, 37, 36 * 5 * 10 * 2),
         (1, 9, 3, 33, 64, Kernels.winogradWeightBudget),
-    ])
+    ]
+
+    @Test(arguments: cases)
     func matchesDirectReference(_ c: (Int, Int, Int, Int, Int, Int)) {
         var rng = SeededGenerator(seed: 7)
         let x = tensor([c.0, c.1, c.3, c.4], &rng)
@@ -82,13 +83,32 @@ import Testing
         #expect(errorNoBias <= Self.tolerance, "Winograd \(c) without bias: \(errorNoBias)")
     }
 
-    @Test func conv2dTakesWinogradWithEnoughTiles() {
-        #expect(Kernels.usesWinograd(kernel: (3, 3), stride: 1, padding: .uniform(1), batch: 2, outH: 64, outW: 64))
-        #expect(!Kernels.usesWinograd(kernel: (3, 3), stride: 2, padding: .uniform(1), batch: 2, outH: 64, outW: 64))
-        #expect(!Kernels.usesWinograd(kernel: (3, 3), stride: 1, padding: .zero, batch: 2, outH: 64, outW: 64))
-        #expect(!Kernels.usesWinograd(kernel: (1, 1), stride: 1, padding: .uniform(1), batch: 2, outH: 64, outW: 64))
-        #expect(Kernels.usesWinograd(kernel: (3, 3), stride: 1, padding: .uniform(1), batch: 2, outH: 16, outW: 16))
-        #expect(!Kernels.usesWinograd(kernel: (3, 3), stride: 1, padding: .uniform(1), batch: 2, outH: 8, outW: 8))
-        #expect(Kernels.usesWinograd(kernel: (3, 3), stride: 1, padding: .uniform(1), batch: 8, outH: 8, outW: 8))
+    @Test func blocksOfOutputChannelsStayUnderTheSmallProductLimit() {
+        // 16×16 at batch 2 (32 tiles), 1152 channels: 27 channels per product (27 · 1152 · 32 ≤ 1,000,000).
+        #expect(Kernels.winogradBlockChannels(inChannels: 1152, tiles: 32, points: 36, budget: 3 << 20) == 27)
+        // 2304 input channels: 13 (13 · 2304 · 32 ≤ 1,000,000).
+        #expect(Kernels.winogradBlockChannels(inChannels: 2304, tiles: 32, points: 36, budget: 3 << 20) == 13)
+        // 32×32 (128 tiles): products are wide enough to pack, so the budget decides (3·2²⁰ / (36 · 768)).
+        #expect(Kernels.winogradBlockChannels(inChannels: 768, tiles: 128, points: 36, budget: 3 << 20) == 113)
+        // 8×8 at batch 2 (8 tiles), 1536 channels: the budget is the tighter limit (56 < 81).
+        #expect(Kernels.winogradBlockChannels(inChannels: 1536, tiles: 8, points: 36, budget: 3 << 20) == 56)
+    }
+
+    @Test func conv2dPicksTheAlgorithmByTileCount() {
+        func pick(
+            _ kernel: (Int, Int), stride: Int = 1, padding: Padding = .uniform(1), batch: Int = 2, _ size: Int
+        )
+            -> ConvAlgorithm
+        {
+            Kernels.convAlgorithm(
+                kernel: kernel, stride: stride, padding: padding, batch: batch, outH: size, outW: size)
+        }
+        #expect(pick((3, 3), 64) == .winograd)
+        #expect(pick((3, 3), 16) == .winograd)
+        #expect(pick((3, 3), 8) == .im2col)
+        #expect(pick((3, 3), batch: 8, 8) == .winograd)
+        #expect(pick((3, 3), stride: 2, 64) == .im2col)
+        #expect(pick((3, 3), padding: .zero, 64) == .im2col)
+        #expect(pick((1, 1), 64) == .im2col)
     }
 }

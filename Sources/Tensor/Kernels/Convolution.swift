@@ -34,14 +34,17 @@ extension Kernels {
         _ x: Tensor, weight: Tensor, bias: Tensor?, stride: Int = 1, padding: Padding = .zero
     ) -> Tensor {
         let kernel = weight.rank == 4 ? (weight.shape[2], weight.shape[3]) : (0, 0)
-        return KernelProfile.measure(kernel == (1, 1) ? .conv1x1 : .conv3x3) {
-            if x.rank == 4
-                && usesWinograd(
-                    kernel: kernel, stride: stride, padding: padding, batch: x.shape[0], outH: x.shape[2],
-                    outW: x.shape[3])
-            {
-                return winogradConv3x3(x, weight: weight, bias: bias)
-            }
+        let algorithm =
+            x.rank == 4
+            ? convAlgorithm(
+                kernel: kernel, stride: stride, padding: padding, batch: x.shape[0], outH: x.shape[2], outW: x.shape[3])
+            : .im2col
+        return KernelProfile.measure(
+            kernel == (1, 1) ? .conv1x1 : .conv3x3,
+            shape: "conv\(kernel.0)×\(kernel.1)\(stride > 1 ? "/\(stride)" : "") \(weight.shape[1])→\(weight.shape[0]) "
+                + "\(x.shape.dropFirst(2).map(String.init).joined(separator: "×")) b\(x.shape[0]) \(algorithm.rawValue)"
+        ) {
+            if algorithm == .winograd { return winogradConv3x3(x, weight: weight, bias: bias) }
             return conv2d(x, weight: weight, bias: bias, stride: stride, padding: padding, budget: im2colBudget)
         }
     }

@@ -7,27 +7,59 @@
 //
 // The weights are transformed on every call, a block of output channels at a time: caching U for the whole
 // model would take four times the weights' memory, while transforming a block costs about 18 multiply-adds per
-// weight (well under 1 % of the block's GEMMs at 32×32 and larger planes) and keeps U in the last-level cache.
+// weight and keeps U in the cache for its products.
+//
+// F(2×2, 3×3) (U only 16/9 of the weights) was built and measured against it on every UNet level (`bench kernels`,
+// batch 2 and 8): once F(4×4)'s blocks of U were sized for the cache it was slower everywhere (16×16: 39 against
+// 30 ms, 8×8 batch 8: 75 against 61 ms), so it was not kept.
+
+/// How `Kernels.conv2d` computes a convolution.
+public enum ConvAlgorithm: String, Sendable, CaseIterable {
+    /// im2col and one GEMM (the direct method).
+    case im2col
+    /// Winograd F(4×4, 3×3): 36 products of [Cout, Cin] · [Cin, tiles], 4× fewer multiplications than direct.
+    case winograd = "F(4×4)"
+}
 
 extension Kernels {
-    /// Convolutions with at least this many 4×4 output tiles over the whole batch use Winograd; with fewer, the
-    /// transformed weights (four times the filter's size, rebuilt on every call) cost more than the GEMMs save
-    /// (`bench kernels`, batch 2: Winograd 2.3× sgemm at 64×64 and 32×32, 1.56× against im2col's 0.93× at 16×16 = 32
-    /// tiles, but 0.71× against 0.87× at 8×8 = 8 tiles).
+    /// Winograd from this many 4×4 output tiles over the whole batch: 16×16 planes at batch 2 have 32, 8×8 planes 8,
+    /// and there the transformed weights (four times the filter's size, rebuilt on every call) cost what the products
+    /// save (`bench unet --layers`: 1536 → 1536 channels at 8×8, 0.92× sgemm against im2col's 0.87–0.91×, and 3072 →
+    /// 1536 0.76×).
     static let winogradMinimumTiles = 32
-    /// The most floats one block of transformed weights U may hold (16 MiB): larger layers are done in blocks of
-    /// output channels.
-    public static let winogradWeightBudget = 4 << 20
+    /// The most floats one block of transformed weights U may hold (12 MiB, so that it stays in the last-level cache
+    /// between the weight transform and the products; 16 MiB blocks made the 8×8 layers a third slower): larger
+    /// layers are done in blocks of output channels.
+    public static let winogradWeightBudget = 3 << 20
+    /// Multiply-adds up to which OpenBLAS's AVX-512 kernels multiply without packing the operands (its "small
+    /// matrix" path, M·N·K ≤ 100³).
+    static let smallProduct = 1_000_000
+
+    /// Products with at most this many tiles (columns) are kept under `smallProduct`.
+    static let fewTiles = 32
+
+    /// Output channels per block of U when the tiles are taken all at once.
+    ///
+    /// Within `budget`; and when the tiles are few (the 16×16 and 8×8 levels), small enough that each product stays
+    /// under `smallProduct` (but at least 4 channels): packing a block of U costs as much as multiplying it when it
+    /// meets only 8 or 32 tiles (`bench kernels`, 16×16 at batch 2: 30 ms in blocks of 25 output channels, 38–40 ms
+    /// in blocks of 48–101; `bench unet --layers`, 2304 → 1152 channels at 16×16: 1.3× sgemm in blocks of 37, 1.8× in
+    /// blocks of 13).
+    static func winogradBlockChannels(inChannels: Int, tiles: Int, points: Int, budget: Int) -> Int {
+        var channels = budget / (points * inChannels)
+        if tiles <= fewTiles { channels = min(channels, max(4, smallProduct / max(1, inChannels * tiles))) }
+        return max(1, channels)
+    }
 
     /// Floats allocated after M, so the output transform may read whole groups of eight columns past the last tile.
     static let winogradSlack = 8
 
-    /// Whether `conv2d` takes the Winograd path for this geometry.
-    static func usesWinograd(
+    /// The algorithm `conv2d` takes for this geometry.
+    static func convAlgorithm(
         kernel: (Int, Int), stride: Int, padding: Padding, batch: Int, outH: Int, outW: Int
-    ) -> Bool {
-        kernel == (3, 3) && stride == 1 && padding == .uniform(1)
-            && WinogradTiling(batch: batch, height: outH, width: outW).count >= winogradMinimumTiles
+    ) -> ConvAlgorithm {
+        guard kernel == (3, 3) && stride == 1 && padding == .uniform(1) else { return .im2col }
+        return WinogradF4(batch: batch, height: outH, width: outW).count >= winogradMinimumTiles ? .winograd : .im2col
     }
 
     /// 3×3 convolution, stride 1, zero padding 1, by Winograd F(4×4, 3×3).
@@ -49,31 +81,43 @@ extension Kernels {
         let y = Tensor(uninitialized: [batch, cout, height, width])
         if batch == 0 || cout == 0 || height == 0 || width == 0 { return y }
         KernelProfile.addFlops(2 * Double(batch * height * width) * Double(cout * cin * 9))
-        let tiling = WinogradTiling(batch: batch, height: height, width: width)
-        let scratch = Scratch.current
         let (xp, yp, wp, bp) = (x.storage.pointer, y.storage.pointer, weight.storage.pointer, bias?.storage.pointer)
+        winograd(
+            WinogradF4(batch: batch, height: height, width: width), xp, cin: cin, weight: wp, cout: cout, bias: bp,
+            into: yp, weightBudget: weightBudget)
+        return y
+    }
 
-        /// M[ξ][count, n] = U[ξ][count, Cin] · V[ξ][Cin, n]: 36 independent products, shared out whole among the
-        /// pool's threads.
+    /// The transforms and products of one Winograd convolution (`winogradConv3x3`).
+    private static func winograd(
+        _ tiling: WinogradF4, _ xp: UnsafePointer<Float>, cin: Int, weight wp: UnsafePointer<Float>, cout: Int,
+        bias bp: UnsafePointer<Float>?, into yp: UnsafeMutablePointer<Float>, weightBudget: Int
+    ) {
+        let points = WinogradF4.points
+        let scratch = Scratch.current
+
+        /// M[ξ][count, n] = U[ξ][count, Cin] · V[ξ][Cin, n]: independent products, shared out whole among the pool's
+        /// threads.
         func products(
             u: UnsafePointer<Float>, v: UnsafePointer<Float>, m: UnsafeMutablePointer<Float>, count: Int, n: Int
         ) {
-            ComputePool.shared.run(chunks: 36) { xi in
+            ComputePool.shared.run(chunks: points) { xi in
                 BLAS.sgemmSerial(
                     m: count, n: n, k: cin, a: u + xi * count * cin, lda: cin, b: v + xi * cin * n, ldb: n,
                     c: m + xi * count * n, ldc: n)
             }
         }
 
-        if 36 * cout * cin <= weightBudget {
+        if points * cout * cin <= weightBudget {
             // Large planes, few channels (the VAE, the UNet's outer levels): all weights transformed once, the tiles
             // taken a band of tile rows at a time, so V and M stay within the budget too (a 512×512 VAE layer would
             // otherwise need 300 MB for each) and in the last-level cache between the transforms and the products.
-            let u = scratch.buffer(1, count: 36 * cout * cin)
-            transformWeights(wp, outChannels: cout, inChannels: cin, into: u)
-            let rowsPerBand = max(1, min(tiling.tileRows, weightBudget / (36 * max(cin, cout) * tiling.tilesW)))
-            let v = scratch.buffer(0, count: 36 * cin * rowsPerBand * tiling.tilesW)
-            let m = scratch.buffer(2, count: 36 * cout * rowsPerBand * tiling.tilesW + winogradSlack)
+            let u = scratch.buffer(1, count: points * cout * cin)
+            WinogradF4.transformWeights(wp, outChannels: cout, inChannels: cin, into: u)
+            let rowsPerBand = max(
+                1, min(tiling.tileRows, weightBudget / (points * max(cin, cout) * tiling.tilesW)))
+            let v = scratch.buffer(0, count: points * cin * rowsPerBand * tiling.tilesW)
+            let m = scratch.buffer(2, count: points * cout * rowsPerBand * tiling.tilesW + winogradSlack)
             var row = 0
             while row < tiling.tileRows {
                 let rows = row..<min(tiling.tileRows, row + rowsPerBand)
@@ -83,37 +127,41 @@ extension Kernels {
                     m, channels: cout, firstChannel: 0, totalChannels: cout, tileRows: rows, bias: bp, into: yp)
                 row = rows.upperBound
             }
-            return y
+            return
         }
 
         // Many channels on small planes (the UNet's inner levels): every tile at once, the weights transformed a
         // block of output channels at a time.
         let tiles = tiling.count
-        let perBlock = max(1, weightBudget / (36 * cin))
+        let perBlock = winogradBlockChannels(inChannels: cin, tiles: tiles, points: points, budget: weightBudget)
         let blocks = (cout + perBlock - 1) / perBlock
         let blockOut = (cout + blocks - 1) / blocks
-        let v = scratch.buffer(0, count: 36 * cin * tiles)
-        let u = scratch.buffer(1, count: 36 * blockOut * cin)
-        let m = scratch.buffer(2, count: 36 * blockOut * tiles + winogradSlack)
+        let v = scratch.buffer(0, count: points * cin * tiles)
+        let u = scratch.buffer(1, count: points * blockOut * cin)
+        let m = scratch.buffer(2, count: points * blockOut * tiles + winogradSlack)
         let allRows = 0..<tiling.tileRows
         tiling.transformInput(xp, channels: cin, tileRows: allRows, into: v)
         var first = 0
         while first < cout {
             let count = min(blockOut, cout - first)
-            transformWeights(wp + first * cin * 9, outChannels: count, inChannels: cin, into: u)
+            WinogradF4.transformWeights(wp + first * cin * 9, outChannels: count, inChannels: cin, into: u)
             products(u: u, v: v, m: m, count: count, n: tiles)
             tiling.transformOutput(
                 m, channels: count, firstChannel: first, totalChannels: cout, tileRows: allRows, bias: bp, into: yp)
             first += count
         }
-        return y
     }
+}
+
+extension WinogradF4 {
+    static var points: Int { 36 }
 
     /// U[ξ][o][i] = (G·g·Gᵀ)[ξ] for `outChannels` filters g = w[o][i] (3×3), written `[36][outChannels][inChannels]`.
     ///
-    /// Eight input channels at a time, one SIMD lane each, so every store of U is eight contiguous floats; everything
-    /// in between stays in registers (no arrays: an earlier version allocated ten per filter group and spent 8 % of a
-    /// UNet step here).
+    /// Eight input channels at a time, one SIMD lane each, so every store of U is eight contiguous floats. A group of
+    /// fewer than eight (the last, when `inChannels` is not a multiple of eight) goes through a zero-padded copy, so
+    /// the loop has no per-lane branches (with them the compiler split the vectors into 128-bit halves and scalars
+    /// and spilled them).
     static func transformWeights(
         _ w: UnsafePointer<Float>, outChannels: Int, inChannels: Int, into u: UnsafeMutablePointer<Float>
     ) {
@@ -124,45 +172,67 @@ extension Kernels {
                 let (o, first) = (item / groups, (item % groups) * 8)
                 let lanes = min(8, inChannels - first)
                 let g = w + (o * inChannels + first) * 9
-                @inline(__always) func load(_ e: Int) -> SIMD8<Float> {
-                    if lanes == 8 {
-                        return SIMD8(g[e], g[9 + e], g[18 + e], g[27 + e], g[36 + e], g[45 + e], g[54 + e], g[63 + e])
-                    }
-                    var k = SIMD8<Float>.zero
-                    for lane in 0..<lanes { k[lane] = g[lane * 9 + e] }
-                    return k
-                }
                 let dst = u + o * inChannels + first
-                @inline(__always) func store(_ point: Int, _ value: SIMD8<Float>) {
-                    let out = dst + point * plane
-                    if lanes == 8 {
-                        UnsafeMutableRawPointer(out).storeBytes(of: value, as: SIMD8<Float>.self)
-                    } else {
-                        for lane in 0..<lanes { out[lane] = value[lane] }
-                    }
+                if lanes == 8 {
+                    transformFilterGroup(g, into: dst, pointStride: plane)
+                    continue
                 }
-                // G rows: [¼, 0, 0], [−⅙, −⅙, −⅙], [−⅙, ⅙, −⅙], [1/24, 1/12, ⅙], [1/24, −1/12, ⅙], [0, 0, 1];
-                // first down the kernel's rows (Gg, 6×3), then along its columns ((Gg)Gᵀ, 6×6).
-                let c0 = WinogradG(load(0), load(3), load(6))
-                let c1 = WinogradG(load(1), load(4), load(7))
-                let c2 = WinogradG(load(2), load(5), load(8))
-                @inline(__always) func emitRow(_ i: Int, _ a: SIMD8<Float>, _ b: SIMD8<Float>, _ c: SIMD8<Float>) {
-                    let row = WinogradG(a, b, c)
-                    store(i * 6, row.r0)
-                    store(i * 6 + 1, row.r1)
-                    store(i * 6 + 2, row.r2)
-                    store(i * 6 + 3, row.r3)
-                    store(i * 6 + 4, row.r4)
-                    store(i * 6 + 5, row.r5)
+                withUnsafeTemporaryAllocation(of: Float.self, capacity: 72 + 36 * 8) { buffer in
+                    let (filters, values) = (buffer.baseAddress!, buffer.baseAddress! + 72)
+                    filters.initialize(repeating: 0, count: 72)
+                    filters.update(from: g, count: lanes * 9)
+                    transformFilterGroup(filters, into: values, pointStride: 8)
+                    for point in 0..<36 { (dst + point * plane).update(from: values + point * 8, count: lanes) }
                 }
-                emitRow(0, c0.r0, c1.r0, c2.r0)
-                emitRow(1, c0.r1, c1.r1, c2.r1)
-                emitRow(2, c0.r2, c1.r2, c2.r2)
-                emitRow(3, c0.r3, c1.r3, c2.r3)
-                emitRow(4, c0.r4, c1.r4, c2.r4)
-                emitRow(5, c0.r5, c1.r5, c2.r5)
             }
         }
+    }
+
+    /// The 36 transformed values of eight consecutive 3×3 filters at `g` (72 floats, one filter per lane), each
+    /// point's eight values stored contiguously at `dst + point · pointStride`.
+    ///
+    /// The nine taps stay in registers; the transform goes one row of G·g at a time (three vectors), each row then
+    /// expanded into its six points and stored, so no more than about fifteen vectors are live at once.
+    @inline(__always)
+    static func transformFilterGroup(
+        _ g: UnsafePointer<Float>, into dst: UnsafeMutablePointer<Float>, pointStride: Int
+    ) {
+        @inline(__always) func tap(_ e: Int) -> SIMD8<Float> {
+            SIMD8(g[e], g[9 + e], g[18 + e], g[27 + e], g[36 + e], g[45 + e], g[54 + e], g[63 + e])
+        }
+        let (k00, k01, k02) = (tap(0), tap(1), tap(2))
+        let (k10, k11, k12) = (tap(3), tap(4), tap(5))
+        let (k20, k21, k22) = (tap(6), tap(7), tap(8))
+        // One row (a, b, c) of G·g, expanded along the kernel's columns into points 6·i … 6·i + 5.
+        @inline(__always) func emit(_ i: Int, _ a: SIMD8<Float>, _ b: SIMD8<Float>, _ c: SIMD8<Float>) {
+            let row = WinogradG(a, b, c)
+            let out = dst + 6 * i * pointStride
+            @inline(__always) func put(_ j: Int, _ value: SIMD8<Float>) {
+                UnsafeMutableRawPointer(out + j * pointStride).storeBytes(of: value, as: SIMD8<Float>.self)
+            }
+            put(0, row.r0)
+            put(1, row.r1)
+            put(2, row.r2)
+            put(3, row.r3)
+            put(4, row.r4)
+            put(5, row.r5)
+        }
+        // G rows: [¼, 0, 0], [−⅙, −⅙, −⅙], [−⅙, ⅙, −⅙], [1/24, 1/12, ⅙], [1/24, −1/12, ⅙], [0, 0, 1], applied down
+        // the kernel's rows: row i of G·g = G[i][0]·(k00, k01, k02) + G[i][1]·(k10, …) + G[i][2]·(k20, …).
+        emit(0, k00 * 0.25, k01 * 0.25, k02 * 0.25)
+        @inline(__always) func sum(_ a: SIMD8<Float>, _ c: SIMD8<Float>) -> SIMD8<Float> { (a + c) * (-1.0 / 6) }
+        let (s0, s1, s2) = (sum(k00, k20), sum(k01, k21), sum(k02, k22))
+        let (o0, o1, o2) = (k10 * (1.0 / 6), k11 * (1.0 / 6), k12 * (1.0 / 6))
+        emit(1, s0 - o0, s1 - o1, s2 - o2)
+        emit(2, s0 + o0, s1 + o1, s2 + o2)
+        @inline(__always) func even(_ a: SIMD8<Float>, _ c: SIMD8<Float>) -> SIMD8<Float> {
+            a * (1.0 / 24) + c * (1.0 / 6)
+        }
+        let (e0, e1, e2) = (even(k00, k20), even(k01, k21), even(k02, k22))
+        let (m0, m1, m2) = (k10 * (1.0 / 12), k11 * (1.0 / 12), k12 * (1.0 / 12))
+        emit(3, e0 + m0, e1 + m1, e2 + m2)
+        emit(4, e0 - m0, e1 - m1, e2 - m2)
+        emit(5, k20, k21, k22)
     }
 }
 
@@ -180,14 +250,14 @@ struct WinogradG {
     }
 }
 
-/// The 4×4 output tiles of one Winograd convolution and the input and output transforms.
+/// The 4×4 output tiles of one F(4×4, 3×3) convolution and the input and output transforms.
 ///
 /// Tiles are numbered by tile row over the whole batch (`r = b·tilesH + ty`), then `tx`; a band of tile rows
 /// `r₀..<r₁` is transformed into columns `(r − r₀)·tilesW + tx` of each V[ξ] and read back from M[ξ] the same way.
 /// Both transforms work on eight horizontally adjacent tiles at once (one SIMD lane each); the tiles' 6-wide input
 /// windows overlap by two, so the inputs are de-interleaved from two 32-float loads and the 4-wide outputs interleaved
 /// into one 32-float store.
-struct WinogradTiling {
+struct WinogradF4 {
     typealias Lanes = SIMD8<Float>
     let batch: Int, height: Int, width: Int
     let tilesH: Int, tilesW: Int
