@@ -59,8 +59,9 @@ import Testing
         (1, 1, 1, 1, 1, Kernels.winogradWeightBudget),
         (2, 3, 5, 2, 3, Kernels.winogradWeightBudget),
         (3, 5, 7, 9, 11, Kernels.winogradWeightBudget),
-        (2, 17, 6, 13, 16, 36 * 17 * 4),  // two blocks of output channels: 4 + 2
+        (2, 17, 6, 13, 16, 36 * 17 * 4),  // 32 tiles, two blocks of output channels (3 + 3), one per thread
         (1, 64, 9, 17, 18, 36 * 64),  // one output channel per block
+        (2, 20, 7, 20, 20, 36 * 20 * 3),  // 50 tiles (more than `fewTiles`): blocks of 3 shared by the threads
         (2, 130, 3, 8, 8, Kernels.winogradWeightBudget),
         // All weights at once, tiles in bands of two tile rows (10 tiles wide: a group of eight and a partial one),
         // the bands crossing from one image into the next.

@@ -134,21 +134,32 @@ extension Kernels {
         // block of output channels at a time.
         let tiles = tiling.count
         let perBlock = winogradBlockChannels(inChannels: cin, tiles: tiles, points: points, budget: weightBudget)
-        let blocks = (cout + perBlock - 1) / perBlock
-        let blockOut = (cout + blocks - 1) / blocks
+        let evenBlocks = (cout + perBlock - 1) / perBlock
+        let blockOut = (cout + evenBlocks - 1) / evenBlocks  // blocks of (nearly) equal size
+        let blocks = (cout + blockOut - 1) / blockOut
+        let (uCount, mCount) = (points * blockOut * cin, points * blockOut * tiles + winogradSlack)
         let v = scratch.buffer(0, count: points * cin * tiles)
-        let u = scratch.buffer(1, count: points * blockOut * cin)
-        let m = scratch.buffer(2, count: points * blockOut * tiles + winogradSlack)
         let allRows = 0..<tiling.tileRows
         tiling.transformInput(xp, channels: cin, tileRows: allRows, into: v)
-        var first = 0
-        while first < cout {
+        /// Block `b`: its weights transformed into `u`, its products into `m`, its outputs written.
+        func block(_ b: Int, u: UnsafeMutablePointer<Float>, m: UnsafeMutablePointer<Float>) {
+            let first = b * blockOut
             let count = min(blockOut, cout - first)
             WinogradF4.transformWeights(wp + first * cin * 9, outChannels: count, inChannels: cin, into: u)
             products(u: u, v: v, m: m, count: count, n: tiles)
             tiling.transformOutput(
                 m, channels: count, firstChannel: first, totalChannels: cout, tileRows: allRows, bias: bp, into: yp)
-            first += count
+        }
+        if tiles <= fewTiles {
+            // Small blocks (see `winogradBlockChannels`): each thread takes whole blocks with a U and an M of its own,
+            // so its U stays in its own cache and there is no barrier between the three steps of a block.
+            ComputePool.shared.run(chunks: blocks) { b in
+                let own = Scratch.current
+                block(b, u: own.buffer(1, count: uCount), m: own.buffer(2, count: mCount))
+            }
+        } else {
+            let (u, m) = (scratch.buffer(1, count: uCount), scratch.buffer(2, count: mCount))
+            for b in 0..<blocks { block(b, u: u, m: m) }
         }
     }
 }
