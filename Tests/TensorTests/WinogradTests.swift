@@ -86,13 +86,13 @@ import Testing
 
     @Test func blocksOfOutputChannelsStayUnderTheSmallProductLimit() {
         // 16×16 at batch 2 (32 tiles), 1152 channels: 27 channels per product (27 · 1152 · 32 ≤ 1,000,000).
-        #expect(Kernels.winogradBlockChannels(inChannels: 1152, tiles: 32, points: 36, budget: 3 << 20) == 27)
+        #expect(Kernels.winogradBlockChannels(inChannels: 1152, tiles: 32, budget: 3 << 20) == 27)
         // 2304 input channels: 13 (13 · 2304 · 32 ≤ 1,000,000).
-        #expect(Kernels.winogradBlockChannels(inChannels: 2304, tiles: 32, points: 36, budget: 3 << 20) == 13)
+        #expect(Kernels.winogradBlockChannels(inChannels: 2304, tiles: 32, budget: 3 << 20) == 13)
         // 32×32 (128 tiles): products are wide enough to pack, so the budget decides (3·2²⁰ / (36 · 768)).
-        #expect(Kernels.winogradBlockChannels(inChannels: 768, tiles: 128, points: 36, budget: 3 << 20) == 113)
+        #expect(Kernels.winogradBlockChannels(inChannels: 768, tiles: 128, budget: 3 << 20) == 113)
         // 8×8 at batch 2 (8 tiles), 1536 channels: the budget is the tighter limit (56 < 81).
-        #expect(Kernels.winogradBlockChannels(inChannels: 1536, tiles: 8, points: 36, budget: 3 << 20) == 56)
+        #expect(Kernels.winogradBlockChannels(inChannels: 1536, tiles: 8, budget: 3 << 20) == 56)
     }
 
     @Test func conv2dPicksTheAlgorithmByTileCount() {

@@ -45,8 +45,8 @@ extension Kernels {
     /// meets only 8 or 32 tiles (`bench kernels`, 16×16 at batch 2: 30 ms in blocks of 25 output channels, 38–40 ms
     /// in blocks of 48–101; `bench unet --layers`, 2304 → 1152 channels at 16×16: 1.3× sgemm in blocks of 37, 1.8× in
     /// blocks of 13).
-    static func winogradBlockChannels(inChannels: Int, tiles: Int, points: Int, budget: Int) -> Int {
-        var channels = budget / (points * inChannels)
+    static func winogradBlockChannels(inChannels: Int, tiles: Int, budget: Int) -> Int {
+        var channels = budget / (36 * inChannels)
         if tiles <= fewTiles { channels = min(channels, max(4, smallProduct / max(1, inChannels * tiles))) }
         return max(1, channels)
     }
@@ -81,20 +81,10 @@ extension Kernels {
         let y = Tensor(uninitialized: [batch, cout, height, width])
         if batch == 0 || cout == 0 || height == 0 || width == 0 { return y }
         KernelProfile.addFlops(2 * Double(batch * height * width) * Double(cout * cin * 9))
-        let (xp, yp, wp, bp) = (x.storage.pointer, y.storage.pointer, weight.storage.pointer, bias?.storage.pointer)
-        winograd(
-            WinogradF4(batch: batch, height: height, width: width), xp, cin: cin, weight: wp, cout: cout, bias: bp,
-            into: yp, weightBudget: weightBudget)
-        return y
-    }
-
-    /// The transforms and products of one Winograd convolution (`winogradConv3x3`).
-    private static func winograd(
-        _ tiling: WinogradF4, _ xp: UnsafePointer<Float>, cin: Int, weight wp: UnsafePointer<Float>, cout: Int,
-        bias bp: UnsafePointer<Float>?, into yp: UnsafeMutablePointer<Float>, weightBudget: Int
-    ) {
-        let points = WinogradF4.points
+        let tiling = WinogradF4(batch: batch, height: height, width: width)
         let scratch = Scratch.current
+        let points = 36
+        let (xp, yp, wp, bp) = (x.storage.pointer, y.storage.pointer, weight.storage.pointer, bias?.storage.pointer)
 
         /// M[ξ][count, n] = U[ξ][count, Cin] · V[ξ][Cin, n]: independent products, shared out whole among the pool's
         /// threads.
@@ -127,13 +117,13 @@ extension Kernels {
                     m, channels: cout, firstChannel: 0, totalChannels: cout, tileRows: rows, bias: bp, into: yp)
                 row = rows.upperBound
             }
-            return
+            return y
         }
 
         // Many channels on small planes (the UNet's inner levels): every tile at once, the weights transformed a
         // block of output channels at a time.
         let tiles = tiling.count
-        let perBlock = winogradBlockChannels(inChannels: cin, tiles: tiles, points: points, budget: weightBudget)
+        let perBlock = winogradBlockChannels(inChannels: cin, tiles: tiles, budget: weightBudget)
         let evenBlocks = (cout + perBlock - 1) / perBlock
         let blockOut = (cout + evenBlocks - 1) / evenBlocks  // blocks of (nearly) equal size
         let blocks = (cout + blockOut - 1) / blockOut
@@ -161,12 +151,11 @@ extension Kernels {
             let (u, m) = (scratch.buffer(1, count: uCount), scratch.buffer(2, count: mCount))
             for b in 0..<blocks { block(b, u: u, m: m) }
         }
+        return y
     }
 }
 
 extension WinogradF4 {
-    static var points: Int { 36 }
-
     /// U[ξ][o][i] = (G·g·Gᵀ)[ξ] for `outChannels` filters g = w[o][i] (3×3), written `[36][outChannels][inChannels]`.
     ///
     /// Eight input channels at a time, one SIMD lane each, so every store of U is eight contiguous floats. A group of
