@@ -6,8 +6,9 @@ import Foundation
 /// buffers and reuses them, growing them when a larger one is asked for. Buffers are per thread, so concurrent
 /// callers never share one.
 final class Scratch: @unchecked Sendable {
-    /// Slots 0–2: the kernels' temporaries; slot 3: the float32 expansion of a half-precision weight.
-    private var buffers: [TensorStorage?] = [nil, nil, nil, nil]
+    /// Slots 0–2: the kernels' temporaries; slot 3: the float32 expansion of a half-precision weight; slot 4: the
+    /// Winograd weight transform's interleaved filters.
+    private var buffers: [TensorStorage?] = [nil, nil, nil, nil, nil]
 
     private static let key: pthread_key_t = {
         var key = pthread_key_t()
@@ -26,7 +27,7 @@ final class Scratch: @unchecked Sendable {
     /// Drops this thread's buffers (they are allocated again, at the size then needed, on next use).
     func release() { for i in buffers.indices { buffers[i] = nil } }
 
-    /// Buffer `slot` (0 to 3) with room for at least `count` floats; its contents are undefined.
+    /// Buffer `slot` (0 to 4) with room for at least `count` floats; its contents are undefined.
     func buffer(_ slot: Int, count: Int) -> UnsafeMutablePointer<Float> { storage(slot, count: count).pointer }
 
     /// The storage behind buffer `slot`, for a tensor that views it.

@@ -61,12 +61,21 @@ import Testing
         (3, 5, 7, 9, 11, Kernels.winogradWeightBudget),
         (2, 17, 6, 13, 16, 36 * 17 * 4),  // 32 tiles, two blocks of output channels (3 + 3), one per thread
         (1, 64, 9, 17, 18, 36 * 64),  // one output channel per block
-        (2, 20, 7, 20, 20, 36 * 20 * 3),  // 50 tiles (more than `fewTiles`): blocks of 3 shared by the threads
+        (2, 20, 7, 20, 20, 36 * 20 * 3),  // 50 tiles: blocks of 3, each thread taking whole blocks
         (2, 130, 3, 8, 8, Kernels.winogradWeightBudget),
         // All weights at once, tiles in bands of two tile rows (10 tiles wide: a group of eight and a partial one),
         // the bands crossing from one image into the next.
         (2, 5, 4, 10, 37, 36 * 5 * 10 * 2),
         (1, 9, 3, 33, 64, Kernels.winogradWeightBudget),
+        // 40 tiles: a full panel of 24 columns and one of 16; ten output channels, the last of three row panels
+        // half empty.
+        (1, 6, 10, 16, 40, Kernels.winogradWeightBudget),
+        // Blocks of eight output channels over 3 · 5 · 7 = 105 tiles: four full panels and a partial one of 16, rows
+        // of seven tiles crossing the panels' ends.
+        (3, 11, 40, 20, 28, 36 * 11 * 16),
+        // 162 tiles (more than `fewTiles`): blocks of seven output channels shared by the threads, the weight
+        // transform's last group of eight partial in each.
+        (2, 6, 20, 36, 36, 36 * 6 * 8),
     ]
 
     @Test(arguments: cases)
@@ -84,15 +93,14 @@ import Testing
         #expect(errorNoBias <= Self.tolerance, "Winograd \(c) without bias: \(errorNoBias)")
     }
 
-    @Test func blocksOfOutputChannelsStayUnderTheSmallProductLimit() {
-        // 16×16 at batch 2 (32 tiles), 1152 channels: 27 channels per product (27 · 1152 · 32 ≤ 1,000,000).
-        #expect(Kernels.winogradBlockChannels(inChannels: 1152, tiles: 32, budget: 3 << 20) == 27)
-        // 2304 input channels: 13 (13 · 2304 · 32 ≤ 1,000,000).
-        #expect(Kernels.winogradBlockChannels(inChannels: 2304, tiles: 32, budget: 3 << 20) == 13)
-        // 32×32 (128 tiles): products are wide enough to pack, so the budget decides (3·2²⁰ / (36 · 768)).
-        #expect(Kernels.winogradBlockChannels(inChannels: 768, tiles: 128, budget: 3 << 20) == 113)
-        // 8×8 at batch 2 (8 tiles), 1536 channels: the budget is the tighter limit (56 < 81).
-        #expect(Kernels.winogradBlockChannels(inChannels: 1536, tiles: 8, budget: 3 << 20) == 56)
+    @Test func fewTilesTakeBlocksOfEightOutputChannels() {
+        // 16×16 at batch 2 (32 tiles) and 32×32 (128): one group of eight, whatever the input channels.
+        #expect(Kernels.winogradBlockChannels(inChannels: 1152, tiles: 32, budget: 3 << 20) == 8)
+        #expect(Kernels.winogradBlockChannels(inChannels: 768, tiles: 128, budget: 3 << 20) == 8)
+        // 64×64 (512 tiles): the budget decides (3·2²⁰ / (36 · 384)).
+        #expect(Kernels.winogradBlockChannels(inChannels: 384, tiles: 512, budget: 3 << 20) == 227)
+        // A budget under eight channels still holds with few tiles (the tests below force several blocks with it).
+        #expect(Kernels.winogradBlockChannels(inChannels: 17, tiles: 32, budget: 36 * 17 * 4) == 4)
     }
 
     @Test func conv2dPicksTheAlgorithmByTileCount() {
@@ -106,7 +114,8 @@ import Testing
         }
         #expect(pick((3, 3), 64) == .winograd)
         #expect(pick((3, 3), 16) == .winograd)
-        #expect(pick((3, 3), 8) == .im2col)
+        #expect(pick((3, 3), 8) == .winograd)
+        #expect(pick((3, 3), 4) == .im2col)
         #expect(pick((3, 3), batch: 8, 8) == .winograd)
         #expect(pick((3, 3), stride: 2, 64) == .im2col)
         #expect(pick((3, 3), padding: .zero, 64) == .im2col)

@@ -9,6 +9,9 @@
 // model would take four times the weights' memory, while transforming a block costs about 18 multiply-adds per
 // weight and keeps U in the cache for its products.
 //
+// The transforms write U and V already packed for `PanelGEMM`'s register tile, which multiplies them without copying
+// (through OpenBLAS each of the 36 products packed both its operands again, since it met them only once).
+//
 // F(2×2, 3×3) (U only 16/9 of the weights) was built and measured against it on every UNet level (`bench kernels`,
 // batch 2 and 8): once F(4×4)'s blocks of U were sized for the cache it was slower everywhere (16×16: 39 against
 // 30 ms, 8×8 batch 8: 75 against 61 ms), so it was not kept.
@@ -22,33 +25,30 @@ public enum ConvAlgorithm: String, Sendable, CaseIterable {
 }
 
 extension Kernels {
-    /// Winograd from this many 4×4 output tiles over the whole batch: 16×16 planes at batch 2 have 32, 8×8 planes 8,
-    /// and there the transformed weights (four times the filter's size, rebuilt on every call) cost what the products
-    /// save (`bench unet --layers`: 1536 → 1536 channels at 8×8, 0.92× sgemm against im2col's 0.87–0.91×, and 3072 →
-    /// 1536 0.76×).
-    static let winogradMinimumTiles = 32
+    /// Winograd from this many 4×4 output tiles over the whole batch: 8×8 planes at batch 2 have 8, and there it
+    /// still beats im2col (`bench kernels`, 1536 → 1536 channels: 21 against 30 ms); with fewer the weight transform
+    /// (four times the filter's size, rebuilt on every call) would cost more than the products save.
+    static let winogradMinimumTiles = 8
     /// The most floats one block of transformed weights U may hold (12 MiB, so that it stays in the last-level cache
     /// between the weight transform and the products; 16 MiB blocks made the 8×8 layers a third slower): larger
     /// layers are done in blocks of output channels.
     public static let winogradWeightBudget = 3 << 20
-    /// Multiply-adds up to which OpenBLAS's AVX-512 kernels multiply without packing the operands (its "small
-    /// matrix" path, M·N·K ≤ 100³).
-    static let smallProduct = 1_000_000
 
-    /// Products with at most this many tiles (columns) are kept under `smallProduct`.
-    static let fewTiles = 32
+    /// Up to this many tiles each thread takes whole blocks of `fewTilesBlock` output channels.
+    static let fewTiles = 128
+    /// Output channels per block when the tiles are few: one group of the weight transform's eight.
+    static let fewTilesBlock = 8
 
     /// Output channels per block of U when the tiles are taken all at once.
     ///
-    /// Within `budget`; and when the tiles are few (the 16×16 and 8×8 levels), small enough that each product stays
-    /// under `smallProduct` (but at least 4 channels): packing a block of U costs as much as multiplying it when it
-    /// meets only 8 or 32 tiles (`bench kernels`, 16×16 at batch 2: 30 ms in blocks of 25 output channels, 38–40 ms
-    /// in blocks of 48–101; `bench unet --layers`, 2304 → 1152 channels at 16×16: 1.3× sgemm in blocks of 37, 1.8× in
-    /// blocks of 13).
+    /// Within `budget`; and when the tiles are few (the 32×32, 16×16 and 8×8 levels) at most `fewTilesBlock`, so each
+    /// thread's U (36 · 8 · Cin floats, 1.3 MiB for 1152 input channels) stays in its own L2 between the weight
+    /// transform and the products, which meet it only 8 to 128 times (`bench kernels`, 1152 → 1152 at 16×16, batch 2:
+    /// 24.6 ms in blocks of 8, 25.4 in blocks of 32, 29.5 in blocks of 64; 1536 → 1536 at 8×8, batch 2: 21.1, 22.4,
+    /// 30.6 ms).
     static func winogradBlockChannels(inChannels: Int, tiles: Int, budget: Int) -> Int {
-        var channels = budget / (36 * inChannels)
-        if tiles <= fewTiles { channels = min(channels, max(4, smallProduct / max(1, inChannels * tiles))) }
-        return max(1, channels)
+        let channels = budget / (36 * inChannels)
+        return max(1, tiles <= fewTiles ? min(channels, fewTilesBlock) : channels)
     }
 
     /// Floats allocated after M, so the output transform may read whole groups of eight columns past the last tile.
@@ -86,35 +86,44 @@ extension Kernels {
         let points = 36
         let (xp, yp, wp, bp) = (x.storage.pointer, y.storage.pointer, weight.storage.pointer, bias?.storage.pointer)
 
-        /// M[ξ][count, n] = U[ξ][count, Cin] · V[ξ][Cin, n]: independent products, shared out whole among the pool's
-        /// threads.
+        /// M[ξ][count, n] = U[ξ][count, Cin] · V[ξ][Cin, n] on operands the transforms packed (`PanelGEMM`): independent
+        /// products, shared out whole among the pool's threads.
         func products(
-            u: UnsafePointer<Float>, v: UnsafePointer<Float>, m: UnsafeMutablePointer<Float>, count: Int, n: Int
+            u: UnsafePointer<Float>, v: UnsafePointer<Float>, m: UnsafeMutablePointer<Float>, count: Int,
+            columns: PanelGEMM.Columns
         ) {
+            let rows = PanelGEMM.packedRows(count)
+            let uPlane = WinogradF4.plane(PanelGEMM.packedCount(rows: count, k: cin))
+            let vPlane = WinogradF4.plane(cin * columns.padded)
+            let mPlane = WinogradF4.plane(rows * columns.padded)
             ComputePool.shared.run(chunks: points) { xi in
-                BLAS.sgemmSerial(
-                    m: count, n: n, k: cin, a: u + xi * count * cin, lda: cin, b: v + xi * cin * n, ldb: n,
-                    c: m + xi * count * n, ldc: n)
+                PanelGEMM.multiply(
+                    a: u + xi * uPlane, rowPanels: rows / PanelGEMM.panelRows, b: v + xi * vPlane, columns: columns,
+                    k: cin, c: m + xi * mPlane, ldc: columns.padded)
             }
         }
 
-        if points * cout * cin <= weightBudget {
+        let coutRows = PanelGEMM.packedRows(cout)
+        if points * coutRows * cin <= weightBudget {
             // Large planes, few channels (the VAE, the UNet's outer levels): all weights transformed once, the tiles
             // taken a band of tile rows at a time, so V and M stay within the budget too (a 512×512 VAE layer would
             // otherwise need 300 MB for each) and in the last-level cache between the transforms and the products.
-            let u = scratch.buffer(1, count: points * cout * cin)
+            let u = scratch.buffer(1, count: points * WinogradF4.plane(PanelGEMM.packedCount(rows: cout, k: cin)))
             WinogradF4.transformWeights(wp, outChannels: cout, inChannels: cin, into: u)
             let rowsPerBand = max(
-                1, min(tiling.tileRows, weightBudget / (points * max(cin, cout) * tiling.tilesW)))
-            let v = scratch.buffer(0, count: points * cin * rowsPerBand * tiling.tilesW)
-            let m = scratch.buffer(2, count: points * cout * rowsPerBand * tiling.tilesW + winogradSlack)
+                1, min(tiling.tileRows, weightBudget / (points * max(cin, coutRows) * tiling.tilesW)))
+            let most = PanelGEMM.Columns(rowsPerBand * tiling.tilesW).padded
+            let v = scratch.buffer(0, count: points * WinogradF4.plane(cin * most))
+            let m = scratch.buffer(2, count: points * WinogradF4.plane(coutRows * most) + winogradSlack)
             var row = 0
             while row < tiling.tileRows {
                 let rows = row..<min(tiling.tileRows, row + rowsPerBand)
-                tiling.transformInput(xp, channels: cin, tileRows: rows, into: v)
-                products(u: u, v: v, m: m, count: cout, n: rows.count * tiling.tilesW)
+                let columns = PanelGEMM.Columns(rows.count * tiling.tilesW)
+                tiling.transformInput(xp, channels: cin, tileRows: rows, columns: columns, into: v)
+                products(u: u, v: v, m: m, count: cout, columns: columns)
                 tiling.transformOutput(
-                    m, channels: cout, firstChannel: 0, totalChannels: cout, tileRows: rows, bias: bp, into: yp)
+                    m, rows: coutRows, columns: columns, channels: cout, firstChannel: 0, totalChannels: cout,
+                    tileRows: rows, bias: bp, into: yp)
                 row = rows.upperBound
             }
             return y
@@ -125,20 +134,26 @@ extension Kernels {
         let tiles = tiling.count
         let perBlock = winogradBlockChannels(inChannels: cin, tiles: tiles, budget: weightBudget)
         let evenBlocks = (cout + perBlock - 1) / perBlock
-        let blockOut = (cout + evenBlocks - 1) / evenBlocks  // blocks of (nearly) equal size
+        // Blocks of (nearly) equal size, in whole groups of eight output channels (the weight transform's) from eight.
+        let even = (cout + evenBlocks - 1) / evenBlocks
+        let blockOut = even < 8 ? even : min(cout, (even + 7) / 8 * 8)
         let blocks = (cout + blockOut - 1) / blockOut
-        let (uCount, mCount) = (points * blockOut * cin, points * blockOut * tiles + winogradSlack)
-        let v = scratch.buffer(0, count: points * cin * tiles)
+        let blockRows = PanelGEMM.packedRows(blockOut)
+        let columns = PanelGEMM.Columns(tiles)
+        let uCount = points * WinogradF4.plane(PanelGEMM.packedCount(rows: blockOut, k: cin))
+        let mCount = points * WinogradF4.plane(blockRows * columns.padded) + winogradSlack
+        let v = scratch.buffer(0, count: points * WinogradF4.plane(cin * columns.padded))
         let allRows = 0..<tiling.tileRows
-        tiling.transformInput(xp, channels: cin, tileRows: allRows, into: v)
+        tiling.transformInput(xp, channels: cin, tileRows: allRows, columns: columns, into: v)
         /// Block `b`: its weights transformed into `u`, its products into `m`, its outputs written.
         func block(_ b: Int, u: UnsafeMutablePointer<Float>, m: UnsafeMutablePointer<Float>) {
             let first = b * blockOut
             let count = min(blockOut, cout - first)
             WinogradF4.transformWeights(wp + first * cin * 9, outChannels: count, inChannels: cin, into: u)
-            products(u: u, v: v, m: m, count: count, n: tiles)
+            products(u: u, v: v, m: m, count: count, columns: columns)
             tiling.transformOutput(
-                m, channels: count, firstChannel: first, totalChannels: cout, tileRows: allRows, bias: bp, into: yp)
+                m, rows: PanelGEMM.packedRows(count), columns: columns, channels: count, firstChannel: first,
+                totalChannels: cout, tileRows: allRows, bias: bp, into: yp)
         }
         if tiles <= fewTiles {
             // Small blocks (see `winogradBlockChannels`): each thread takes whole blocks with a U and an M of its own,
@@ -156,39 +171,39 @@ extension Kernels {
 }
 
 extension WinogradF4 {
-    /// U[ξ][o][i] = (G·g·Gᵀ)[ξ] for `outChannels` filters g = w[o][i] (3×3), written `[36][outChannels][inChannels]`.
+    /// U[ξ][o][i] = (G·g·Gᵀ)[ξ] for `outChannels` filters g = w[o][i] (3×3), packed as `PanelGEMM`'s A:
+    /// `[36][outChannels / 8][inChannels][8]`, output channel o in lane o % 8; rows past `outChannels` are zero.
     ///
-    /// Eight input channels at a time, one SIMD lane each, so every store of U is eight contiguous floats. A group of
-    /// fewer than eight (the last, when `inChannels` is not a multiple of eight) goes through a zero-padded copy, so
-    /// the loop has no per-lane branches (with them the compiler split the vectors into 128-bit halves and scalars
-    /// and spilled them).
+    /// Eight output channels at a time, one SIMD lane each, so every store of U is eight contiguous floats. Each group's
+    /// eight rows of w are first interleaved into a buffer, read one row after the other: gathered straight from w,
+    /// eight rows 9·Cin floats apart at once, the weights came from memory at a quarter of its speed and the eight
+    /// row addresses made the compiler spill the transform's vectors (the transform took 13 % of a UNet step).
     static func transformWeights(
         _ w: UnsafePointer<Float>, outChannels: Int, inChannels: Int, into u: UnsafeMutablePointer<Float>
     ) {
-        let plane = outChannels * inChannels
-        let groups = (inChannels + 7) / 8
-        ComputePool.shared.parallelFor(outChannels * groups, minimumChunk: 64) { range in
-            for item in range {
-                let (o, first) = (item / groups, (item % groups) * 8)
-                let lanes = min(8, inChannels - first)
-                let g = w + (o * inChannels + first) * 9
-                let dst = u + o * inChannels + first
-                if lanes == 8 {
-                    transformFilterGroup(g, into: dst, pointStride: plane)
-                    continue
+        let plane = Self.plane(PanelGEMM.packedCount(rows: outChannels, k: inChannels))
+        let rowFloats = inChannels * 9
+        ComputePool.shared.run(chunks: (outChannels + 7) / 8) { group in
+            let first = group * 8
+            let lanes = min(8, outChannels - first)
+            // [Cin · 9][8]: lane l holds output channel first + l, zeros past the last.
+            let filters = Scratch.current.buffer(4, count: 8 * rowFloats)
+            for lane in 0..<8 {
+                if lane < lanes {
+                    let row = w + (first + lane) * rowFloats
+                    for j in 0..<rowFloats { filters[8 * j + lane] = row[j] }
+                } else {
+                    for j in 0..<rowFloats { filters[8 * j + lane] = 0 }
                 }
-                withUnsafeTemporaryAllocation(of: Float.self, capacity: 72 + 36 * 8) { buffer in
-                    let (filters, values) = (buffer.baseAddress!, buffer.baseAddress! + 72)
-                    filters.initialize(repeating: 0, count: 72)
-                    filters.update(from: g, count: lanes * 9)
-                    transformFilterGroup(filters, into: values, pointStride: 8)
-                    for point in 0..<36 { (dst + point * plane).update(from: values + point * 8, count: lanes) }
-                }
+            }
+            let dst = u + group * inChannels * PanelGEMM.aStep
+            for i in 0..<inChannels {
+                transformFilterGroup(filters + 72 * i, into: dst + i * PanelGEMM.aStep, pointStride: plane)
             }
         }
     }
 
-    /// The 36 transformed values of eight consecutive 3×3 filters at `g` (72 floats, one filter per lane), each
+    /// The 36 transformed values of eight 3×3 filters interleaved at `g` (tap e of every lane at `g + 8·e`), each
     /// point's eight values stored contiguously at `dst + point · pointStride`.
     ///
     /// The nine taps stay in registers; the transform goes one row of G·g at a time (three vectors), each row then
@@ -198,7 +213,7 @@ extension WinogradF4 {
         _ g: UnsafePointer<Float>, into dst: UnsafeMutablePointer<Float>, pointStride: Int
     ) {
         @inline(__always) func tap(_ e: Int) -> SIMD8<Float> {
-            SIMD8(g[e], g[9 + e], g[18 + e], g[27 + e], g[36 + e], g[45 + e], g[54 + e], g[63 + e])
+            UnsafeRawPointer(g + 8 * e).loadUnaligned(as: SIMD8<Float>.self)
         }
         let (k00, k01, k02) = (tap(0), tap(1), tap(2))
         let (k10, k11, k12) = (tap(3), tap(4), tap(5))
@@ -270,20 +285,27 @@ struct WinogradF4 {
 
     /// Tiles over the whole batch.
     var count: Int { batch * tilesH * tilesW }
+
+    /// Floats from one point's U, V or M to the next's: a cache line more than the `floats` they hold, so the 36
+    /// streams a transform writes at once do not all fall on the same offset within 4 KiB pages (with blocks of 32
+    /// output channels × 1152 inputs they did: the weight transform ran at half speed).
+    static func plane(_ floats: Int) -> Int { floats + 16 }
     /// Tile rows over the whole batch.
     var tileRows: Int { batch * tilesH }
 
     /// V[ξ][c][column] = (Bᵀ·d·B)[ξ] for the 6×6 patch d at rows 4·ty − 1…4·ty + 4, columns 4·tx − 1…4·tx + 4 (zero
-    /// outside the image) of the tiles in `tileRows`, written `[36][channels][tileRows.count · tilesW]`.
+    /// outside the image) of the tiles in `tileRows`, each V[ξ] packed as `PanelGEMM`'s B with `columns`
+    /// (`tileRows.count · tilesW` of them), `channels · columns.padded` floats apart.
     func transformInput(
-        _ x: UnsafePointer<Float>, channels: Int, tileRows: Range<Int>, into v: UnsafeMutablePointer<Float>
+        _ x: UnsafePointer<Float>, channels: Int, tileRows: Range<Int>, columns: PanelGEMM.Columns,
+        into v: UnsafeMutablePointer<Float>
     ) {
         let (tilesH, tilesW, height, width) = (tilesH, tilesW, height, width)
-        let columns = tileRows.count * tilesW
+        precondition(columns.count == tileRows.count * tilesW, "Winograd band of \(columns.count) columns")
         // Room for the 32-float loads of the last group of eight tiles (4·groups·8 + 4 + 32 − 4·8).
         let groups = (tilesW + 7) / 8
         let stripWidth = 32 * groups + 8
-        let pointStride = channels * columns
+        let pointStride = Self.plane(channels * columns.padded)
         ComputePool.shared.parallelFor(tileRows.count * channels) { range in
             // Bᵀ applied down the columns of the six input rows, 6 × stripWidth, with the zero padding column at
             // index 0 and zeros after the last column (never written, so they stay zero).
@@ -334,7 +356,7 @@ struct WinogradF4 {
                 let firstColumn = band * tilesW
                 for i in 0..<6 {
                     let t = bt + i * stripWidth
-                    let out = v + (i * 6) * pointStride + c * columns + firstColumn
+                    let out = v + (i * 6) * pointStride
                     var tx = 0
                     while tx < tilesW {
                         // e_m[lane] = t[4·(tx + lane) + m], m = 0…5
@@ -347,13 +369,27 @@ struct WinogradF4 {
                             4 * e0 - 5 * e2 + e4, -4 * (e1 + e2) + e3 + e4, 4 * (e1 - e2) - e3 + e4,
                             2 * (e3 - e1) - e2 + e4, 2 * (e1 - e3) - e2 + e4, 4 * e1 - 5 * e3 + e5
                         )
-                        let lanes = min(8, tilesW - tx)
-                        Self.store(results.0, out + tx, lanes: lanes)
-                        Self.store(results.1, out + pointStride + tx, lanes: lanes)
-                        Self.store(results.2, out + 2 * pointStride + tx, lanes: lanes)
-                        Self.store(results.3, out + 3 * pointStride + tx, lanes: lanes)
-                        Self.store(results.4, out + 4 * pointStride + tx, lanes: lanes)
-                        Self.store(results.5, out + 5 * pointStride + tx, lanes: lanes)
+                        let (column, lanes) = (firstColumn + tx, min(8, tilesW - tx))
+                        if columns.samePanel(column, lanes) {
+                            let at = out + columns.offset(row: c, column: column, rows: channels)
+                            Self.store(results.0, at, lanes: lanes)
+                            Self.store(results.1, at + pointStride, lanes: lanes)
+                            Self.store(results.2, at + 2 * pointStride, lanes: lanes)
+                            Self.store(results.3, at + 3 * pointStride, lanes: lanes)
+                            Self.store(results.4, at + 4 * pointStride, lanes: lanes)
+                            Self.store(results.5, at + 5 * pointStride, lanes: lanes)
+                        } else {
+                            // Eight tiles across the end of a panel (rows of tiles not a multiple of eight wide).
+                            for lane in 0..<lanes {
+                                let at = out + columns.offset(row: c, column: column + lane, rows: channels)
+                                at[0] = results.0[lane]
+                                at[pointStride] = results.1[lane]
+                                at[2 * pointStride] = results.2[lane]
+                                at[3 * pointStride] = results.3[lane]
+                                at[4 * pointStride] = results.4[lane]
+                                at[5 * pointStride] = results.5[lane]
+                            }
+                        }
                         tx += 8
                     }
                 }
@@ -362,14 +398,14 @@ struct WinogradF4 {
     }
 
     /// y[b][first + o] = Aᵀ·M[·][o][column]·A (+ bias) for `channels` output channels and the tiles in `tileRows`,
-    /// cropped to the image.
+    /// cropped to the image; each M[ξ] has `rows` rows of `columns.padded` floats.
     func transformOutput(
-        _ m: UnsafePointer<Float>, channels: Int, firstChannel: Int, totalChannels: Int, tileRows: Range<Int>,
-        bias: UnsafePointer<Float>?, into y: UnsafeMutablePointer<Float>
+        _ m: UnsafePointer<Float>, rows mRows: Int, columns: PanelGEMM.Columns, channels: Int, firstChannel: Int,
+        totalChannels: Int, tileRows: Range<Int>, bias: UnsafePointer<Float>?, into y: UnsafeMutablePointer<Float>
     ) {
         let (tilesH, tilesW, height, width) = (tilesH, tilesW, height, width)
-        let columns = tileRows.count * tilesW
-        let pointStride = channels * columns
+        let rowStride = columns.padded
+        let pointStride = Self.plane(mRows * rowStride)
         let groups = (tilesW + 7) / 8
         ComputePool.shared.parallelFor(tileRows.count * channels) { range in
             // Aᵀ applied down the columns of one tile row: 4 × 6 × (8 · groups), then along the rows.
@@ -386,7 +422,7 @@ struct WinogradF4 {
                 let firstColumn = band * tilesW
                 // Aᵀ rows: [1,1,1,1,1,0], [0,1,−1,2,−2,0], [0,1,1,4,4,0], [0,1,−1,8,−8,1].
                 for j in 0..<6 {
-                    let src = m + j * pointStride + o * columns + firstColumn
+                    let src = m + j * pointStride + o * rowStride + firstColumn
                     let (m0, m1, m2) = (src, src + 6 * pointStride, src + 12 * pointStride)
                     let (m3, m4, m5) = (src + 18 * pointStride, src + 24 * pointStride, src + 30 * pointStride)
                     let row = rows + j * rowsWidth

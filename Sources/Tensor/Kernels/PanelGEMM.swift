@@ -1,0 +1,246 @@
+// Products of operands that the Winograd transforms write already packed, so nothing is copied between a transform and
+// its product (OpenBLAS packs both operands of every call: 12–13 % of a UNet step and 11 % of a VAE decode went to
+// its copy routines, since each of the 36 products meets its operands only once).
+//
+// The register tile is 4 rows × 24 columns: twelve 8-float accumulators, three vector loads of B and four broadcasts
+// of A per step of k, which keeps both FMA pipes busy with AVX2 (about 110 GFLOP/s on one Zen 4 core from the
+// caches, what OpenBLAS's own kernels reach there). A holds its panels in pairs, eight floats per step of k, as the
+// weight transform computes eight output channels at once (one 32-byte store per point; stored as two halves, the
+// compiler split the whole transform into 128-bit halves and spilled it); twenty-four columns are three groups of the
+// input transform's eight tiles.
+
+/// C = A·B for A packed in pairs of 4-row panels (`[rowPanels / 2][k][8]`, rows 0–3 of the pair then rows 4–7 at
+/// each step of k) and B in panels of 24 columns (`[panel][k][24]`, the last panel 8, 16 or 24 wide).
+enum PanelGEMM {
+    /// Rows of A (and C) per panel.
+    static let panelRows = 4
+    /// Columns of B (and C) per full panel.
+    static let panelColumns = 24
+
+    /// Where the columns of a packed B live: panels of 24 columns, the last holding the rest padded to a multiple of
+    /// eight (8, 16 or 24 wide; the padding columns are never read back from C).
+    struct Columns {
+        /// Columns in use.
+        let count: Int
+        /// Panels of 24 columns.
+        let fullPanels: Int
+        /// Width of the last, partial panel: 0, 8, 16 or 24.
+        let tail: Int
+
+        init(_ count: Int) {
+            self.count = count
+            fullPanels = count / PanelGEMM.panelColumns
+            tail = (count % PanelGEMM.panelColumns + 7) / 8 * 8
+        }
+
+        /// Columns of storage, padding included: the row stride of C.
+        var padded: Int { fullPanels * PanelGEMM.panelColumns + tail }
+        /// Panels in all.
+        var panels: Int { fullPanels + (tail > 0 ? 1 : 0) }
+
+        /// Width of panel `p`.
+        @inline(__always) func width(_ p: Int) -> Int { p < fullPanels ? PanelGEMM.panelColumns : tail }
+
+        /// Offset of element (row `k`, column `j`) in a packed B of `rows` rows.
+        @inline(__always) func offset(row k: Int, column j: Int, rows: Int) -> Int {
+            let p = j / PanelGEMM.panelColumns
+            return p * PanelGEMM.panelColumns * rows + k * width(p) + j - p * PanelGEMM.panelColumns
+        }
+
+        /// Whether columns `j..<j + n` lie in one panel (so they are contiguous in every row).
+        @inline(__always) func samePanel(_ j: Int, _ n: Int) -> Bool {
+            j / PanelGEMM.panelColumns == (j + n - 1) / PanelGEMM.panelColumns
+        }
+    }
+
+    /// Rows of C for `rows` rows of A: whole panels.
+    static func packedRows(_ rows: Int) -> Int { (rows + panelRows - 1) / panelRows * panelRows }
+
+    /// Floats of a packed A of `rows` rows (whole pairs of panels, the rows past `rows` zero) and `k` columns.
+    static func packedCount(rows: Int, k: Int) -> Int { (rows + 7) / 8 * 8 * k }
+
+    /// Floats per step of k in a packed A.
+    static let aStep = 8
+
+    /// C[0..<4·rowPanels][0..<columns.padded] = A·B, C's rows `ldc` apart.
+    ///
+    /// Panels of B are taken one at a time and met by every panel of A (blocks of A up to about 256 KiB, so a block
+    /// stays in the core's L2 across the panels of B while each panel of B stays in L1).
+    static func multiply(
+        a: UnsafePointer<Float>, rowPanels: Int, b: UnsafePointer<Float>, columns: Columns, k: Int,
+        c: UnsafeMutablePointer<Float>, ldc: Int
+    ) {
+        let panelFloats = panelRows * k
+        let block = max(2, (64 << 10) / max(1, panelFloats)) / 2 * 2  // whole pairs
+        /// Panel `r` of A: its pair, then its half of each step.
+        @inline(__always) func panel(_ r: Int) -> UnsafePointer<Float> { a + r / 2 * aStep * k + r % 2 * panelRows }
+        var first = 0
+        while first < rowPanels {
+            let last = min(rowPanels, first + block)
+            for p in 0..<columns.panels {
+                let bp = b + p * panelColumns * k
+                let cp = c + p * panelColumns
+                switch columns.width(p) {
+                case 24:
+                    for r in first..<last { kernel4x24(k, panel(r), bp, cp + r * panelRows * ldc, ldc) }
+                case 16:
+                    for r in first..<last { kernel4x16(k, panel(r), bp, cp + r * panelRows * ldc, ldc) }
+                default:
+                    // Eight columns: both panels of a pair at once (eight accumulators, one load of B per step).
+                    var r = first
+                    while r + 1 < last {
+                        kernel8x8(k, panel(r), bp, cp + r * panelRows * ldc, ldc)
+                        r += 2
+                    }
+                    if r < last { kernel4x8(k, panel(r), bp, cp + r * panelRows * ldc, ldc) }
+                }
+            }
+            first = last
+        }
+    }
+
+    typealias Lanes = SIMD8<Float>
+
+    @inline(__always) static func load(_ p: UnsafePointer<Float>) -> Lanes {
+        UnsafeRawPointer(p).loadUnaligned(as: Lanes.self)
+    }
+
+    @inline(__always) static func store(_ v: Lanes, _ p: UnsafeMutablePointer<Float>) {
+        UnsafeMutableRawPointer(p).storeBytes(of: v, as: Lanes.self)
+    }
+
+    // The four kernels are written out rather than generic: with the accumulators in an InlineArray the compiler
+    // kept them on the stack (a third of the speed).
+
+    /// C[4][24] = A[k][4]ᵀ · B[k][24], A's steps `aStep` floats apart.
+    @inline(never)
+    static func kernel4x24(
+        _ k: Int, _ a: UnsafePointer<Float>, _ b: UnsafePointer<Float>, _ c: UnsafeMutablePointer<Float>, _ ldc: Int
+    ) {
+        var (c00, c01, c02, c10, c11, c12) = (Lanes(), Lanes(), Lanes(), Lanes(), Lanes(), Lanes())
+        var (c20, c21, c22, c30, c31, c32) = (Lanes(), Lanes(), Lanes(), Lanes(), Lanes(), Lanes())
+        var (pa, pb) = (a, b)
+        for _ in 0..<k {
+            let (b0, b1, b2) = (load(pb), load(pb + 8), load(pb + 16))
+            var s = Lanes(repeating: pa[0])
+            (c00, c01, c02) = (c00.addingProduct(s, b0), c01.addingProduct(s, b1), c02.addingProduct(s, b2))
+            s = Lanes(repeating: pa[1])
+            (c10, c11, c12) = (c10.addingProduct(s, b0), c11.addingProduct(s, b1), c12.addingProduct(s, b2))
+            s = Lanes(repeating: pa[2])
+            (c20, c21, c22) = (c20.addingProduct(s, b0), c21.addingProduct(s, b1), c22.addingProduct(s, b2))
+            s = Lanes(repeating: pa[3])
+            (c30, c31, c32) = (c30.addingProduct(s, b0), c31.addingProduct(s, b1), c32.addingProduct(s, b2))
+            pa += aStep
+            pb += 24
+        }
+        store(c00, c)
+        store(c01, c + 8)
+        store(c02, c + 16)
+        store(c10, c + ldc)
+        store(c11, c + ldc + 8)
+        store(c12, c + ldc + 16)
+        store(c20, c + 2 * ldc)
+        store(c21, c + 2 * ldc + 8)
+        store(c22, c + 2 * ldc + 16)
+        store(c30, c + 3 * ldc)
+        store(c31, c + 3 * ldc + 8)
+        store(c32, c + 3 * ldc + 16)
+    }
+
+    /// C[4][16] = A[k][4]ᵀ · B[k][16], A's steps `aStep` floats apart.
+    @inline(never)
+    static func kernel4x16(
+        _ k: Int, _ a: UnsafePointer<Float>, _ b: UnsafePointer<Float>, _ c: UnsafeMutablePointer<Float>, _ ldc: Int
+    ) {
+        var (c00, c01, c10, c11) = (Lanes(), Lanes(), Lanes(), Lanes())
+        var (c20, c21, c30, c31) = (Lanes(), Lanes(), Lanes(), Lanes())
+        var (pa, pb) = (a, b)
+        for _ in 0..<k {
+            let (b0, b1) = (load(pb), load(pb + 8))
+            var s = Lanes(repeating: pa[0])
+            (c00, c01) = (c00.addingProduct(s, b0), c01.addingProduct(s, b1))
+            s = Lanes(repeating: pa[1])
+            (c10, c11) = (c10.addingProduct(s, b0), c11.addingProduct(s, b1))
+            s = Lanes(repeating: pa[2])
+            (c20, c21) = (c20.addingProduct(s, b0), c21.addingProduct(s, b1))
+            s = Lanes(repeating: pa[3])
+            (c30, c31) = (c30.addingProduct(s, b0), c31.addingProduct(s, b1))
+            pa += aStep
+            pb += 16
+        }
+        store(c00, c)
+        store(c01, c + 8)
+        store(c10, c + ldc)
+        store(c11, c + ldc + 8)
+        store(c20, c + 2 * ldc)
+        store(c21, c + 2 * ldc + 8)
+        store(c30, c + 3 * ldc)
+        store(c31, c + 3 * ldc + 8)
+    }
+
+    /// C[8][8] = A[k][8]ᵀ · B[k][8]: a whole pair of panels.
+    @inline(never)
+    static func kernel8x8(
+        _ k: Int, _ a: UnsafePointer<Float>, _ b: UnsafePointer<Float>, _ c: UnsafeMutablePointer<Float>, _ ldc: Int
+    ) {
+        var (c0, c1, c2, c3) = (Lanes(), Lanes(), Lanes(), Lanes())
+        var (c4, c5, c6, c7) = (Lanes(), Lanes(), Lanes(), Lanes())
+        var (pa, pb) = (a, b)
+        for _ in 0..<k {
+            let b0 = load(pb)
+            c0 = c0.addingProduct(Lanes(repeating: pa[0]), b0)
+            c1 = c1.addingProduct(Lanes(repeating: pa[1]), b0)
+            c2 = c2.addingProduct(Lanes(repeating: pa[2]), b0)
+            c3 = c3.addingProduct(Lanes(repeating: pa[3]), b0)
+            c4 = c4.addingProduct(Lanes(repeating: pa[4]), b0)
+            c5 = c5.addingProduct(Lanes(repeating: pa[5]), b0)
+            c6 = c6.addingProduct(Lanes(repeating: pa[6]), b0)
+            c7 = c7.addingProduct(Lanes(repeating: pa[7]), b0)
+            pa += aStep
+            pb += 8
+        }
+        store(c0, c)
+        store(c1, c + ldc)
+        store(c2, c + 2 * ldc)
+        store(c3, c + 3 * ldc)
+        store(c4, c + 4 * ldc)
+        store(c5, c + 5 * ldc)
+        store(c6, c + 6 * ldc)
+        store(c7, c + 7 * ldc)
+    }
+
+    /// C[4][8] = A[k][4]ᵀ · B[k][8], A's steps `aStep` floats apart; two accumulators per row (even and odd k) to hide
+    /// the FMA latency.
+    @inline(never)
+    static func kernel4x8(
+        _ k: Int, _ a: UnsafePointer<Float>, _ b: UnsafePointer<Float>, _ c: UnsafeMutablePointer<Float>, _ ldc: Int
+    ) {
+        var (c0, c1, c2, c3) = (Lanes(), Lanes(), Lanes(), Lanes())
+        var (d0, d1, d2, d3) = (Lanes(), Lanes(), Lanes(), Lanes())
+        var (pa, pb) = (a, b)
+        for _ in 0..<(k / 2) {
+            let (b0, b1) = (load(pb), load(pb + 8))
+            c0 = c0.addingProduct(Lanes(repeating: pa[0]), b0)
+            c1 = c1.addingProduct(Lanes(repeating: pa[1]), b0)
+            c2 = c2.addingProduct(Lanes(repeating: pa[2]), b0)
+            c3 = c3.addingProduct(Lanes(repeating: pa[3]), b0)
+            d0 = d0.addingProduct(Lanes(repeating: pa[aStep]), b1)
+            d1 = d1.addingProduct(Lanes(repeating: pa[aStep + 1]), b1)
+            d2 = d2.addingProduct(Lanes(repeating: pa[aStep + 2]), b1)
+            d3 = d3.addingProduct(Lanes(repeating: pa[aStep + 3]), b1)
+            pa += 2 * aStep
+            pb += 16
+        }
+        if k % 2 == 1 {
+            let b0 = load(pb)
+            c0 = c0.addingProduct(Lanes(repeating: pa[0]), b0)
+            c1 = c1.addingProduct(Lanes(repeating: pa[1]), b0)
+            c2 = c2.addingProduct(Lanes(repeating: pa[2]), b0)
+            c3 = c3.addingProduct(Lanes(repeating: pa[3]), b0)
+        }
+        store(c0 + d0, c)
+        store(c1 + d1, c + ldc)
+        store(c2 + d2, c + 2 * ldc)
+        store(c3 + d3, c + 3 * ldc)
+    }
+}
