@@ -66,6 +66,8 @@ import Testing
         // All weights at once, tiles in bands of two tile rows (10 tiles wide: a group of eight and a partial one),
         // the bands crossing from one image into the next.
         (2, 5, 4, 10, 37, 36 * 5 * 10 * 2),
+        // Bands of one tile row, six of them: each thread takes whole bands with a V and an M of its own.
+        (2, 5, 4, 10, 37, 36 * 5 * 10),
         (1, 9, 3, 33, 64, Kernels.winogradWeightBudget),
         // 40 tiles: a full panel of 24 columns and one of 16; ten output channels, the last of three row panels
         // half empty.

@@ -34,6 +34,12 @@ extension Kernels {
     /// layers are done in blocks of output channels.
     public static let winogradWeightBudget = 3 << 20
 
+    /// The most floats of V (and of M) one thread's band of tile rows may hold when each thread takes its own bands
+    /// (4 MiB: one tile row of the VAE's 512×512, 256×256 and 128×128 layers).
+    static let bandBudget = 1 << 20
+    /// Bands of their own for the threads from this many bands (with fewer, one thread would wait on the other).
+    static let minimumOwnBands = 4
+
     /// Up to this many tiles each thread takes whole blocks of `fewTilesBlock` output channels.
     static let fewTiles = 128
     /// Output channels per block when the tiles are few: one group of the weight transform's eight.
@@ -110,21 +116,38 @@ extension Kernels {
             // otherwise need 300 MB for each) and in the last-level cache between the transforms and the products.
             let u = scratch.buffer(1, count: points * WinogradF4.plane(PanelGEMM.packedCount(rows: cout, k: cin)))
             WinogradF4.transformWeights(wp, outChannels: cout, inChannels: cin, into: u)
-            let rowsPerBand = max(
-                1, min(tiling.tileRows, weightBudget / (points * max(cin, coutRows) * tiling.tilesW)))
+            let floatsPerRow = points * max(cin, coutRows) * tiling.tilesW
+            // Rows per band when each thread takes its own bands, if that gives enough bands; else the whole budget.
+            let ownRows = max(1, min(tiling.tileRows, min(weightBudget, bandBudget) / floatsPerRow))
+            let rowsPerBand =
+                (tiling.tileRows + ownRows - 1) / ownRows >= minimumOwnBands
+                ? ownRows : max(1, min(tiling.tileRows, weightBudget / floatsPerRow))
+            let bands = (tiling.tileRows + rowsPerBand - 1) / rowsPerBand
             let most = PanelGEMM.Columns(rowsPerBand * tiling.tilesW).padded
-            let v = scratch.buffer(0, count: points * WinogradF4.plane(cin * most))
-            let m = scratch.buffer(2, count: points * WinogradF4.plane(coutRows * most) + winogradSlack)
-            var row = 0
-            while row < tiling.tileRows {
-                let rows = row..<min(tiling.tileRows, row + rowsPerBand)
+            let (vCount, mCount) = (
+                points * WinogradF4.plane(cin * most), points * WinogradF4.plane(coutRows * most) + winogradSlack
+            )
+            /// Band `b`: its tiles transformed into `v`, its products into `m`, its outputs written.
+            func band(_ b: Int, v: UnsafeMutablePointer<Float>, m: UnsafeMutablePointer<Float>) {
+                let rows = b * rowsPerBand..<min(tiling.tileRows, (b + 1) * rowsPerBand)
                 let columns = PanelGEMM.Columns(rows.count * tiling.tilesW)
                 tiling.transformInput(xp, channels: cin, tileRows: rows, columns: columns, into: v)
                 products(u: u, v: v, m: m, count: cout, columns: columns)
                 tiling.transformOutput(
                     m, rows: coutRows, columns: columns, channels: cout, firstChannel: 0, totalChannels: cout,
                     tileRows: rows, bias: bp, into: yp)
-                row = rows.upperBound
+            }
+            if bands >= minimumOwnBands {
+                // Each thread takes whole bands with a V and an M of its own, small enough to stay in the last-level
+                // cache beside the other thread's (two of 12 MiB each, shared, did not: the transforms and products
+                // then waited on memory).
+                ComputePool.shared.run(chunks: bands) { b in
+                    let own = Scratch.current
+                    band(b, v: own.buffer(0, count: vCount), m: own.buffer(2, count: mCount))
+                }
+            } else {
+                let (v, m) = (scratch.buffer(0, count: vCount), scratch.buffer(2, count: mCount))
+                for b in 0..<bands { band(b, v: v, m: m) }
             }
             return y
         }

@@ -1,0 +1,60 @@
+import TestSupport
+import Testing
+
+@testable import Tensor
+
+/// The Winograd products' register tiles against a plain triple loop in double precision: every panel width (24, 16
+/// and 8, with pairs of row panels and a lone one), odd and single steps of k, and row counts that leave a panel
+/// partly empty.
+@Suite struct PanelGEMMTests {
+    static let cases = [
+        // (rows, columns, k)
+        (1, 1, 1), (4, 24, 3), (5, 30, 7), (8, 8, 5), (12, 8, 1), (13, 53, 9), (7, 16, 2), (16, 72, 33),
+    ]
+
+    @Test(arguments: cases)
+    func matchesPlainProduct(_ c: (Int, Int, Int)) {
+        let (rows, count, k) = c
+        var rng = SeededGenerator(seed: 11)
+        let a = rng.floats(rows * k, in: -1...1)  // [rows][k]
+        let b = rng.floats(k * count, in: -1...1)  // [k][count]
+        let columns = PanelGEMM.Columns(count)
+        let panels = PanelGEMM.packedRows(rows) / PanelGEMM.panelRows
+        var packedA = [Float](repeating: 0, count: PanelGEMM.packedCount(rows: rows, k: k))
+        for r in 0..<rows {
+            for i in 0..<k { packedA[r / 8 * 8 * k + i * PanelGEMM.aStep + r % 8] = a[r * k + i] }
+        }
+        // Padding columns hold NaN: they may only reach C's padding columns.
+        var packedB = [Float](repeating: .nan, count: k * columns.padded)
+        for i in 0..<k {
+            for j in 0..<count { packedB[columns.offset(row: i, column: j, rows: k)] = b[i * count + j] }
+        }
+        var out = [Float](repeating: .nan, count: panels * PanelGEMM.panelRows * columns.padded)
+        packedA.withUnsafeBufferPointer { pa in
+            packedB.withUnsafeBufferPointer { pb in
+                out.withUnsafeMutableBufferPointer { pc in
+                    PanelGEMM.multiply(
+                        a: pa.baseAddress!, rowPanels: panels, b: pb.baseAddress!, columns: columns, k: k,
+                        c: pc.baseAddress!, ldc: columns.padded)
+                }
+            }
+        }
+        var worst = 0.0
+        for r in 0..<rows {
+            for j in 0..<count {
+                var sum = 0.0
+                for i in 0..<k { sum += Double(a[r * k + i]) * Double(b[i * count + j]) }
+                worst = max(worst, abs(Double(out[r * columns.padded + j]) - sum))
+            }
+        }
+        #expect(worst <= 1e-5 * Double(k), "rows \(rows), columns \(count), k \(k): max error \(worst)")
+    }
+
+    @Test func columnPanelsAreTwentyFourWideThenARoundedRest() {
+        #expect(PanelGEMM.Columns(53).padded == 48 + 8)
+        #expect(PanelGEMM.Columns(40).width(1) == 16)
+        #expect(PanelGEMM.Columns(20).panels == 1 && PanelGEMM.Columns(20).width(0) == 24)
+        // Column 30 of 53: panel 1 (24 wide), row 2 → 24 · 3 rows + 2 · 24 + 6.
+        #expect(PanelGEMM.Columns(53).offset(row: 2, column: 30, rows: 3) == 72 + 48 + 6)
+    }
+}
