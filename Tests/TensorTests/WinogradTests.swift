@@ -68,6 +68,9 @@ import Testing
         (2, 5, 4, 10, 37, 36 * 5 * 10 * 2),
         // Bands of one tile row, six of them: each thread takes whole bands with a V and an M of its own.
         (2, 5, 4, 10, 37, 36 * 5 * 10),
+        // A tile row over the budget: bands of eight tiles within a row (8 + 8 + 2 tiles, the last with a partial
+        // tile), whose outputs must stop where the next band's begin.
+        (1, 3, 2, 8, 70, 36 * 4 * 8),
         (1, 9, 3, 33, 64, Kernels.winogradWeightBudget),
         // 40 tiles: a full panel of 24 columns and one of 16; ten output channels, the last of three row panels
         // half empty.

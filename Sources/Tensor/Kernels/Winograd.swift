@@ -34,9 +34,11 @@ extension Kernels {
     /// layers are done in blocks of output channels.
     public static let winogradWeightBudget = 3 << 20
 
-    /// The most floats of V (and of M) one thread's band of tile rows may hold when each thread takes its own bands
-    /// (4 MiB: one tile row of the VAE's 512×512, 256×256 and 128×128 layers).
-    static let bandBudget = 1 << 20
+    /// The most floats of V (and of M) one thread's band may hold when each thread takes its own bands: 1 MiB, so V
+    /// and M stay in the core's L2 between the transforms and the products (56 tiles of a 128-channel VAE layer, 8 of
+    /// a 512-channel one). `bench vae`, same run: 5.26–5.36 s with 1 MiB bands, 5.48–5.81 with 2 MiB, 5.68–5.75 with
+    /// whole tile rows of 4 MiB, 5.52–5.96 with 512 KiB.
+    static let bandBudget = 1 << 18
     /// Bands of their own for the threads from this many bands (with fewer, one thread would wait on the other).
     static let minimumOwnBands = 4
 
@@ -116,34 +118,45 @@ extension Kernels {
             // otherwise need 300 MB for each) and in the last-level cache between the transforms and the products.
             let u = scratch.buffer(1, count: points * WinogradF4.plane(PanelGEMM.packedCount(rows: cout, k: cin)))
             WinogradF4.transformWeights(wp, outChannels: cout, inChannels: cin, into: u)
-            let floatsPerRow = points * max(cin, coutRows) * tiling.tilesW
-            // Rows per band when each thread takes its own bands, if that gives enough bands; else the whole budget.
-            let ownRows = max(1, min(tiling.tileRows, min(weightBudget, bandBudget) / floatsPerRow))
+            // Bands of tile rows, or of tiles within a row when one row of V would be over `bandBudget`.
+            let floatsPerTile = points * max(cin, coutRows)
+            let chunk = max(8, min(weightBudget, bandBudget) / floatsPerTile / 8 * 8)
+            let ownRows = max(1, min(tiling.tileRows, min(weightBudget, bandBudget) / (floatsPerTile * tiling.tilesW)))
+            let ownChunk = min(tiling.tilesW, chunk)
+            let chunksPerRow = (tiling.tilesW + ownChunk - 1) / ownChunk
+            let ownBands = chunksPerRow > 1 ? tiling.tileRows * chunksPerRow : (tiling.tileRows + ownRows - 1) / ownRows
+            let own = ownBands >= minimumOwnBands
+            // Shared bands (too few of their own for the threads): whole rows within the budget.
             let rowsPerBand =
-                (tiling.tileRows + ownRows - 1) / ownRows >= minimumOwnBands
-                ? ownRows : max(1, min(tiling.tileRows, weightBudget / floatsPerRow))
-            let bands = (tiling.tileRows + rowsPerBand - 1) / rowsPerBand
-            let most = PanelGEMM.Columns(rowsPerBand * tiling.tilesW).padded
+                own
+                ? (chunksPerRow > 1 ? 1 : ownRows)
+                : max(1, min(tiling.tileRows, weightBudget / (floatsPerTile * tiling.tilesW)))
+            let tilesPerBand = own ? ownChunk : tiling.tilesW
+            let perRow = (tiling.tilesW + tilesPerBand - 1) / tilesPerBand
+            let bands = (tiling.tileRows + rowsPerBand - 1) / rowsPerBand * perRow
+            let most = PanelGEMM.Columns(rowsPerBand * tilesPerBand).padded
             let (vCount, mCount) = (
                 points * WinogradF4.plane(cin * most), points * WinogradF4.plane(coutRows * most) + winogradSlack
             )
             /// Band `b`: its tiles transformed into `v`, its products into `m`, its outputs written.
             func band(_ b: Int, v: UnsafeMutablePointer<Float>, m: UnsafeMutablePointer<Float>) {
-                let rows = b * rowsPerBand..<min(tiling.tileRows, (b + 1) * rowsPerBand)
-                let columns = PanelGEMM.Columns(rows.count * tiling.tilesW)
-                tiling.transformInput(xp, channels: cin, tileRows: rows, columns: columns, into: v)
+                let (rowBand, part) = (b / perRow, b % perRow)
+                let rows = rowBand * rowsPerBand..<min(tiling.tileRows, (rowBand + 1) * rowsPerBand)
+                let tiles = part * tilesPerBand..<min(tiling.tilesW, (part + 1) * tilesPerBand)
+                let columns = PanelGEMM.Columns(rows.count * tiles.count)
+                tiling.transformInput(xp, channels: cin, tileRows: rows, tileColumns: tiles, columns: columns, into: v)
                 products(u: u, v: v, m: m, count: cout, columns: columns)
                 tiling.transformOutput(
                     m, rows: coutRows, columns: columns, channels: cout, firstChannel: 0, totalChannels: cout,
-                    tileRows: rows, bias: bp, into: yp)
+                    tileRows: rows, tileColumns: tiles, bias: bp, into: yp)
             }
-            if bands >= minimumOwnBands {
+            if own {
                 // Each thread takes whole bands with a V and an M of its own, small enough to stay in the last-level
                 // cache beside the other thread's (two of 12 MiB each, shared, did not: the transforms and products
                 // then waited on memory).
                 ComputePool.shared.run(chunks: bands) { b in
-                    let own = Scratch.current
-                    band(b, v: own.buffer(0, count: vCount), m: own.buffer(2, count: mCount))
+                    let mine = Scratch.current
+                    band(b, v: mine.buffer(0, count: vCount), m: mine.buffer(2, count: mCount))
                 }
             } else {
                 let (v, m) = (scratch.buffer(0, count: vCount), scratch.buffer(2, count: mCount))
@@ -167,7 +180,8 @@ extension Kernels {
         let mCount = points * WinogradF4.plane(blockRows * columns.padded) + winogradSlack
         let v = scratch.buffer(0, count: points * WinogradF4.plane(cin * columns.padded))
         let allRows = 0..<tiling.tileRows
-        tiling.transformInput(xp, channels: cin, tileRows: allRows, columns: columns, into: v)
+        tiling.transformInput(
+            xp, channels: cin, tileRows: allRows, tileColumns: 0..<tiling.tilesW, columns: columns, into: v)
         /// Block `b`: its weights transformed into `u`, its products into `m`, its outputs written.
         func block(_ b: Int, u: UnsafeMutablePointer<Float>, m: UnsafeMutablePointer<Float>) {
             let first = b * blockOut
@@ -176,7 +190,7 @@ extension Kernels {
             products(u: u, v: v, m: m, count: count, columns: columns)
             tiling.transformOutput(
                 m, rows: PanelGEMM.packedRows(count), columns: columns, channels: count, firstChannel: first,
-                totalChannels: cout, tileRows: allRows, bias: bp, into: yp)
+                totalChannels: cout, tileRows: allRows, tileColumns: 0..<tiling.tilesW, bias: bp, into: yp)
         }
         if tiles <= fewTiles {
             // Small blocks (see `winogradBlockChannels`): each thread takes whole blocks with a U and an M of its own,
@@ -320,18 +334,22 @@ struct WinogradF4 {
     /// outside the image) of the tiles in `tileRows`, each V[ξ] packed as `PanelGEMM`'s B with `columns`
     /// (`tileRows.count · tilesW` of them), `channels · columns.padded` floats apart.
     func transformInput(
-        _ x: UnsafePointer<Float>, channels: Int, tileRows: Range<Int>, columns: PanelGEMM.Columns,
-        into v: UnsafeMutablePointer<Float>
+        _ x: UnsafePointer<Float>, channels: Int, tileRows: Range<Int>, tileColumns: Range<Int>,
+        columns: PanelGEMM.Columns, into v: UnsafeMutablePointer<Float>
     ) {
-        let (tilesH, tilesW, height, width) = (tilesH, tilesW, height, width)
+        let (tilesH, height, width) = (tilesH, height, width)
+        let (firstTile, tilesW) = (tileColumns.lowerBound, tileColumns.count)
         precondition(columns.count == tileRows.count * tilesW, "Winograd band of \(columns.count) columns")
+        // The input columns these tiles read (4·tx − 1 … 4·tx + 4), within the image.
+        let (firstInput, endInput) = (max(0, 4 * firstTile - 1), min(width, 4 * tileColumns.upperBound + 5))
         // Room for the 32-float loads of the last group of eight tiles (4·groups·8 + 4 + 32 − 4·8).
         let groups = (tilesW + 7) / 8
         let stripWidth = 32 * groups + 8
         let pointStride = Self.plane(channels * columns.padded)
         ComputePool.shared.parallelFor(tileRows.count * channels) { range in
-            // Bᵀ applied down the columns of the six input rows, 6 × stripWidth, with the zero padding column at
-            // index 0 and zeros after the last column (never written, so they stay zero).
+            // Bᵀ applied down the columns of the six input rows, 6 × stripWidth, input column j at index
+            // j + 1 − 4·firstTile: the zero padding column at index 0 for the first tile of a row, and zeros after the
+            // last column (never written, so they stay zero).
             let bt = UnsafeMutablePointer<Float>.allocate(capacity: 6 * stripWidth + width)
             defer { bt.deallocate() }
             bt.initialize(repeating: 0, count: 6 * stripWidth + width)
@@ -348,10 +366,10 @@ struct WinogradF4 {
                 // Bᵀ rows: [4,0,−5,0,1,0], [0,−4,−4,1,1,0], [0,4,−4,−1,1,0], [0,−2,−1,2,1,0], [0,2,−1,−2,1,0],
                 // [0,4,0,−5,0,1].
                 let (d0, d1, d2, d3, d4, d5) = (source(0), source(1), source(2), source(3), source(4), source(5))
-                let out = bt + 1
+                let out = bt + 1 - 4 * firstTile
                 // Eight columns at a time, written out so the compiler need not prove the rows distinct.
-                var j = 0
-                while j + 8 <= width {
+                var j = firstInput
+                while j + 8 <= endInput {
                     @inline(__always) func at(_ p: UnsafePointer<Float>) -> Lanes {
                         UnsafeRawPointer(p + j).loadUnaligned(as: Lanes.self)
                     }
@@ -367,7 +385,7 @@ struct WinogradF4 {
                     put(5, 4 * e1 - 5 * e3 + e5)
                     j += 8
                 }
-                while j < width {
+                while j < endInput {
                     out[j] = 4 * d0[j] - 5 * d2[j] + d4[j]
                     out[stripWidth + j] = -4 * (d1[j] + d2[j]) + d3[j] + d4[j]
                     out[2 * stripWidth + j] = 4 * (d1[j] - d2[j]) - d3[j] + d4[j]
@@ -424,9 +442,13 @@ struct WinogradF4 {
     /// cropped to the image; each M[ξ] has `rows` rows of `columns.padded` floats.
     func transformOutput(
         _ m: UnsafePointer<Float>, rows mRows: Int, columns: PanelGEMM.Columns, channels: Int, firstChannel: Int,
-        totalChannels: Int, tileRows: Range<Int>, bias: UnsafePointer<Float>?, into y: UnsafeMutablePointer<Float>
+        totalChannels: Int, tileRows: Range<Int>, tileColumns: Range<Int>, bias: UnsafePointer<Float>?,
+        into y: UnsafeMutablePointer<Float>
     ) {
-        let (tilesH, tilesW, height, width) = (tilesH, tilesW, height, width)
+        let (tilesH, height, width) = (tilesH, height, width)
+        let (firstTile, tilesW) = (tileColumns.lowerBound, tileColumns.count)
+        // Output columns end here (another band may own the columns after).
+        let limit = min(width, 4 * tileColumns.upperBound)
         let rowStride = columns.padded
         let pointStride = Self.plane(mRows * rowStride)
         let groups = (tilesW + 7) / 8
@@ -482,11 +504,11 @@ struct WinogradF4 {
                         let (s, d) = (e3 + e4, e3 - e4)
                         let out = Self.interleave(
                             e0 + p + s + add, q + 2 * d + add, p + 4 * s + add, q + 8 * d + e5 + add)
-                        let x0 = 4 * tx
-                        if x0 + 32 <= width {
+                        let x0 = 4 * (firstTile + tx)
+                        if x0 + 32 <= limit {
                             UnsafeMutableRawPointer(dst + x0).storeBytes(of: out, as: SIMD32<Float>.self)
                         } else {
-                            for i in 0..<(width - x0) { dst[x0 + i] = out[i] }
+                            for i in 0..<(limit - x0) { dst[x0 + i] = out[i] }
                         }
                         tx += 8
                     }
