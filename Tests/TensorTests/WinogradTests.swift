@@ -61,7 +61,7 @@ import Testing
         (3, 5, 7, 9, 11, Kernels.winogradWeightBudget),
         (2, 17, 6, 13, 16, 36 * 17 * 4),  // 32 tiles, two blocks of output channels (3 + 3), one per thread
         (1, 64, 9, 17, 18, 36 * 64),  // one output channel per block
-        (2, 20, 7, 20, 20, 36 * 20 * 3),  // 50 tiles: blocks of 3, each thread taking whole blocks
+        (2, 20, 7, 20, 20, 36 * 20 * 3),  // 50 tiles (more than `fewTiles`): blocks of 3 shared by the threads
         (2, 130, 3, 8, 8, Kernels.winogradWeightBudget),
         // All weights at once, tiles in bands of two tile rows (10 tiles wide: a group of eight and a partial one),
         // the bands crossing from one image into the next.
@@ -75,8 +75,8 @@ import Testing
         // 40 tiles: a full panel of 24 columns and one of 16; ten output channels, the last of three row panels
         // half empty.
         (1, 6, 10, 16, 40, Kernels.winogradWeightBudget),
-        // Blocks of eight output channels over 3 · 5 · 7 = 105 tiles: four full panels and a partial one of 16, rows
-        // of seven tiles crossing the panels' ends.
+        // Blocks of sixteen output channels (two groups of eight) over 3 · 5 · 7 = 105 tiles: four full panels and a
+        // partial one of 16, rows of seven tiles crossing the panels' ends.
         (3, 11, 40, 20, 28, 36 * 11 * 16),
         // 162 tiles (more than `fewTiles`): blocks of seven output channels shared by the threads, the weight
         // transform's last group of eight partial in each.
@@ -99,9 +99,11 @@ import Testing
     }
 
     @Test func fewTilesTakeBlocksOfEightOutputChannels() {
-        // 16×16 at batch 2 (32 tiles) and 32×32 (128): one group of eight, whatever the input channels.
+        // 16×16 at batch 2 (32 tiles): one group of eight, whatever the input channels.
         #expect(Kernels.winogradBlockChannels(inChannels: 1152, tiles: 32, budget: 3 << 20) == 8)
-        #expect(Kernels.winogradBlockChannels(inChannels: 768, tiles: 128, budget: 3 << 20) == 8)
+        #expect(Kernels.winogradBlockChannels(inChannels: 2688, tiles: 32, budget: 3 << 20) == 8)
+        // 32×32 (128 tiles): the budget decides (3·2²⁰ / (36 · 768)).
+        #expect(Kernels.winogradBlockChannels(inChannels: 768, tiles: 128, budget: 3 << 20) == 113)
         // 64×64 (512 tiles): the budget decides (3·2²⁰ / (36 · 384)).
         #expect(Kernels.winogradBlockChannels(inChannels: 384, tiles: 512, budget: 3 << 20) == 227)
         // A budget under eight channels still holds with few tiles (the tests below force several blocks with it).

@@ -43,17 +43,19 @@ extension Kernels {
     static let minimumOwnBands = 4
 
     /// Up to this many tiles each thread takes whole blocks of `fewTilesBlock` output channels.
-    static let fewTiles = 128
+    static let fewTiles = 32
     /// Output channels per block when the tiles are few: one group of the weight transform's eight.
     static let fewTilesBlock = 8
 
     /// Output channels per block of U when the tiles are taken all at once.
     ///
-    /// Within `budget`; and when the tiles are few (the 32×32, 16×16 and 8×8 levels) at most `fewTilesBlock`, so each
+    /// Within `budget`; and when the tiles are few (the 16×16 and 8×8 levels) at most `fewTilesBlock`, so each
     /// thread's U (36 · 8 · Cin floats, 1.3 MiB for 1152 input channels) stays in its own L2 between the weight
-    /// transform and the products, which meet it only 8 to 128 times (`bench kernels`, 1152 → 1152 at 16×16, batch 2:
+    /// transform and the products, which meet it only 8 or 32 times (`bench kernels`, 1152 → 1152 at 16×16, batch 2:
     /// 24.6 ms in blocks of 8, 25.4 in blocks of 32, 29.5 in blocks of 64; 1536 → 1536 at 8×8, batch 2: 21.1, 22.4,
-    /// 30.6 ms).
+    /// 30.6 ms). Not on 32×32 planes (128 tiles): there every block of eight reads all of V again (14–35 MB, out of
+    /// the last-level cache from 1152 input channels), and shared blocks of ≈ 112 channels were faster (`bench unet
+    /// --layers`, 1920 → 768: 0.10–0.11 against 0.14–0.15 s; 768 → 768 the same).
     static func winogradBlockChannels(inChannels: Int, tiles: Int, budget: Int) -> Int {
         let channels = budget / (36 * inChannels)
         return max(1, tiles <= fewTiles ? min(channels, fewTilesBlock) : channels)
