@@ -152,18 +152,9 @@ extension Kernels {
                     m, rows: coutRows, columns: columns, channels: cout, firstChannel: 0, totalChannels: cout,
                     tileRows: rows, tileColumns: tiles, bias: bp, into: yp)
             }
-            if own {
-                // Each thread takes whole bands with a V and an M of its own, small enough to stay in the last-level
-                // cache beside the other thread's (two of 12 MiB each, shared, did not: the transforms and products
-                // then waited on memory).
-                ComputePool.shared.run(chunks: bands) { b in
-                    let mine = Scratch.current
-                    band(b, v: mine.buffer(0, count: vCount), m: mine.buffer(2, count: mCount))
-                }
-            } else {
-                let (v, m) = (scratch.buffer(0, count: vCount), scratch.buffer(2, count: mCount))
-                for b in 0..<bands { band(b, v: v, m: m) }
-            }
+            // With bands of their own, each thread's V and M are small enough to stay in its L2 (two of 12 MiB each,
+            // shared, did not stay even in the last-level cache: the transforms and products waited on memory).
+            eachWithBuffers(bands, own: own, slots: (0, 2), counts: (vCount, mCount), band)
             return y
         }
 
@@ -194,18 +185,29 @@ extension Kernels {
                 m, rows: PanelGEMM.packedRows(count), columns: columns, channels: count, firstChannel: first,
                 totalChannels: cout, tileRows: allRows, tileColumns: 0..<tiling.tilesW, bias: bp, into: yp)
         }
-        if tiles <= fewTiles {
-            // Small blocks (see `winogradBlockChannels`): each thread takes whole blocks with a U and an M of its own,
-            // so its U stays in its own cache and there is no barrier between the three steps of a block.
-            ComputePool.shared.run(chunks: blocks) { b in
-                let own = Scratch.current
-                block(b, u: own.buffer(1, count: uCount), m: own.buffer(2, count: mCount))
+        // Small blocks (see `winogradBlockChannels`) each thread takes whole, so its U stays in its own cache and
+        // there is no barrier between the three steps of a block.
+        eachWithBuffers(blocks, own: tiles <= fewTiles, slots: (1, 2), counts: (uCount, mCount), block)
+        return y
+    }
+
+    /// `work(i, a, b)` for every i in `0..<count`, with scratch buffers `slots` of `counts` floats: with `own`, spread
+    /// over the pool's threads, each passing its own (the steps inside `work` then run on that thread alone); else
+    /// in order, each step inside `work` spread over the threads.
+    private static func eachWithBuffers(
+        _ count: Int, own: Bool, slots: (Int, Int), counts: (Int, Int),
+        _ work: (Int, UnsafeMutablePointer<Float>, UnsafeMutablePointer<Float>) -> Void
+    ) {
+        if own {
+            ComputePool.shared.run(chunks: count) { i in
+                let mine = Scratch.current
+                work(i, mine.buffer(slots.0, count: counts.0), mine.buffer(slots.1, count: counts.1))
             }
         } else {
-            let (u, m) = (scratch.buffer(1, count: uCount), scratch.buffer(2, count: mCount))
-            for b in 0..<blocks { block(b, u: u, m: m) }
+            let scratch = Scratch.current
+            let (a, b) = (scratch.buffer(slots.0, count: counts.0), scratch.buffer(slots.1, count: counts.1))
+            for i in 0..<count { work(i, a, b) }
         }
-        return y
     }
 }
 
