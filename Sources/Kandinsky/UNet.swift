@@ -43,7 +43,8 @@ struct ResBlock: Sendable {
             h, groups: outNorm.groups, weight: outNorm.weight, bias: outNorm.bias, eps: outNorm.eps,
             modulation: modulation, silu: true)
         h = outConv(h)
-        return Kernels.add(skip.map { $0(input) } ?? input, h)
+        Kernels.add(skip.map { $0(input) } ?? input, into: &h)
+        return h
     }
 }
 
@@ -88,7 +89,9 @@ struct AttentionBlock: Sendable {
             [Kernels.slice(textKV, axis: 1, ch..<(2 * ch)), Kernels.slice(qkv, axis: 1, (2 * ch)..<(3 * ch))], axis: 2)
         // softmax((q·ch^-¼)ᵀ(k·ch^-¼)) = softmax(qᵀk / √ch), one joint softmax over text and image keys.
         let a = Kernels.attentionChannelsFirst(q: q, k: k, v: v, scale: 1 / Float(ch).squareRoot())
-        return Kernels.add(projOut(a.reshaped([n, c, t])), flat).reshaped(x.shape)
+        var out = projOut(a.reshaped([n, c, t]))
+        Kernels.add(flat, into: &out)
+        return out.reshaped(x.shape)
     }
 }
 

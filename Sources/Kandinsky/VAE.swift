@@ -16,8 +16,9 @@ struct VAEResnetBlock: Sendable {
     }
 
     func callAsFunction(_ x: Tensor) -> Tensor {
-        let h = conv2(norm2(conv1(norm1(x, silu: true)), silu: true))
-        return Kernels.add(shortcut.map { $0(x) } ?? x, h)
+        var h = conv2(norm2(conv1(norm1(x, silu: true)), silu: true))
+        Kernels.add(shortcut.map { $0(x) } ?? x, into: &h)
+        return h
     }
 }
 
@@ -41,7 +42,9 @@ struct VAEAttentionBlock: Sendable {
         let a = Kernels.attentionChannelsFirst(
             q: q(h).reshaped([n, c, t]), k: k(h).reshaped([n, c, t]), v: v(h).reshaped([n, c, t]),
             scale: 1 / Float(c).squareRoot())
-        return Kernels.add(x, projOut(a.reshaped(x.shape)))
+        var out = projOut(a.reshaped(x.shape))
+        Kernels.add(x, into: &out)
+        return out
     }
 }
 
