@@ -56,11 +56,11 @@ enum PanelGEMM {
     /// Rows of C for `rows` rows of A: whole panels.
     static func packedRows(_ rows: Int) -> Int { (rows + panelRows - 1) / panelRows * panelRows }
 
-    /// Floats of a packed A of `rows` rows (whole pairs of panels, the rows past `rows` zero) and `k` columns.
-    static func packedCount(rows: Int, k: Int) -> Int { (rows + 7) / 8 * 8 * k }
+    /// Floats per step of k in a packed A: a pair of panels.
+    static let aStep = 2 * panelRows
 
-    /// Floats per step of k in a packed A.
-    static let aStep = 8
+    /// Floats of a packed A of `rows` rows (whole pairs of panels, the rows past `rows` zero) and `k` columns.
+    static func packedCount(rows: Int, k: Int) -> Int { (rows + aStep - 1) / aStep * aStep * k }
 
     /// C[0..<4·rowPanels][0..<columns.padded] = A·B, C's rows `ldc` apart.
     ///

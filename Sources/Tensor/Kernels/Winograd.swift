@@ -120,22 +120,23 @@ extension Kernels {
             // otherwise need 300 MB for each) and in the last-level cache between the transforms and the products.
             let u = scratch.buffer(1, count: points * WinogradF4.plane(PanelGEMM.packedCount(rows: cout, k: cin)))
             WinogradF4.transformWeights(wp, outChannels: cout, inChannels: cin, into: u)
-            // Bands of tile rows, or of tiles within a row when one row of V would be over `bandBudget`.
+            // Bands of their own for the threads: whole tile rows within `bandBudget`, or tiles of one row (whole
+            // groups of eight) when a row is over it; shared bands (when that makes too few bands for the threads):
+            // whole rows within the budget.
             let floatsPerTile = points * max(cin, coutRows)
-            let chunk = max(8, min(weightBudget, bandBudget) / floatsPerTile / 8 * 8)
-            let ownRows = max(1, min(tiling.tileRows, min(weightBudget, bandBudget) / (floatsPerTile * tiling.tilesW)))
-            let ownChunk = min(tiling.tilesW, chunk)
-            let chunksPerRow = (tiling.tilesW + ownChunk - 1) / ownChunk
-            let ownBands = chunksPerRow > 1 ? tiling.tileRows * chunksPerRow : (tiling.tileRows + ownRows - 1) / ownRows
-            let own = ownBands >= minimumOwnBands
-            // Shared bands (too few of their own for the threads): whole rows within the budget.
-            let rowsPerBand =
-                own
-                ? (chunksPerRow > 1 ? 1 : ownRows)
-                : max(1, min(tiling.tileRows, weightBudget / (floatsPerTile * tiling.tilesW)))
-            let tilesPerBand = own ? ownChunk : tiling.tilesW
-            let perRow = (tiling.tilesW + tilesPerBand - 1) / tilesPerBand
-            let bands = (tiling.tileRows + rowsPerBand - 1) / rowsPerBand * perRow
+            let (ownBudget, rowFloats) = (min(weightBudget, bandBudget), floatsPerTile * tiling.tilesW)
+            var (rowsPerBand, tilesPerBand) =
+                rowFloats <= ownBudget
+                ? (min(tiling.tileRows, ownBudget / rowFloats), tiling.tilesW)
+                : (1, min(tiling.tilesW, max(8, ownBudget / floatsPerTile / 8 * 8)))
+            func bandCount() -> Int {
+                (tiling.tileRows + rowsPerBand - 1) / rowsPerBand * ((tiling.tilesW + tilesPerBand - 1) / tilesPerBand)
+            }
+            let own = bandCount() >= minimumOwnBands
+            if !own {
+                (rowsPerBand, tilesPerBand) = (max(1, min(tiling.tileRows, weightBudget / rowFloats)), tiling.tilesW)
+            }
+            let (bands, perRow) = (bandCount(), (tiling.tilesW + tilesPerBand - 1) / tilesPerBand)
             let most = PanelGEMM.Columns(rowsPerBand * tilesPerBand).padded
             let (vCount, mCount) = (
                 points * WinogradF4.plane(cin * most), points * WinogradF4.plane(coutRows * most) + winogradSlack
@@ -309,7 +310,8 @@ struct WinogradG {
 /// The 4×4 output tiles of one F(4×4, 3×3) convolution and the input and output transforms.
 ///
 /// Tiles are numbered by tile row over the whole batch (`r = b·tilesH + ty`), then `tx`; a band of tile rows
-/// `r₀..<r₁` is transformed into columns `(r − r₀)·tilesW + tx` of each V[ξ] and read back from M[ξ] the same way.
+/// `r₀..<r₁` and tile columns `t₀..<t₁` is transformed into columns `(r − r₀)·(t₁ − t₀) + tx − t₀` of each V[ξ] and
+/// read back from M[ξ] the same way.
 /// Both transforms work on eight horizontally adjacent tiles at once (one SIMD lane each); the tiles' 6-wide input
 /// windows overlap by two, so the inputs are de-interleaved from two 32-float loads and the 4-wide outputs interleaved
 /// into one 32-float store.
@@ -326,13 +328,13 @@ struct WinogradF4 {
 
     /// Tiles over the whole batch.
     var count: Int { batch * tilesH * tilesW }
+    /// Tile rows over the whole batch.
+    var tileRows: Int { batch * tilesH }
 
     /// Floats from one point's U, V or M to the next's: a cache line more than the `floats` they hold, so the 36
     /// streams a transform writes at once do not all fall on the same offset within 4 KiB pages (with blocks of 32
     /// output channels × 1152 inputs they did: the weight transform ran at half speed).
     static func plane(_ floats: Int) -> Int { floats + 16 }
-    /// Tile rows over the whole batch.
-    var tileRows: Int { batch * tilesH }
 
     /// V[ξ][c][column] = (Bᵀ·d·B)[ξ] for the 6×6 patch d at rows 4·ty − 1…4·ty + 4, columns 4·tx − 1…4·tx + 4 (zero
     /// outside the image) of the tiles in `tileRows`, each V[ξ] packed as `PanelGEMM`'s B with `columns`
