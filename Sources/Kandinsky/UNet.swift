@@ -26,21 +26,22 @@ struct ResBlock: Sendable {
     /// - Parameter activatedEmbedding: `SiLU(emb)`, `[N, time_embed_dim]` (the same for every block of a forward).
     func callAsFunction(_ x: Tensor, activatedEmbedding: Tensor) -> Tensor {
         var input = x
-        var a = inNorm(x, silu: true)
+        let a = inNorm(x, silu: true)
+        var h: Tensor
         switch resample {
-        case .none: break
+        case .none:
+            h = inConv(a)
         case .up:
-            a = Kernels.upsampleNearest2x(a)
+            h = inConv(upsampling: a)
             input = Kernels.upsampleNearest2x(x)
         case .down:
-            a = Kernels.avgPool2x2(a)
+            h = inConv(Kernels.avgPool2x2(a))
             input = Kernels.avgPool2x2(x)
         }
-        var h = inConv(a)
         // GN(h)·(1 + scale) + shift, then SiLU; scale and shift are the two halves of emb_layers(SiLU(emb)).
         let modulation = embedding(activatedEmbedding)
         h = Kernels.groupNorm(
-            h, groups: outNorm.groups, weight: outNorm.weight, bias: outNorm.bias, eps: outNorm.eps,
+            consume h, groups: outNorm.groups, weight: outNorm.weight, bias: outNorm.bias, eps: outNorm.eps,
             modulation: modulation, silu: true)
         h = outConv(h)
         Kernels.add(skip.map { $0(input) } ?? input, into: &h)

@@ -180,6 +180,12 @@ public struct Conv2d: Sendable {
     public func callAsFunction(_ x: Tensor) -> Tensor {
         Kernels.conv2d(x, weight: weight, bias: bias, stride: stride, padding: padding)
     }
+
+    /// This 3×3, stride-1, padding-1 convolution of `x` upsampled ×2 (nearest), without making the upsampled tensor.
+    public func callAsFunction(upsampling x: Tensor) -> Tensor {
+        precondition(stride == 1 && padding == .uniform(1), "upsampling convolutions are 3×3, stride 1, padding 1")
+        return Kernels.conv3x3Upsampled(x, weight: weight, bias: bias)
+    }
 }
 
 /// `nn.Conv1d` with kernel size 1.
@@ -210,8 +216,9 @@ public struct GroupNorm: Sendable {
         self.eps = eps
     }
 
-    public func callAsFunction(_ x: Tensor, silu: Bool = false) -> Tensor {
-        Kernels.groupNorm(x, groups: groups, weight: weight, bias: bias, eps: eps, silu: silu)
+    /// Normalizes x in its own storage when this is its last use (see `Kernels.groupNorm`).
+    public func callAsFunction(_ x: consuming Tensor, silu: Bool = false) -> Tensor {
+        Kernels.groupNorm(consume x, groups: groups, weight: weight, bias: bias, eps: eps, silu: silu)
     }
 }
 

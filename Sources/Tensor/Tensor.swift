@@ -115,6 +115,12 @@ public struct Tensor: @unchecked Sendable, CustomStringConvertible {
         return try body(UnsafeMutableBufferPointer(start: storage.pointer, count: count))
     }
 
+    /// Whether this tensor alone holds its storage and may write it: a kernel given a tensor it consumes can then
+    /// write its result over the input instead of allocating another of the same size.
+    public mutating func isUniquelyWritable() -> Bool {
+        !storage.isReadOnly && isKnownUniquelyReferenced(&storage)
+    }
+
     /// Makes the storage this tensor's own and writable.
     public mutating func makeUnique() {
         if storage.isReadOnly || !isKnownUniquelyReferenced(&storage) {

@@ -161,6 +161,19 @@ import Testing
         }
         let y = Kernels.groupNorm(x, groups: groups, weight: weight, bias: bias, eps: 1e-5, silu: silu)
         expectClose(y, ref, shape: x.shape, tolerance: 2e-4, "group norm silu=\(silu)")
+
+        // Given as its last use, a tensor is normalized in its own storage, to the same values.
+        let owned = Tensor(shape: x.shape, values: x.scalars)
+        let storage = owned.storage.pointer
+        let inPlace = Kernels.groupNorm(
+            consume owned, groups: groups, weight: weight, bias: bias, eps: 1e-5, silu: silu)
+        #expect(inPlace.storage.pointer == storage, "a consumed tensor's storage is reused")
+        #expect(inPlace.scalars == y.scalars)
+        // A tensor still held elsewhere is left as it was.
+        let shared = Tensor(shape: x.shape, values: x.scalars)
+        let alias = shared
+        let fromShared = Kernels.groupNorm(shared, groups: groups, weight: weight, bias: bias, eps: 1e-5, silu: silu)
+        #expect(alias.scalars == x.scalars && fromShared.scalars == y.scalars)
     }
 
     /// The one-pass statistics shift by the mean of the first 256 values; a ramp makes that shift far from the
@@ -383,6 +396,29 @@ import Testing
         a[0, 0] = 9
         #expect(b[0, 0] == 1 && a[0, 0] == 9)
         #expect(a.reshaped([4]).shape == [4] && a.reshaped([-1, 1]).shape == [4, 1])
+    }
+
+    @Test func blockCacheGivesBackOldSizesOnAMiss() {
+        let mib = 1 << 20
+        let cache = BlockCache(limitBytes: 8 * mib)
+        defer { cache.trim() }
+        let (a, b) = (cache.allocate(bytes: 3 * mib), cache.allocate(bytes: 4 * mib))
+        cache.release(a, bytes: 3 * mib)
+        cache.release(b, bytes: 4 * mib)
+        #expect(cache.heldBytes == 7 * mib)
+        // A hit hands back the block of that size and keeps the others.
+        let again = cache.allocate(bytes: 4 * mib)
+        #expect(again == b && cache.heldBytes == 3 * mib)
+        // A miss of 6 MiB: 3 + 6 would be over the limit, so the 3 MiB block goes first.
+        let c = cache.allocate(bytes: 6 * mib)
+        #expect(cache.heldBytes == 0)
+        // Freed blocks past the limit push out the oldest.
+        cache.release(again, bytes: 4 * mib)
+        cache.release(c, bytes: 6 * mib)
+        #expect(cache.heldBytes == 6 * mib)
+        // Blocks under a megabyte are not cached.
+        cache.release(cache.allocate(bytes: 1000), bytes: 1000)
+        #expect(cache.heldBytes == 6 * mib)
     }
 
     @Test func computePoolRunsEveryChunkOnce() {

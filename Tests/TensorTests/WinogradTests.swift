@@ -98,6 +98,57 @@ import Testing
         #expect(errorNoBias <= Self.tolerance, "Winograd \(c) without bias: \(errorNoBias)")
     }
 
+    /// Weights over their budget and V over its own: all of U at once, the tiles in shared bands of tile rows.
+    @Test(arguments: [
+        // (batch, cin, cout, h, w, weight budget, input budget in floats)
+        (2, 12, 20, 18, 22, 36 * 12 * 8, 36 * 12 * 10),  // bands of one tile row (six tiles), ten of them
+        (1, 7, 9, 30, 9, 36 * 16 * 3 * 2, 36 * 7 * 4),  // bands of two tile rows of three tiles, partial tiles
+    ])
+    func bandsWithAllWeightsWhenTheInputIsOverItsBudget(_ c: (Int, Int, Int, Int, Int, Int, Int)) {
+        var rng = SeededGenerator(seed: 11)
+        let x = tensor([c.0, c.1, c.3, c.4], &rng)
+        let w = tensor([c.2, c.1, 3, 3], &rng)
+        let b = tensor([c.2], &rng)
+        let y = Kernels.winogradConv3x3(x, weight: w, bias: b, weightBudget: c.5, inputBudget: c.6)
+        let error = relativeError(y, reference(x, w, b))
+        #expect(error <= Self.tolerance, "Winograd \(c): max error / max|reference| = \(error)")
+    }
+
+    /// The upsampled input read by the input transform, against a direct convolution of the upsampled tensor, on
+    /// every path: bands of their own (whole rows, and tiles within a row starting at odd input columns), shared
+    /// bands, blocks of output channels, bands with all weights, and im2col on a plane too small for Winograd.
+    @Test(arguments: [
+        // (batch, cin, cout, source h, source w, weight budget, input budget)
+        (1, 3, 4, 3, 5, Kernels.winogradWeightBudget, Kernels.winogradInputBudget),
+        (2, 5, 4, 5, 19, 36 * 5 * 10, Kernels.winogradInputBudget),
+        (1, 3, 2, 4, 35, 36 * 4 * 8, Kernels.winogradInputBudget),
+        (2, 5, 4, 5, 19, 36 * 5 * 10 * 2, Kernels.winogradInputBudget),
+        (2, 17, 6, 7, 8, 36 * 17 * 4, Kernels.winogradInputBudget),
+        (2, 12, 20, 9, 11, 36 * 12 * 8, 36 * 12 * 10),
+    ])
+    func upsampledInputMatchesConvolutionOfTheUpsampledTensor(_ c: (Int, Int, Int, Int, Int, Int, Int)) {
+        var rng = SeededGenerator(seed: 13)
+        let x = tensor([c.0, c.1, c.3, c.4], &rng)
+        let w = tensor([c.2, c.1, 3, 3], &rng)
+        let b = tensor([c.2], &rng)
+        let ref = reference(Kernels.upsampleNearest2x(x), w, b)
+        let y = Kernels.winogradConv3x3(x, weight: w, bias: b, weightBudget: c.5, inputBudget: c.6, upsampled: true)
+        #expect(y.shape == [c.0, c.2, 2 * c.3, 2 * c.4])
+        let error = relativeError(y, ref)
+        #expect(error <= Self.tolerance, "upsampled Winograd \(c): max error / max|reference| = \(error)")
+        let viaConv = Kernels.conv3x3Upsampled(x, weight: w, bias: b)
+        #expect(relativeError(viaConv, ref) <= Self.tolerance, "conv3x3Upsampled \(c)")
+    }
+
+    @Test func upsampledConvolutionOnAPlaneTooSmallForWinograd() {
+        var rng = SeededGenerator(seed: 17)
+        let x = tensor([1, 4, 1, 2], &rng)  // 2×4 after upsampling: two tiles, im2col
+        let w = tensor([3, 4, 3, 3], &rng)
+        let y = Kernels.conv3x3Upsampled(x, weight: w, bias: nil)
+        #expect(y.shape == [1, 3, 2, 4])
+        #expect(relativeError(y, reference(Kernels.upsampleNearest2x(x), w, nil)) <= 1e-5)
+    }
+
     @Test func fewTilesTakeBlocksOfEightOutputChannels() {
         // 16×16 at batch 2 (32 tiles): one group of eight, whatever the input channels.
         #expect(Kernels.winogradBlockChannels(inChannels: 1152, tiles: 32, budget: 3 << 20) == 8)

@@ -33,20 +33,46 @@ extension Kernels {
     public static func conv2d(
         _ x: Tensor, weight: Tensor, bias: Tensor?, stride: Int = 1, padding: Padding = .zero
     ) -> Tensor {
+        measureConv(x, weight: weight, stride: stride, padding: padding, upsampled: false) { algorithm in
+            if algorithm == .winograd { return winogradConv3x3(x, weight: weight, bias: bias) }
+            return conv2d(x, weight: weight, bias: bias, stride: stride, padding: padding, budget: im2colBudget)
+        }
+    }
+
+    /// `conv2d(upsampleNearest2x(x), weight: weight, bias: bias, padding: .uniform(1))` for a 3×3 kernel (the
+    /// VAE's and the UNet's upsampling layers). On the Winograd path the input transform reads x directly, so the
+    /// upsampled tensor (268 MB before the VAE's last level at 512×512) is never made.
+    public static func conv3x3Upsampled(_ x: Tensor, weight: Tensor, bias: Tensor?) -> Tensor {
+        measureConv(x, weight: weight, stride: 1, padding: .uniform(1), upsampled: true) { algorithm in
+            if algorithm == .winograd, weight.rank == 4, weight.shape[2] == 3, weight.shape[3] == 3 {
+                return winogradConv3x3(x, weight: weight, bias: bias, upsampled: true)
+            }
+            return conv2d(
+                upsampleNearest2x(x), weight: weight, bias: bias, stride: 1, padding: .uniform(1),
+                budget: im2colBudget)
+        }
+    }
+
+    /// Runs `body` with the algorithm for this convolution, timed under its shape (the output's size) in the
+    /// kernel profile.
+    private static func measureConv(
+        _ x: Tensor, weight: Tensor, stride: Int, padding: Padding, upsampled: Bool,
+        _ body: (ConvAlgorithm) -> Tensor
+    ) -> Tensor {
         let kernel = weight.rank == 4 ? (weight.shape[2], weight.shape[3]) : (0, 0)
+        let factor = upsampled ? 2 : 1
+        let size = x.shape.dropFirst(2).map { factor * $0 }
         let algorithm =
             x.rank == 4
             ? convAlgorithm(
-                kernel: kernel, stride: stride, padding: padding, batch: x.shape[0], outH: x.shape[2], outW: x.shape[3])
+                kernel: kernel, stride: stride, padding: padding, batch: x.shape[0], outH: size[0], outW: size[1])
             : .im2col
         return KernelProfile.measure(
             kernel == (1, 1) ? .conv1x1 : .conv3x3,
             shape: "conv\(kernel.0)×\(kernel.1)\(stride > 1 ? "/\(stride)" : "") \(weight.shape[1])→\(weight.shape[0]) "
-                + "\(x.shape.dropFirst(2).map(String.init).joined(separator: "×")) b\(x.shape[0]) \(algorithm.rawValue)"
-        ) {
-            if algorithm == .winograd { return winogradConv3x3(x, weight: weight, bias: bias) }
-            return conv2d(x, weight: weight, bias: bias, stride: stride, padding: padding, budget: im2colBudget)
-        }
+                + "\(size.map(String.init).joined(separator: "×")) b\(x.shape[0]) \(algorithm.rawValue)"
+                + (upsampled ? " ↑2" : "")
+        ) { body(algorithm) }
     }
 
     /// `conv2d` by im2col and GEMM only (the direct method), for comparisons with the Winograd path.

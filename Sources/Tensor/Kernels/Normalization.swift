@@ -9,9 +9,9 @@ extension Kernels {
     ///   - x: `[B, C, ...]` with C divisible by `groups`.
     ///   - weight, bias: `[C]`, or nil for 1 and 0.
     public static func groupNorm(
-        _ x: Tensor, groups: Int, weight: Tensor?, bias: Tensor?, eps: Float, silu: Bool = false
+        _ x: consuming Tensor, groups: Int, weight: Tensor?, bias: Tensor?, eps: Float, silu: Bool = false
     ) -> Tensor {
-        groupNorm(x, groups: groups, weight: weight, bias: bias, eps: eps, modulation: nil, silu: silu)
+        groupNorm(consume x, groups: groups, weight: weight, bias: bias, eps: eps, modulation: nil, silu: silu)
     }
 
     /// Group normalization followed by a per-item scale and shift (GLIDE's `use_scale_shift_norm`):
@@ -19,10 +19,15 @@ extension Kernels {
     ///
     /// - Parameter modulation: `[B, 2C]`, scale in the first C columns and shift in the last C (the chunk order
     ///   of `emb_out.chunk(2, dim=1)`).
+    ///
+    /// A tensor passed as its last use (a temporary, or `consume x`) is normalized in its own storage: each group's
+    /// statistics are taken before any of its elements is written.
     public static func groupNorm(
-        _ x: Tensor, groups: Int, weight: Tensor?, bias: Tensor?, eps: Float, modulation: Tensor?, silu: Bool
+        _ x: consuming Tensor, groups: Int, weight: Tensor?, bias: Tensor?, eps: Float, modulation: Tensor?,
+        silu: Bool
     ) -> Tensor {
-        KernelProfile.measure(.norms) {
+        let inPlace = x.isUniquelyWritable()
+        return KernelProfile.measure(.norms) {
             precondition(x.rank >= 2, "group norm input must be [B, C, ...], got \(x.shape)")
             let (batch, channels) = (x.shape[0], x.shape[1])
             precondition(
@@ -38,7 +43,7 @@ extension Kernels {
             }
             let spatial = x.count / max(1, batch * channels)
             let perGroup = channels / groups
-            let y = Tensor(uninitialized: x.shape)
+            let y = inPlace ? x : Tensor(uninitialized: x.shape)
             let (xp, yp) = (x.storage.pointer, y.storage.pointer)
             let wp = weight?.storage.pointer
             let bp = bias?.storage.pointer

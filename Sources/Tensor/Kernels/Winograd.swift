@@ -42,6 +42,13 @@ extension Kernels {
     /// Bands of their own for the threads from this many bands (with fewer, one thread would wait on the other).
     static let minimumOwnBands = 4
 
+    /// The most floats V may hold for all tiles at once (96 MiB). Past it the tiles are taken in bands even when the
+    /// weights are over `winogradWeightBudget`: all of U is transformed first (38 MiB for 512 → 512 channels) and
+    /// each band's products read it again. The VAE's 256×256 layers with 512 input channels would otherwise hold a
+    /// 302 MB V (kept as scratch through the rest of the decode: its peak, the 512×512 level, stood on top of it);
+    /// the UNet's largest V, 85 MB (1152 → 384 at 64×64, batch 2), stays whole.
+    public static let winogradInputBudget = 24 << 20
+
     /// Up to this many tiles each thread takes whole blocks of `fewTilesBlock` output channels.
     static let fewTiles = 32
     /// Output channels per block when the tiles are few: one group of the weight transform's eight.
@@ -79,19 +86,24 @@ extension Kernels {
     ///   - weight: `[Cout, Cin, 3, 3]`.
     ///   - bias: `[Cout]`, or nil.
     ///   - weightBudget: floats per block of transformed weights (tests force several blocks).
-    /// - Returns: `[B, Cout, H, W]`.
+    ///   - inputBudget: the most floats of V for all tiles at once (tests force bands with U whole).
+    ///   - upsampled: convolve `upsampleNearest2x(x)` instead, read from x as the input transform needs it (the
+    ///     upsampled tensor, four times x, is never made).
+    /// - Returns: `[B, Cout, H, W]` (`[B, Cout, 2H, 2W]` when `upsampled`).
     public static func winogradConv3x3(
-        _ x: Tensor, weight: Tensor, bias: Tensor?, weightBudget: Int = winogradWeightBudget
+        _ x: Tensor, weight: Tensor, bias: Tensor?, weightBudget: Int = winogradWeightBudget,
+        inputBudget: Int = winogradInputBudget, upsampled: Bool = false
     ) -> Tensor {
         precondition(x.rank == 4, "conv2d input must be [B, C, H, W], got \(x.shape)")
-        let (batch, cin, height, width) = (x.shape[0], x.shape[1], x.shape[2], x.shape[3])
+        let factor = upsampled ? 2 : 1
+        let (batch, cin, height, width) = (x.shape[0], x.shape[1], factor * x.shape[2], factor * x.shape[3])
         let cout = weight.shape[0]
         precondition(weight.shape == [cout, cin, 3, 3], "Winograd weight \(weight.shape) for \(cin) input channels")
         if let bias { precondition(bias.shape == [cout], "conv2d bias \(bias.shape) is not [\(cout)]") }
         let y = Tensor(uninitialized: [batch, cout, height, width])
         if batch == 0 || cout == 0 || height == 0 || width == 0 { return y }
         KernelProfile.addFlops(2 * Double(batch * height * width) * Double(cout * cin * 9))
-        let tiling = WinogradF4(batch: batch, height: height, width: width)
+        let tiling = WinogradF4(batch: batch, height: height, width: width, upsampled: upsampled)
         let scratch = Scratch.current
         let points = 36
         let (xp, yp, wp, bp) = (x.storage.pointer, y.storage.pointer, weight.storage.pointer, bias?.storage.pointer)
@@ -114,10 +126,13 @@ extension Kernels {
         }
 
         let coutRows = PanelGEMM.packedRows(cout)
-        if points * coutRows * cin <= weightBudget {
+        let uFits = points * coutRows * cin <= weightBudget
+        if uFits || points * cin * tiling.count > inputBudget {
             // Large planes, few channels (the VAE, the UNet's outer levels): all weights transformed once, the tiles
             // taken a band of tile rows at a time, so V and M stay within the budget too (a 512×512 VAE layer would
             // otherwise need 300 MB for each) and in the last-level cache between the transforms and the products.
+            // Large planes with many channels too, their V over `inputBudget`, but only in shared bands: every band
+            // reads all of U.
             let u = scratch.buffer(1, count: points * WinogradF4.plane(PanelGEMM.packedCount(rows: cout, k: cin)))
             WinogradF4.transformWeights(wp, outChannels: cout, inChannels: cin, into: u)
             // Bands of their own for the threads: whole tile rows within `bandBudget`, or tiles of one row (whole
@@ -132,7 +147,7 @@ extension Kernels {
             func bandCount() -> Int {
                 (tiling.tileRows + rowsPerBand - 1) / rowsPerBand * ((tiling.tilesW + tilesPerBand - 1) / tilesPerBand)
             }
-            let own = bandCount() >= minimumOwnBands
+            let own = uFits && bandCount() >= minimumOwnBands
             if !own {
                 (rowsPerBand, tilesPerBand) = (max(1, min(tiling.tileRows, weightBudget / rowFloats)), tiling.tilesW)
             }
@@ -317,11 +332,15 @@ struct WinogradG {
 /// into one 32-float store.
 struct WinogradF4 {
     typealias Lanes = SIMD8<Float>
+    /// The convolution's input (and output) size.
     let batch: Int, height: Int, width: Int
     let tilesH: Int, tilesW: Int
+    /// Whether the input is read from a tensor of half its height and width, upsampled (nearest) on the way.
+    let upsampled: Bool
 
-    init(batch: Int, height: Int, width: Int) {
-        (self.batch, self.height, self.width) = (batch, height, width)
+    init(batch: Int, height: Int, width: Int, upsampled: Bool = false) {
+        precondition(!upsampled || (height % 2 == 0 && width % 2 == 0), "upsampled input of odd size")
+        (self.batch, self.height, self.width, self.upsampled) = (batch, height, width, upsampled)
         tilesH = (height + 3) / 4
         tilesW = (width + 3) / 4
     }
@@ -338,7 +357,9 @@ struct WinogradF4 {
 
     /// V[ξ][c][column] = (Bᵀ·d·B)[ξ] for the 6×6 patch d at rows 4·ty − 1…4·ty + 4, columns 4·tx − 1…4·tx + 4 (zero
     /// outside the image) of the tiles in `tileRows`, each V[ξ] packed as `PanelGEMM`'s B with `columns`
-    /// (`tileRows.count · tilesW` of them), `channels · columns.padded` floats apart.
+    /// (`tileRows.count · tilesW` of them), `channels · columns.padded` floats apart. When `upsampled`, x holds
+    /// `height / 2 × width / 2` planes and row i, column j of the input is x's row i / 2, column j / 2: the four
+    /// source rows a tile row reads are first widened into row buffers.
     func transformInput(
         _ x: UnsafePointer<Float>, channels: Int, tileRows: Range<Int>, tileColumns: Range<Int>,
         columns: PanelGEMM.Columns, into v: UnsafeMutablePointer<Float>
@@ -352,22 +373,35 @@ struct WinogradF4 {
         let groups = (tilesW + 7) / 8
         let stripWidth = 32 * groups + 8
         let pointStride = Self.plane(channels * columns.padded)
+        let (upsampled, sourceWidth) = (upsampled, upsampled ? width / 2 : width)
+        let sourcePlane = upsampled ? height * width / 4 : height * width
         ComputePool.shared.parallelFor(tileRows.count * channels) { range in
             // Bᵀ applied down the columns of the six input rows, 6 × stripWidth, input column j at index
             // j + 1 − 4·firstTile: the zero padding column at index 0 for the first tile of a row, and zeros after the
-            // last column (never written, so they stay zero).
-            let bt = UnsafeMutablePointer<Float>.allocate(capacity: 6 * stripWidth + width)
+            // last column (never written, so they stay zero). Then a row of zeros, then (upsampled) four row buffers.
+            let extra = width + (upsampled ? 4 * width : 0)
+            let bt = UnsafeMutablePointer<Float>.allocate(capacity: 6 * stripWidth + extra)
             defer { bt.deallocate() }
-            bt.initialize(repeating: 0, count: 6 * stripWidth + width)
+            bt.initialize(repeating: 0, count: 6 * stripWidth + extra)
             let zeros = bt + 6 * stripWidth
+            let widened = zeros + width
             for item in range {
                 let (band, c) = (item / channels, item % channels)
                 let r = tileRows.lowerBound + band
                 let (b, ty) = (r / tilesH, r % tilesH)
-                let plane = x + (b * channels + c) * height * width
+                let plane = x + (b * channels + c) * sourcePlane
+                if upsampled {
+                    // Input rows 4·ty − 1 … 4·ty + 4 are source rows 2·ty − 1, 2·ty, 2·ty, 2·ty + 1, 2·ty + 1, 2·ty + 2.
+                    for s in 0..<4 where 4 * ty - 2 + 2 * s >= 0 && 4 * ty - 2 + 2 * s < height {
+                        Self.widen(
+                            plane + (2 * ty - 1 + s) * sourceWidth, into: widened + s * width,
+                            columns: firstInput..<endInput)
+                    }
+                }
                 @inline(__always) func source(_ k: Int) -> UnsafePointer<Float> {
                     let ih = 4 * ty - 1 + k
-                    return ih >= 0 && ih < height ? plane + ih * width : UnsafePointer(zeros)
+                    guard ih >= 0 && ih < height else { return UnsafePointer(zeros) }
+                    return upsampled ? UnsafePointer(widened + ((k + 1) / 2) * width) : plane + ih * width
                 }
                 // Bᵀ rows: [4,0,−5,0,1,0], [0,−4,−4,1,1,0], [0,4,−4,−1,1,0], [0,−2,−1,2,1,0], [0,2,−1,−2,1,0],
                 // [0,4,0,−5,0,1].
@@ -520,6 +554,22 @@ struct WinogradF4 {
                     }
                 }
             }
+        }
+    }
+
+    /// `row[j] = source[j / 2]` for j in `columns` (`row` as wide as the upsampled input, `source` half as wide).
+    @inline(__always)
+    static func widen(_ source: UnsafePointer<Float>, into row: UnsafeMutablePointer<Float>, columns: Range<Int>) {
+        var j = columns.lowerBound & ~1
+        while j + 8 <= columns.upperBound {
+            let s = UnsafeRawPointer(source + j / 2).loadUnaligned(as: SIMD4<Float>.self)
+            let pairs = SIMD8(s[0], s[0], s[1], s[1], s[2], s[2], s[3], s[3])
+            UnsafeMutableRawPointer(row + j).storeBytes(of: pairs, as: SIMD8<Float>.self)
+            j += 8
+        }
+        while j < columns.upperBound {
+            row[j] = source[j / 2]
+            j += 1
         }
     }
 
