@@ -40,7 +40,11 @@ extension Kernels {
     ///   - bias: `[Cout]`, or nil.
     /// - Returns: `[B, Cout, L]`.
     public static func conv1x1(_ x: Tensor, weight: Tensor, bias: Tensor?) -> Tensor {
-        KernelProfile.measure(.conv1x1) {
+        KernelProfile.measure(
+            .conv1x1,
+            shape: "conv1d \(weight.shape.count > 1 ? weight.shape[1] : 0)→\(weight.shape.first ?? 0) "
+                + "L\(x.shape.last ?? 0) b\(x.shape.first ?? 0)"
+        ) {
             precondition(x.rank == 3, "conv1d input must be [B, C, L], got \(x.shape)")
             precondition(
                 weight.rank == 2 || (weight.rank == 3 && weight.shape[2] == 1),
