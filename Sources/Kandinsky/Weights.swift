@@ -183,7 +183,7 @@ public struct Conv2d: Sendable {
 
     /// This 3×3, stride-1, padding-1 convolution of `x` upsampled ×2 (nearest), without making the upsampled tensor.
     public func callAsFunction(upsampling x: Tensor) -> Tensor {
-        precondition(stride == 1 && padding == .uniform(1), "upsampling convolutions are 3×3, stride 1, padding 1")
+        precondition(stride == 1 && padding == .uniform(1), "upsampling convolutions are stride 1, padding 1")
         return Kernels.conv3x3Upsampled(x, weight: weight, bias: bias)
     }
 }

@@ -43,10 +43,11 @@ extension Kernels {
     /// VAE's and the UNet's upsampling layers). On the Winograd path the input transform reads x directly, so the
     /// upsampled tensor (268 MB before the VAE's last level at 512×512) is never made.
     public static func conv3x3Upsampled(_ x: Tensor, weight: Tensor, bias: Tensor?) -> Tensor {
-        measureConv(x, weight: weight, stride: 1, padding: .uniform(1), upsampled: true) { algorithm in
-            if algorithm == .winograd, weight.rank == 4, weight.shape[2] == 3, weight.shape[3] == 3 {
-                return winogradConv3x3(x, weight: weight, bias: bias, upsampled: true)
-            }
+        precondition(
+            weight.rank == 4 && weight.shape[2] == 3 && weight.shape[3] == 3,
+            "upsampling convolution weight must be [Cout, Cin, 3, 3], got \(weight.shape)")
+        return measureConv(x, weight: weight, stride: 1, padding: .uniform(1), upsampled: true) { algorithm in
+            if algorithm == .winograd { return winogradConv3x3(x, weight: weight, bias: bias, upsampled: true) }
             return conv2d(
                 upsampleNearest2x(x), weight: weight, bias: bias, stride: 1, padding: .uniform(1),
                 budget: im2colBudget)

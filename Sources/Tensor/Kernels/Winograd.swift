@@ -64,7 +64,7 @@ extension Kernels {
     /// the last-level cache from 1152 input channels), and shared blocks of ≈ 112 channels were faster (`bench unet
     /// --layers`, 1920 → 768: 0.10–0.11 against 0.14–0.15 s; 768 → 768 the same).
     static func winogradBlockChannels(inChannels: Int, tiles: Int, budget: Int) -> Int {
-        let channels = budget / (36 * inChannels)
+        let channels = budget / (WinogradF4.points * inChannels)
         return max(1, tiles <= fewTiles ? min(channels, fewTilesBlock) : channels)
     }
 
@@ -105,7 +105,7 @@ extension Kernels {
         KernelProfile.addFlops(2 * Double(batch * height * width) * Double(cout * cin * 9))
         let tiling = WinogradF4(batch: batch, height: height, width: width, upsampled: upsampled)
         let scratch = Scratch.current
-        let points = 36
+        let points = WinogradF4.points
         let (xp, yp, wp, bp) = (x.storage.pointer, y.storage.pointer, weight.storage.pointer, bias?.storage.pointer)
 
         /// M[ξ][count, n] = U[ξ][count, Cin] · V[ξ][Cin, n] on operands the transforms packed (`PanelGEMM`): independent
@@ -379,6 +379,9 @@ struct WinogradF4 {
         tilesH = (height + 3) / 4
         tilesW = (width + 3) / 4
     }
+
+    /// Transformed values per tile (6 × 6): the number of products.
+    static let points = 36
 
     /// Tiles over the whole batch.
     var count: Int { batch * tilesH * tilesW }
