@@ -38,6 +38,36 @@ public enum KernelBenchmark {
             }
         }
 
+    /// One attention shape: `slices` heads (over the batch) of `width` channels, `queries` against `keys`.
+    public struct AttentionCase: Sendable {
+        public var name: String
+        public var slices: Int, width: Int, queries: Int, keys: Int
+        /// Multiply-adds × 2 of the two products (scores, then the weighted values).
+        public var flops: Double { 4.0 * Double(slices * queries * keys * width) }
+    }
+
+    /// The UNet's attention at 32×32, 16×16 and 8×8 (batch 2, heads of 64 channels, 77 text keys before the
+    /// image's) and the VAE's single head of 512 channels over a 64×64 latent, channels first as the models call it.
+    public static let attentionCases = [
+        (24, 64, 1024, 1024 + 77), (36, 64, 256, 256 + 77), (48, 64, 64, 64 + 77), (1, 512, 4096, 4096),
+    ].map { slices, width, queries, keys in
+        AttentionCase(
+            name: "attention \(slices)×\(width) \(queries)→\(keys)", slices: slices, width: width, queries: queries,
+            keys: keys)
+    }
+
+    /// One attention case through `Kernels.attentionChannelsFirst`.
+    public static func attention(_ c: AttentionCase, repeats: Int = 5) -> Result {
+        let q = random([c.slices, c.width, c.queries], seed: 6)
+        let k = random([c.slices, c.width, c.keys], seed: 7)
+        let v = random([c.slices, c.width, c.keys], seed: 8)
+        let scale = 1 / Float(c.width).squareRoot()
+        let (best, median) = time(repeats: repeats) {
+            _ = Kernels.attentionChannelsFirst(q: q, k: k, v: v, scale: scale)
+        }
+        return Result(name: c.name, bestSeconds: best, medianSeconds: median, gflops: c.flops / best / 1e9)
+    }
+
     /// Times `body` `repeats` times after one warm-up run; returns the best and the median seconds.
     public static func time(repeats: Int, _ body: () -> Void) -> (best: Double, median: Double) {
         body()

@@ -10,7 +10,7 @@ struct Bench: ParsableCommand {
 
     struct Kernels: ParsableCommand {
         static let configuration = CommandConfiguration(
-            abstract: "sgemm and 3×3 convolution GFLOP/s at the UNet's shapes, measured in the same run.")
+            abstract: "sgemm, 3×3 convolution and attention GFLOP/s at the models' shapes, measured in the same run.")
 
         @Option(help: "Timed repetitions of each case (after one warm-up).")
         var repeats = 5
@@ -26,7 +26,10 @@ struct Bench: ParsableCommand {
             help: "Also time sgemm at these shapes, each M,N,K (append t to transpose B: M,N,Kt).")
         var gemm: [String] = []
 
-        @Option(help: "Only the convolution cases whose name contains this text (e.g. 16×16, b8, im2col).")
+        @Option(
+            help:
+                "Only the convolution and attention cases whose name contains this text (e.g. 16×16, b8, im2col, attention)."
+        )
         var only: String?
 
         func validate() throws {
@@ -58,12 +61,20 @@ struct Bench: ParsableCommand {
                 report(r, peak: peak.gflops)
                 convs.append(r)
             }
+            var attentions: [KernelBenchmark.Result] = []
+            for c in KernelBenchmark.attentionCases where only.map({ c.name.contains($0) }) ?? true {
+                let r = KernelBenchmark.attention(c, repeats: repeats)
+                report(r, peak: peak.gflops)
+                attentions.append(r)
+            }
             if json {
                 let worst = convs.map(\.gflops).min() ?? 0
                 let object: [String: Any] = [
                     "sgemm_gflops": round2(peak.gflops),
                     "conv3x3_gflops": Dictionary(uniqueKeysWithValues: convs.map { ($0.name, round2($0.gflops)) }),
                     "conv3x3_over_sgemm": round2(worst / peak.gflops),
+                    "attention_gflops": Dictionary(
+                        uniqueKeysWithValues: attentions.map { ($0.name, round2($0.gflops)) }),
                     "threads": BLAS.threads,
                 ]
                 let data = try JSONSerialization.data(withJSONObject: object, options: [.sortedKeys])
