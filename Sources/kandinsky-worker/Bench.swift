@@ -68,15 +68,15 @@ struct Bench: ParsableCommand {
                 attentions.append(r)
             }
             if json {
-                let worst = convs.map(\.gflops).min() ?? 0
-                let object: [String: Any] = [
+                var object: [String: Any] = [
                     "sgemm_gflops": round2(peak.gflops),
                     "conv3x3_gflops": Dictionary(uniqueKeysWithValues: convs.map { ($0.name, round2($0.gflops)) }),
-                    "conv3x3_over_sgemm": round2(worst / peak.gflops),
                     "attention_gflops": Dictionary(
                         uniqueKeysWithValues: attentions.map { ($0.name, round2($0.gflops)) }),
                     "threads": BLAS.threads,
                 ]
+                // The slowest convolution against the peak, when any convolution ran (not with --only attention).
+                if let worst = convs.map(\.gflops).min() { object["conv3x3_over_sgemm"] = round2(worst / peak.gflops) }
                 let data = try JSONSerialization.data(withJSONObject: object, options: [.sortedKeys])
                 print(String(decoding: data, as: UTF8.self))
             }

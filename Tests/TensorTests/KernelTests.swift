@@ -317,39 +317,6 @@ import Testing
         expectClose(first, transposed, shape: [n, dv, lq], "attention, channels first")
     }
 
-    /// Channel-first attention on `PanelGEMM`'s tiles (forced by `packedFrom: 0`) against double precision: blocks of
-    /// 24 queries with a last one 5, 13 or 19 wide (padded to 8, 16 and 24 columns), odd key counts (a lone last row
-    /// in the column softmax, and a period of 48 floats cut short), values narrower than a pair of panels, and one
-    /// slice with a single query.
-    @Test(arguments: [
-        // (slices, width D, value width Dv, queries, keys)
-        (3, 8, 5, 24 * 5 + 19, 37), (2, 64, 64, 24 + 5, 77 + 64), (2, 16, 9, 24 + 13, 1), (1, 12, 3, 1, 6),
-    ])
-    func packedChannelFirstAttentionMatchesReference(_ c: (Int, Int, Int, Int, Int)) {
-        var rng = rng
-        let (n, d, dv, t, s) = c
-        let q = tensor([n, d, t], &rng, in: -2...2)
-        let k = tensor([n, d, s], &rng, in: -2...2)
-        let v = tensor([n, dv, s], &rng)
-        let scale = 1 / Float(d).squareRoot()
-        var ref = [Double](repeating: 0, count: n * dv * t)
-        for slice in 0..<n {
-            for i in 0..<t {
-                let scores = (0..<s).map { j in
-                    (0..<d).reduce(0.0) { $0 + Double(q[slice, $1, i]) * Double(k[slice, $1, j]) } * Double(scale)
-                }
-                let m = scores.max()!
-                let e = scores.map { exp($0 - m) }
-                let sum = e.reduce(0, +)
-                for c in 0..<dv {
-                    ref[(slice * dv + c) * t + i] = (0..<s).reduce(0.0) { $0 + e[$1] / sum * Double(v[slice, c, $1]) }
-                }
-            }
-        }
-        let packed = Kernels.attentionChannelsFirst(q: q, k: k, v: v, scale: scale, packedFrom: 0)
-        expectClose(packed, ref, shape: [n, dv, t], "packed attention \(c)")
-    }
-
     /// The vectorised exponential against double precision, over the range the kernels use, including the lanes
     /// of a partial vector and the clamp below −87.
     @Test func vectorExponentialIsWithinFourUlp() {

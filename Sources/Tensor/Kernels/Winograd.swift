@@ -251,7 +251,7 @@ extension WinogradF4 {
                 let row = w + first * rowFloats
                 var j = 0
                 while j + 8 <= rowFloats {
-                    PanelGEMM.transpose8(row + j, stride: rowFloats, into: filters + 8 * j)
+                    Self.transpose8(row + j, stride: rowFloats, into: filters + 8 * j)
                     j += 8
                 }
                 for j in j..<rowFloats {
@@ -272,6 +272,27 @@ extension WinogradF4 {
                 transformFilterGroup(filters + 72 * i, into: dst + i * PanelGEMM.aStep, pointStride: plane)
             }
         }
+    }
+
+    /// `dst[8·j + r] = src[r·stride + j]` for eight rows r and eight columns j: an 8 × 8 transpose, by three rounds of
+    /// pairwise interleaving (rows 4 apart, then 2, then 1), which the compiler turns into unpack and permute
+    /// instructions.
+    @inline(__always)
+    static func transpose8(_ src: UnsafePointer<Float>, stride: Int, into dst: UnsafeMutablePointer<Float>) {
+        typealias Row = SIMD8<Float>
+        @inline(__always) func row(_ r: Int) -> Row { UnsafeRawPointer(src + r * stride).loadUnaligned(as: Row.self) }
+        @inline(__always) func zip(_ x: Row, _ y: Row) -> SIMD16<Float> {
+            SIMD16(x[0], y[0], x[1], y[1], x[2], y[2], x[3], y[3], x[4], y[4], x[5], y[5], x[6], y[6], x[7], y[7])
+        }
+        let (r04, r15, r26, r37) = (zip(row(0), row(4)), zip(row(1), row(5)), zip(row(2), row(6)), zip(row(3), row(7)))
+        // (r0, r2, r4, r6) and (r1, r3, r5, r7) of columns 0–3, then of columns 4–7.
+        let (even0, odd0) = (zip(r04.lowHalf, r26.lowHalf), zip(r15.lowHalf, r37.lowHalf))
+        let (even1, odd1) = (zip(r04.highHalf, r26.highHalf), zip(r15.highHalf, r37.highHalf))
+        let out = UnsafeMutableRawPointer(dst)
+        out.storeBytes(of: zip(even0.lowHalf, odd0.lowHalf), as: SIMD16<Float>.self)
+        out.storeBytes(of: zip(even0.highHalf, odd0.highHalf), toByteOffset: 64, as: SIMD16<Float>.self)
+        out.storeBytes(of: zip(even1.lowHalf, odd1.lowHalf), toByteOffset: 128, as: SIMD16<Float>.self)
+        out.storeBytes(of: zip(even1.highHalf, odd1.highHalf), toByteOffset: 192, as: SIMD16<Float>.self)
     }
 
     /// The 36 transformed values of eight 3×3 filters interleaved at `g` (tap e of every lane at `g + 8·e`), each
