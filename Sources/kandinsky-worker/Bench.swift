@@ -55,17 +55,11 @@ struct Bench: ParsableCommand {
                     KernelBenchmark.sgemm(m: dims[0], n: dims[1], k: dims[2], transB: transB, repeats: repeats),
                     peak: peak.gflops)
             }
-            var convs: [KernelBenchmark.Result] = []
-            for c in KernelBenchmark.convCases where only.map({ c.name.contains($0) }) ?? true {
-                let r = KernelBenchmark.conv(c, repeats: repeats)
-                report(r, peak: peak.gflops)
-                convs.append(r)
+            let convs = measure(KernelBenchmark.convCases, name: \.name, peak: peak.gflops) {
+                KernelBenchmark.conv($0, repeats: repeats)
             }
-            var attentions: [KernelBenchmark.Result] = []
-            for c in KernelBenchmark.attentionCases where only.map({ c.name.contains($0) }) ?? true {
-                let r = KernelBenchmark.attention(c, repeats: repeats)
-                report(r, peak: peak.gflops)
-                attentions.append(r)
+            let attentions = measure(KernelBenchmark.attentionCases, name: \.name, peak: peak.gflops) {
+                KernelBenchmark.attention($0, repeats: repeats)
             }
             if json {
                 var object: [String: Any] = [
@@ -79,6 +73,17 @@ struct Bench: ParsableCommand {
                 if let worst = convs.map(\.gflops).min() { object["conv3x3_over_sgemm"] = round2(worst / peak.gflops) }
                 let data = try JSONSerialization.data(withJSONObject: object, options: [.sortedKeys])
                 print(String(decoding: data, as: UTF8.self))
+            }
+        }
+
+        /// Times the cases whose name contains `--only` (all without it), printing a line for each.
+        private func measure<Case>(
+            _ cases: [Case], name: (Case) -> String, peak: Double, _ time: (Case) -> KernelBenchmark.Result
+        ) -> [KernelBenchmark.Result] {
+            cases.filter { c in only.map { name(c).contains($0) } ?? true }.map { c in
+                let r = time(c)
+                report(r, peak: peak)
+                return r
             }
         }
 
