@@ -51,7 +51,8 @@ let package = Package(
             linkerSettings: [.linkedLibrary("sentencepiece")]),
 
         // MARK: Swift modules
-        .target(name: "Tensor", dependencies: ["COpenBLAS"], swiftSettings: kernelSettings),
+        .target(name: "CKernels"),
+        .target(name: "Tensor", dependencies: ["COpenBLAS", "CKernels"], swiftSettings: kernelSettings),
         .target(name: "Kandinsky", dependencies: ["Tensor", "CSentencePiece"], resources: [.copy("Resources")]),
         .target(name: "ModelConversion", dependencies: ["Tensor", "ZIPFoundation"]),
         .target(

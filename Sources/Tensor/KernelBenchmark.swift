@@ -28,7 +28,8 @@ public enum KernelBenchmark {
             (128, 512, 1),
         ].flatMap { channels, size, batch in
             let picked = Kernels.convAlgorithm(
-                kernel: (3, 3), stride: 1, padding: .uniform(1), batch: batch, outH: size, outW: size)
+                kernel: (3, 3), stride: 1, padding: .uniform(1), batch: batch, outH: size, outW: size,
+                inChannels: channels, outChannels: channels)
             let forced = ConvAlgorithm.allCases.filter { $0 != picked }
             return ([nil] + forced).map { algorithm in
                 ConvCase(
@@ -115,7 +116,7 @@ public enum KernelBenchmark {
             switch c.algorithm {
             case nil: _ = Kernels.conv2d(x, weight: w, bias: bias, stride: 1, padding: .uniform(1))
             case .im2col?: _ = Kernels.conv2dDirect(x, weight: w, bias: bias, stride: 1, padding: .uniform(1))
-            case .winograd?: _ = Kernels.winogradConv3x3(x, weight: w, bias: bias)
+            case let winograd?: _ = Kernels.winogradConv3x3(x, weight: w, bias: bias, algorithm: winograd)
             }
         }
         return Result(name: c.name, bestSeconds: best, medianSeconds: median, gflops: c.flops / best / 1e9)

@@ -430,9 +430,14 @@ import Testing
             pool.parallelFor(1000) { range in for i in range { hits[i] += 1 } }
         }
         #expect((0..<1000).allSatisfy { hits[$0] == 50 })
-        // A region started inside another runs serially and still covers everything.
-        var nested = 0
-        pool.run(chunks: 1) { _ in pool.parallelFor(10) { nested += $0.count } }
-        #expect(nested == 10)
+        // A region started inside another runs serially (on the thread of the outer chunk) and still covers
+        // everything. Two outer chunks, so a region is started (one chunk runs inline, with no region, and its inner
+        // loop in parallel: counting into one variable from there raced, and CI once saw 9), each counting into its
+        // own slot.
+        let nested = UnsafeMutablePointer<Int>.allocate(capacity: 2)
+        defer { nested.deallocate() }
+        nested.initialize(repeating: 0, count: 2)
+        pool.run(chunks: 2) { chunk in pool.parallelFor(10) { nested[chunk] += $0.count } }
+        #expect(nested[0] == 10 && nested[1] == 10)
     }
 }

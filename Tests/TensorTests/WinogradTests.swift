@@ -4,14 +4,24 @@ import Testing
 
 @testable import Tensor
 
-/// Winograd F(4×4, 3×3) against a direct convolution in double precision, on sizes that leave partial tiles
-/// (sides not multiples of 4, 1×1 and 2×3 planes), odd channel counts, several blocks of output channels, and tiles taken in bands of tile rows.
+/// Winograd F(4×4, 3×3) and F(6×6, 3×3) against a direct convolution in double precision, on sizes that leave
+/// partial tiles (sides not multiples of the tile, 1×1 and 2×3 planes), odd channel counts, several blocks of output
+/// channels, and tiles taken in bands of tile rows.
 ///
 /// Tolerance: the F(4×4) transforms multiply values by up to 8 (Aᵀ) and 5 (Bᵀ) before the float32 products are summed,
 /// which costs about one decimal digit against the direct method (Lavin & Gray report ≈ 1e-6 → 1e-5 relative error
-/// for F(4×4, 3×3) in float32); 1e-5 of max|reference| is asserted, ten times below the direct kernels' 1e-4.
+/// for F(4×4, 3×3) in float32); 1e-5 of max|reference| is asserted, ten times below the direct kernels' 1e-4. F(6×6)'s
+/// scale by up to 32 and 5.25: 2e-5.
 @Suite struct WinogradTests {
+    static func tolerance(_ algorithm: ConvAlgorithm) -> Double { algorithm == .winograd6 ? 2e-5 : 1e-5 }
     static let tolerance = 1e-5
+    static let algorithms: [ConvAlgorithm] = [.winograd, .winograd6]
+
+    /// The cases' budgets are written for F(4×4)'s 36 points (`36 · channels · …`); F(6×6) needs 64 for the same
+    /// blocks and bands.
+    static func budget(_ floats: Int, _ algorithm: ConvAlgorithm, default: Int) -> Int {
+        floats == `default` || algorithm != .winograd6 ? floats : floats / 36 * 64
+    }
 
     func tensor(_ shape: [Int], _ rng: inout SeededGenerator) -> Tensor {
         Tensor(shape: shape, values: rng.floats(shape.reduce(1, *), in: -1...1))
@@ -83,20 +93,33 @@ import Testing
         (2, 6, 20, 36, 36, 36 * 6 * 8),
     ]
 
-    @Test(arguments: cases)
-    func matchesDirectReference(_ c: (Int, Int, Int, Int, Int, Int)) {
+    @Test(arguments: algorithms, cases + f6Cases)
+    func matchesDirectReference(_ algorithm: ConvAlgorithm, _ c: (Int, Int, Int, Int, Int, Int)) {
         var rng = SeededGenerator(seed: 7)
         let x = tensor([c.0, c.1, c.3, c.4], &rng)
         let w = tensor([c.2, c.1, 3, 3], &rng)
         let b = tensor([c.2], &rng)
-        let y = Kernels.winogradConv3x3(x, weight: w, bias: b, weightBudget: c.5)
+        let budget = Self.budget(c.5, algorithm, default: Kernels.winogradWeightBudget)
+        let y = Kernels.winogradConv3x3(x, weight: w, bias: b, weightBudget: budget, algorithm: algorithm)
         #expect(y.shape == [c.0, c.2, c.3, c.4])
         let error = relativeError(y, reference(x, w, b))
-        #expect(error <= Self.tolerance, "Winograd \(c): max error / max|reference| = \(error)")
-        let noBias = Kernels.winogradConv3x3(x, weight: w, bias: nil, weightBudget: c.5)
+        let tolerance = Self.tolerance(algorithm)
+        #expect(error <= tolerance, "Winograd \(algorithm) \(c): max error / max|reference| = \(error)")
+        let noBias = Kernels.winogradConv3x3(x, weight: w, bias: nil, weightBudget: budget, algorithm: algorithm)
         let errorNoBias = relativeError(noBias, reference(x, w, nil))
-        #expect(errorNoBias <= Self.tolerance, "Winograd \(c) without bias: \(errorNoBias)")
+        #expect(errorNoBias <= tolerance, "Winograd \(algorithm) \(c) without bias: \(errorNoBias)")
     }
+
+    /// Geometries for F(6×6)'s tiles in particular (with F(4×4) too).
+    static let f6Cases = [
+        // 11 tiles a row (64 columns, as the UNet's outer level): a group of eight and a partial one of three, whose
+        // outputs end two columns into the last tile.
+        (2, 3, 5, 12, 64, Kernels.winogradWeightBudget),
+        // Bands of eight tiles within a row (8 + 8 + 1 of 17, 100 columns), each stopping where the next begins.
+        (1, 3, 2, 8, 100, 36 * 4 * 8),
+        // Exactly 48 columns: one full group, the stores reaching the right edge.
+        (1, 4, 3, 7, 48, Kernels.winogradWeightBudget),
+    ]
 
     /// Weights over their budget and V over its own: all of U at once, the tiles in shared bands of tile rows.
     @Test(arguments: [
@@ -109,9 +132,15 @@ import Testing
         let x = tensor([c.0, c.1, c.3, c.4], &rng)
         let w = tensor([c.2, c.1, 3, 3], &rng)
         let b = tensor([c.2], &rng)
-        let y = Kernels.winogradConv3x3(x, weight: w, bias: b, weightBudget: c.5, inputBudget: c.6)
-        let error = relativeError(y, reference(x, w, b))
-        #expect(error <= Self.tolerance, "Winograd \(c): max error / max|reference| = \(error)")
+        let ref = reference(x, w, b)
+        for algorithm in Self.algorithms {
+            let y = Kernels.winogradConv3x3(
+                x, weight: w, bias: b, weightBudget: Self.budget(c.5, algorithm, default: -1),
+                inputBudget: Self.budget(c.6, algorithm, default: -1), algorithm: algorithm)
+            let error = relativeError(y, ref)
+            #expect(
+                error <= Self.tolerance(algorithm), "Winograd \(algorithm) \(c): max error / max|reference| = \(error)")
+        }
     }
 
     /// The upsampled input read by the input transform, against a direct convolution of the upsampled tensor, on
@@ -132,10 +161,17 @@ import Testing
         let w = tensor([c.2, c.1, 3, 3], &rng)
         let b = tensor([c.2], &rng)
         let ref = reference(Kernels.upsampleNearest2x(x), w, b)
-        let y = Kernels.winogradConv3x3(x, weight: w, bias: b, weightBudget: c.5, inputBudget: c.6, upsampled: true)
-        #expect(y.shape == [c.0, c.2, 2 * c.3, 2 * c.4])
-        let error = relativeError(y, ref)
-        #expect(error <= Self.tolerance, "upsampled Winograd \(c): max error / max|reference| = \(error)")
+        for algorithm in Self.algorithms {
+            let y = Kernels.winogradConv3x3(
+                x, weight: w, bias: b, weightBudget: Self.budget(c.5, algorithm, default: Kernels.winogradWeightBudget),
+                inputBudget: Self.budget(c.6, algorithm, default: Kernels.winogradInputBudget), upsampled: true,
+                algorithm: algorithm)
+            #expect(y.shape == [c.0, c.2, 2 * c.3, 2 * c.4])
+            let error = relativeError(y, ref)
+            #expect(
+                error <= Self.tolerance(algorithm),
+                "upsampled Winograd \(algorithm) \(c): max error / max|reference| = \(error)")
+        }
         let viaConv = Kernels.conv3x3Upsampled(x, weight: w, bias: b)
         #expect(relativeError(viaConv, ref) <= Self.tolerance, "conv3x3Upsampled \(c)")
     }
@@ -163,12 +199,14 @@ import Testing
 
     @Test func conv2dPicksTheAlgorithmByTileCount() {
         func pick(
-            _ kernel: (Int, Int), stride: Int = 1, padding: Padding = .uniform(1), batch: Int = 2, _ size: Int
+            _ kernel: (Int, Int), stride: Int = 1, padding: Padding = .uniform(1), batch: Int = 2, channels: Int = 384,
+            _ size: Int
         )
             -> ConvAlgorithm
         {
             Kernels.convAlgorithm(
-                kernel: kernel, stride: stride, padding: padding, batch: batch, outH: size, outW: size)
+                kernel: kernel, stride: stride, padding: padding, batch: batch, outH: size, outW: size,
+                inChannels: channels, outChannels: channels)
         }
         #expect(pick((3, 3), 64) == .winograd)
         #expect(pick((3, 3), 16) == .winograd)
@@ -178,5 +216,25 @@ import Testing
         #expect(pick((3, 3), stride: 2, 64) == .im2col)
         #expect(pick((3, 3), padding: .zero, 64) == .im2col)
         #expect(pick((1, 1), 64) == .im2col)
+    }
+
+    @Test func largePlanesTakeF6UnlessItsWeightsLeaveTheirPath() {
+        func pick(_ channels: (Int, Int), _ size: Int, batch: Int = 1) -> ConvAlgorithm {
+            Kernels.convAlgorithm(
+                kernel: (3, 3), stride: 1, padding: .uniform(1), batch: batch, outH: size, outW: size,
+                inChannels: channels.0, outChannels: channels.1)
+        }
+        // The VAE: both U within the weight budget, or both over it.
+        #expect(pick((128, 128), 512) == .winograd6)
+        #expect(pick((256, 128), 512) == .winograd6)
+        #expect(pick((512, 512), 128) == .winograd6)
+        #expect(pick((512, 256), 256) == .winograd6)
+        // 256 → 256: F(4×4)'s U within the budget (36 · 256 · 256), F(6×6)'s over it.
+        #expect(pick((256, 256), 256) == .winograd)
+        // 64×64 planes: 11 tiles a row in two groups of eight lanes.
+        #expect(pick((512, 512), 64) == .winograd)
+        #expect(pick((384, 384), 64, batch: 2) == .winograd)
+        // 32×32 and smaller: more work than F(4×4).
+        #expect(pick((128, 128), 32) == .winograd)
     }
 }

@@ -34,7 +34,7 @@ extension Kernels {
         _ x: Tensor, weight: Tensor, bias: Tensor?, stride: Int = 1, padding: Padding = .zero
     ) -> Tensor {
         measureConv(x, weight: weight, stride: stride, padding: padding, upsampled: false) { algorithm in
-            if algorithm == .winograd { return winogradConv3x3(x, weight: weight, bias: bias) }
+            if algorithm != .im2col { return winogradConv3x3(x, weight: weight, bias: bias, algorithm: algorithm) }
             return conv2d(x, weight: weight, bias: bias, stride: stride, padding: padding, budget: im2colBudget)
         }
     }
@@ -47,7 +47,9 @@ extension Kernels {
             weight.rank == 4 && weight.shape[2] == 3 && weight.shape[3] == 3,
             "upsampling convolution weight must be [Cout, Cin, 3, 3], got \(weight.shape)")
         return measureConv(x, weight: weight, stride: 1, padding: .uniform(1), upsampled: true) { algorithm in
-            if algorithm == .winograd { return winogradConv3x3(x, weight: weight, bias: bias, upsampled: true) }
+            if algorithm != .im2col {
+                return winogradConv3x3(x, weight: weight, bias: bias, upsampled: true, algorithm: algorithm)
+            }
             return conv2d(
                 upsampleNearest2x(x), weight: weight, bias: bias, stride: 1, padding: .uniform(1),
                 budget: im2colBudget)
@@ -66,7 +68,8 @@ extension Kernels {
         let algorithm =
             x.rank == 4
             ? convAlgorithm(
-                kernel: kernel, stride: stride, padding: padding, batch: x.shape[0], outH: size[0], outW: size[1])
+                kernel: kernel, stride: stride, padding: padding, batch: x.shape[0], outH: size[0], outW: size[1],
+                inChannels: weight.rank == 4 ? weight.shape[1] : 0, outChannels: weight.shape.first ?? 0)
             : .im2col
         return KernelProfile.measure(
             kernel == (1, 1) ? .conv1x1 : .conv3x3,

@@ -22,6 +22,8 @@ public enum ConvAlgorithm: String, Sendable, CaseIterable {
     case im2col
     /// Winograd F(4×4, 3×3): 36 products of [Cout, Cin] · [Cin, tiles], 4× fewer multiplications than direct.
     case winograd = "F(4×4)"
+    /// Winograd F(6×6, 3×3): 64 products per 6×6 tile, 5.1× fewer multiplications than direct (`WinogradF6`).
+    case winograd6 = "F(6×6)"
 }
 
 extension Kernels {
@@ -63,8 +65,9 @@ extension Kernels {
     /// 30.6 ms). Not on 32×32 planes (128 tiles): there every block of eight reads all of V again (14–35 MB, out of
     /// the last-level cache from 1152 input channels), and shared blocks of ≈ 112 channels were faster (`bench unet
     /// --layers`, 1920 → 768: 0.10–0.11 against 0.14–0.15 s; 768 → 768 the same).
-    static func winogradBlockChannels(inChannels: Int, tiles: Int, budget: Int) -> Int {
-        let channels = budget / (WinogradF4.points * inChannels)
+    static func winogradBlockChannels(inChannels: Int, tiles: Int, budget: Int, points: Int = WinogradF4.points) -> Int
+    {
+        let channels = budget / (points * inChannels)
         return max(1, tiles <= fewTiles ? min(channels, fewTilesBlock) : channels)
     }
 
@@ -72,11 +75,32 @@ extension Kernels {
     static let winogradSlack = 8
 
     /// The algorithm `conv2d` takes for this geometry.
+    ///
+    /// Winograd for 3×3 kernels, stride 1 and padding 1 from `winogradMinimumTiles` tiles; F(6×6) instead of F(4×4)
+    /// where both hold:
+    /// - its work is at most 0.95 of F(4×4)'s, counted as the transforms do it: points × tile rows × tiles of a row
+    ///   in whole groups of eight. From 128×128 planes (0.92 there, 0.82 at 512×512). Not on 64×64 planes, whose 11
+    ///   tiles a row fill 16 lanes (1.22): there F(6×6) was 5–10 % slower on every UNet layer (`bench unet --layers`)
+    ///   and no faster on the VAE's;
+    /// - its U (64 points a filter against 36) is not over `winogradWeightBudget` where F(4×4)'s is within it: the
+    ///   tiles would then be taken in bands shared by the threads, each reading all of U again (`bench kernels`,
+    ///   256 → 256 at 256×256: 123 against F(4×4)'s 116 ms; 512 → 512 at 128×128, both over the budget: 112 against
+    ///   119 ms; 128 → 128 at 512×512, both within it: 115 against 126 ms).
     static func convAlgorithm(
-        kernel: (Int, Int), stride: Int, padding: Padding, batch: Int, outH: Int, outW: Int
+        kernel: (Int, Int), stride: Int, padding: Padding, batch: Int, outH: Int, outW: Int, inChannels: Int,
+        outChannels: Int
     ) -> ConvAlgorithm {
         guard kernel == (3, 3) && stride == 1 && padding == .uniform(1) else { return .im2col }
-        return WinogradF4(batch: batch, height: outH, width: outW).count >= winogradMinimumTiles ? .winograd : .im2col
+        let f4 = WinogradF4(batch: batch, height: outH, width: outW, upsampled: false)
+        guard f4.count >= winogradMinimumTiles else { return .im2col }
+        let f6 = WinogradF6(batch: batch, height: outH, width: outW, upsampled: false)
+        func lanes<T: WinogradTiling>(_ t: T) -> Int { T.points * t.tileRows * ((t.tilesW + 7) / 8 * 8) }
+        let lessWork = 100 * lanes(f6) <= 95 * lanes(f4)
+        let filters = PanelGEMM.packedRows(outChannels) * inChannels
+        let samePath =
+            (WinogradF4.points * filters <= winogradWeightBudget)
+            == (WinogradF6.points * filters <= winogradWeightBudget)
+        return lessWork && samePath ? .winograd6 : .winograd
     }
 
     /// 3×3 convolution, stride 1, zero padding 1, by Winograd F(4×4, 3×3).
@@ -92,7 +116,23 @@ extension Kernels {
     /// - Returns: `[B, Cout, H, W]` (`[B, Cout, 2H, 2W]` when `upsampled`).
     public static func winogradConv3x3(
         _ x: Tensor, weight: Tensor, bias: Tensor?, weightBudget: Int = winogradWeightBudget,
-        inputBudget: Int = winogradInputBudget, upsampled: Bool = false
+        inputBudget: Int = winogradInputBudget, upsampled: Bool = false, algorithm: ConvAlgorithm = .winograd
+    ) -> Tensor {
+        switch algorithm {
+        case .winograd6:
+            return winograd(
+                WinogradF6.self, x, weight: weight, bias: bias, weightBudget: weightBudget, inputBudget: inputBudget,
+                upsampled: upsampled)
+        default:
+            return winograd(
+                WinogradF4.self, x, weight: weight, bias: bias, weightBudget: weightBudget, inputBudget: inputBudget,
+                upsampled: upsampled)
+        }
+    }
+
+    /// `winogradConv3x3` with the tiling `T`.
+    static func winograd<T: WinogradTiling>(
+        _: T.Type, _ x: Tensor, weight: Tensor, bias: Tensor?, weightBudget: Int, inputBudget: Int, upsampled: Bool
     ) -> Tensor {
         precondition(x.rank == 4, "conv2d input must be [B, C, H, W], got \(x.shape)")
         let factor = upsampled ? 2 : 1
@@ -103,9 +143,9 @@ extension Kernels {
         let y = Tensor(uninitialized: [batch, cout, height, width])
         if batch == 0 || cout == 0 || height == 0 || width == 0 { return y }
         KernelProfile.addFlops(2 * Double(batch * height * width) * Double(cout * cin * 9))
-        let tiling = WinogradF4(batch: batch, height: height, width: width, upsampled: upsampled)
+        let tiling = T(batch: batch, height: height, width: width, upsampled: upsampled)
         let scratch = Scratch.current
-        let points = WinogradF4.points
+        let points = T.points
         let (xp, yp, wp, bp) = (x.storage.pointer, y.storage.pointer, weight.storage.pointer, bias?.storage.pointer)
 
         /// M[ξ][count, n] = U[ξ][count, Cin] · V[ξ][Cin, n] on operands the transforms packed (`PanelGEMM`): independent
@@ -115,9 +155,9 @@ extension Kernels {
             columns: PanelGEMM.Columns
         ) {
             let rows = PanelGEMM.packedRows(count)
-            let uPlane = WinogradF4.plane(PanelGEMM.packedCount(rows: count, k: cin))
-            let vPlane = WinogradF4.plane(cin * columns.padded)
-            let mPlane = WinogradF4.plane(rows * columns.padded)
+            let uPlane = T.plane(PanelGEMM.packedCount(rows: count, k: cin))
+            let vPlane = T.plane(cin * columns.padded)
+            let mPlane = T.plane(rows * columns.padded)
             ComputePool.shared.run(chunks: points) { xi in
                 PanelGEMM.multiply(
                     a: u + xi * uPlane, rowPanels: rows / PanelGEMM.panelRows, b: v + xi * vPlane, columns: columns,
@@ -133,8 +173,8 @@ extension Kernels {
             // otherwise need 300 MB for each) and in the last-level cache between the transforms and the products.
             // Large planes with many channels too, their V over `inputBudget`, but only in shared bands: every band
             // reads all of U.
-            let u = scratch.buffer(1, count: points * WinogradF4.plane(PanelGEMM.packedCount(rows: cout, k: cin)))
-            WinogradF4.transformWeights(wp, outChannels: cout, inChannels: cin, into: u)
+            let u = scratch.buffer(1, count: points * T.plane(PanelGEMM.packedCount(rows: cout, k: cin)))
+            T.transformWeights(wp, outChannels: cout, inChannels: cin, into: u)
             // Bands of their own for the threads: whole tile rows within `bandBudget`, or tiles of one row (whole
             // groups of eight) when a row is over it; shared bands (when that makes too few bands for the threads):
             // whole rows within the budget.
@@ -154,7 +194,7 @@ extension Kernels {
             let (bands, perRow) = (bandCount(), (tiling.tilesW + tilesPerBand - 1) / tilesPerBand)
             let most = PanelGEMM.Columns(rowsPerBand * tilesPerBand).padded
             let (vCount, mCount) = (
-                points * WinogradF4.plane(cin * most), points * WinogradF4.plane(coutRows * most) + winogradSlack
+                points * T.plane(cin * most), points * T.plane(coutRows * most) + winogradSlack
             )
             /// Band `b`: its tiles transformed into `v`, its products into `m`, its outputs written.
             func band(_ b: Int, v: UnsafeMutablePointer<Float>, m: UnsafeMutablePointer<Float>) {
@@ -177,7 +217,7 @@ extension Kernels {
         // Many channels on small planes (the UNet's inner levels): every tile at once, the weights transformed a
         // block of output channels at a time.
         let tiles = tiling.count
-        let perBlock = winogradBlockChannels(inChannels: cin, tiles: tiles, budget: weightBudget)
+        let perBlock = winogradBlockChannels(inChannels: cin, tiles: tiles, budget: weightBudget, points: points)
         let evenBlocks = (cout + perBlock - 1) / perBlock
         // Blocks of (nearly) equal size, in whole groups of eight output channels (the weight transform's) from eight.
         let even = (cout + evenBlocks - 1) / evenBlocks
@@ -185,9 +225,9 @@ extension Kernels {
         let blocks = (cout + blockOut - 1) / blockOut
         let blockRows = PanelGEMM.packedRows(blockOut)
         let columns = PanelGEMM.Columns(tiles)
-        let uCount = points * WinogradF4.plane(PanelGEMM.packedCount(rows: blockOut, k: cin))
-        let mCount = points * WinogradF4.plane(blockRows * columns.padded) + winogradSlack
-        let v = scratch.buffer(0, count: points * WinogradF4.plane(cin * columns.padded))
+        let uCount = points * T.plane(PanelGEMM.packedCount(rows: blockOut, k: cin))
+        let mCount = points * T.plane(blockRows * columns.padded) + winogradSlack
+        let v = scratch.buffer(0, count: points * T.plane(cin * columns.padded))
         let allRows = 0..<tiling.tileRows
         tiling.transformInput(
             xp, channels: cin, tileRows: allRows, tileColumns: 0..<tiling.tilesW, columns: columns, into: v)
@@ -195,7 +235,7 @@ extension Kernels {
         func block(_ b: Int, u: UnsafeMutablePointer<Float>, m: UnsafeMutablePointer<Float>) {
             let first = b * blockOut
             let count = min(blockOut, cout - first)
-            WinogradF4.transformWeights(wp + first * cin * 9, outChannels: count, inChannels: cin, into: u)
+            T.transformWeights(wp + first * cin * 9, outChannels: count, inChannels: cin, into: u)
             products(u: u, v: v, m: m, count: count, columns: columns)
             tiling.transformOutput(
                 m, rows: PanelGEMM.packedRows(count), columns: columns, channels: count, firstChannel: first,
@@ -227,9 +267,76 @@ extension Kernels {
     }
 }
 
-extension WinogradF4 {
+/// One way of tiling a 3×3 convolution for Winograd's minimal filtering (`WinogradF4`, `WinogradF6`): the tiles'
+/// geometry and the three transforms, which write and read their operands packed for `PanelGEMM`.
+///
+/// Tiles are numbered by tile row over the whole batch (`r = b·tilesH + ty`), then `tx`; a band of tile rows
+/// `r₀..<r₁` and tile columns `t₀..<t₁` is transformed into columns `(r − r₀)·(t₁ − t₀) + tx − t₀` of each V[ξ] and
+/// read back from M[ξ] the same way.
+protocol WinogradTiling {
+    /// Transformed values per tile ((tile + 2)²): the number of products.
+    static var points: Int { get }
+    init(batch: Int, height: Int, width: Int, upsampled: Bool)
+    var batch: Int { get }
+    var tilesH: Int { get }
+    var tilesW: Int { get }
+    /// V[ξ][c][column] for the tiles in `tileRows` × `tileColumns` (see `WinogradF4.transformInput`).
+    func transformInput(
+        _ x: UnsafePointer<Float>, channels: Int, tileRows: Range<Int>, tileColumns: Range<Int>,
+        columns: PanelGEMM.Columns, into v: UnsafeMutablePointer<Float>)
+    /// y from M for `channels` output channels (see `WinogradF4.transformOutput`).
+    func transformOutput(
+        _ m: UnsafePointer<Float>, rows mRows: Int, columns: PanelGEMM.Columns, channels: Int, firstChannel: Int,
+        totalChannels: Int, tileRows: Range<Int>, tileColumns: Range<Int>, bias: UnsafePointer<Float>?,
+        into y: UnsafeMutablePointer<Float>)
+    /// The `points` transformed values of eight 3×3 filters interleaved at `g` (tap e of every lane at `g + 8·e`),
+    /// each point's eight values stored contiguously at `dst + point · pointStride`.
+    static func transformFilterGroup(_ g: UnsafePointer<Float>, into dst: UnsafeMutablePointer<Float>, pointStride: Int)
+}
+
+extension WinogradTiling {
+    /// Tiles over the whole batch.
+    var count: Int { batch * tilesH * tilesW }
+    /// Tile rows over the whole batch.
+    var tileRows: Int { batch * tilesH }
+
+    /// Floats from one point's U, V or M to the next's: a cache line more than the `floats` they hold, so the
+    /// streams a transform writes at once do not all fall on the same offset within 4 KiB pages (with blocks of 32
+    /// output channels × 1152 inputs they did: the weight transform ran at half speed).
+    static func plane(_ floats: Int) -> Int { floats + 16 }
+
+    /// `body(band, b, ty, channel, buffer)` for every tile row `tileRows.lowerBound + band` (tile row ty of image b) and
+    /// channel, spread over the pool's threads, each passing its own `floats` zeros for the transform's rows.
+    @inline(__always)
+    func eachTileRow(
+        _ tileRows: Range<Int>, channels: Int, buffer floats: Int,
+        _ body: (_ band: Int, _ b: Int, _ ty: Int, _ channel: Int, _ buffer: UnsafeMutablePointer<Float>) -> Void
+    ) {
+        let tilesH = tilesH
+        ComputePool.shared.parallelFor(tileRows.count * channels) { range in
+            let buffer = UnsafeMutablePointer<Float>.allocate(capacity: floats)
+            defer { buffer.deallocate() }
+            buffer.initialize(repeating: 0, count: floats)
+            for item in range {
+                let (band, channel) = (item / channels, item % channels)
+                let r = tileRows.lowerBound + band
+                body(band, r / tilesH, r % tilesH, channel, buffer)
+            }
+        }
+    }
+
+    /// The first `lanes` lanes of `value` at `p`.
+    @inline(__always)
+    static func store(_ value: SIMD8<Float>, _ p: UnsafeMutablePointer<Float>, lanes: Int) {
+        if lanes == 8 {
+            UnsafeMutableRawPointer(p).storeBytes(of: value, as: SIMD8<Float>.self)
+        } else {
+            for lane in 0..<lanes { p[lane] = value[lane] }
+        }
+    }
+
     /// U[ξ][o][i] = (G·g·Gᵀ)[ξ] for `outChannels` filters g = w[o][i] (3×3), packed as `PanelGEMM`'s A:
-    /// `[36][outChannels / 8][inChannels][8]`, output channel o in lane o % 8; rows past `outChannels` are zero.
+    /// `[points][outChannels / 8][inChannels][8]`, output channel o in lane o % 8; rows past `outChannels` are zero.
     ///
     /// Eight output channels at a time, one SIMD lane each, so every store of U is eight contiguous floats. Each group's
     /// eight rows of w are first interleaved into a buffer, read one row after the other: gathered straight from w,
@@ -251,7 +358,7 @@ extension WinogradF4 {
                 let row = w + first * rowFloats
                 var j = 0
                 while j + 8 <= rowFloats {
-                    Self.transpose8(row + j, stride: rowFloats, into: filters + 8 * j)
+                    Transpose8.copy(row + j, stride: rowFloats, into: filters + 8 * j)
                     j += 8
                 }
                 for j in j..<rowFloats {
@@ -273,30 +380,11 @@ extension WinogradF4 {
             }
         }
     }
+}
 
-    /// `dst[8·j + r] = src[r·stride + j]` for eight rows r and eight columns j: an 8 × 8 transpose, by three rounds of
-    /// pairwise interleaving (rows 4 apart, then 2, then 1), which the compiler turns into unpack and permute
-    /// instructions.
-    @inline(__always)
-    static func transpose8(_ src: UnsafePointer<Float>, stride: Int, into dst: UnsafeMutablePointer<Float>) {
-        typealias Row = SIMD8<Float>
-        @inline(__always) func row(_ r: Int) -> Row { UnsafeRawPointer(src + r * stride).loadUnaligned(as: Row.self) }
-        @inline(__always) func zip(_ x: Row, _ y: Row) -> SIMD16<Float> {
-            SIMD16(x[0], y[0], x[1], y[1], x[2], y[2], x[3], y[3], x[4], y[4], x[5], y[5], x[6], y[6], x[7], y[7])
-        }
-        let (r04, r15, r26, r37) = (zip(row(0), row(4)), zip(row(1), row(5)), zip(row(2), row(6)), zip(row(3), row(7)))
-        // (r0, r2, r4, r6) and (r1, r3, r5, r7) of columns 0–3, then of columns 4–7.
-        let (even0, odd0) = (zip(r04.lowHalf, r26.lowHalf), zip(r15.lowHalf, r37.lowHalf))
-        let (even1, odd1) = (zip(r04.highHalf, r26.highHalf), zip(r15.highHalf, r37.highHalf))
-        let out = UnsafeMutableRawPointer(dst)
-        out.storeBytes(of: zip(even0.lowHalf, odd0.lowHalf), as: SIMD16<Float>.self)
-        out.storeBytes(of: zip(even0.highHalf, odd0.highHalf), toByteOffset: 64, as: SIMD16<Float>.self)
-        out.storeBytes(of: zip(even1.lowHalf, odd1.lowHalf), toByteOffset: 128, as: SIMD16<Float>.self)
-        out.storeBytes(of: zip(even1.highHalf, odd1.highHalf), toByteOffset: 192, as: SIMD16<Float>.self)
-    }
+extension WinogradF4 {
 
-    /// The 36 transformed values of eight 3×3 filters interleaved at `g` (tap e of every lane at `g + 8·e`), each
-    /// point's eight values stored contiguously at `dst + point · pointStride`.
+    /// The 36 transformed values of eight 3×3 filters interleaved at `g`.
     ///
     /// The nine taps stay in registers; the transform goes one row of G·g at a time (three vectors), each row then
     /// expanded into its six points and stored, so no more than about fifteen vectors are live at once.
@@ -359,13 +447,10 @@ struct WinogradG {
 
 /// The 4×4 output tiles of one F(4×4, 3×3) convolution and the input and output transforms.
 ///
-/// Tiles are numbered by tile row over the whole batch (`r = b·tilesH + ty`), then `tx`; a band of tile rows
-/// `r₀..<r₁` and tile columns `t₀..<t₁` is transformed into columns `(r − r₀)·(t₁ − t₀) + tx − t₀` of each V[ξ] and
-/// read back from M[ξ] the same way.
 /// Both transforms work on eight horizontally adjacent tiles at once (one SIMD lane each); the tiles' 6-wide input
 /// windows overlap by two, so the inputs are de-interleaved from two 32-float loads and the 4-wide outputs interleaved
 /// into one 32-float store.
-struct WinogradF4 {
+struct WinogradF4: WinogradTiling {
     typealias Lanes = SIMD8<Float>
     /// The convolution's input (and output) size.
     let batch: Int, height: Int, width: Int
@@ -373,7 +458,7 @@ struct WinogradF4 {
     /// Whether the input is read from a tensor of half its height and width, upsampled (nearest) on the way.
     let upsampled: Bool
 
-    init(batch: Int, height: Int, width: Int, upsampled: Bool = false) {
+    init(batch: Int, height: Int, width: Int, upsampled: Bool) {
         precondition(!upsampled || (height % 2 == 0 && width % 2 == 0), "upsampled input of odd size")
         (self.batch, self.height, self.width, self.upsampled) = (batch, height, width, upsampled)
         tilesH = (height + 3) / 4
@@ -382,16 +467,6 @@ struct WinogradF4 {
 
     /// Transformed values per tile (6 × 6): the number of products.
     static let points = 36
-
-    /// Tiles over the whole batch.
-    var count: Int { batch * tilesH * tilesW }
-    /// Tile rows over the whole batch.
-    var tileRows: Int { batch * tilesH }
-
-    /// Floats from one point's U, V or M to the next's: a cache line more than the `floats` they hold, so the 36
-    /// streams a transform writes at once do not all fall on the same offset within 4 KiB pages (with blocks of 32
-    /// output channels × 1152 inputs they did: the weight transform ran at half speed).
-    static func plane(_ floats: Int) -> Int { floats + 16 }
 
     /// V[ξ][c][column] = (Bᵀ·d·B)[ξ] for the 6×6 patch d at rows 4·ty − 1…4·ty + 4, columns 4·tx − 1…4·tx + 4 (zero
     /// outside the image) of the tiles in `tileRows`, each V[ξ] packed as `PanelGEMM`'s B with `columns`
@@ -402,7 +477,7 @@ struct WinogradF4 {
         _ x: UnsafePointer<Float>, channels: Int, tileRows: Range<Int>, tileColumns: Range<Int>,
         columns: PanelGEMM.Columns, into v: UnsafeMutablePointer<Float>
     ) {
-        let (tilesH, height, width) = (tilesH, height, width)
+        let (height, width) = (height, width)
         let (firstTile, tilesW) = (tileColumns.lowerBound, tileColumns.count)
         precondition(columns.count == tileRows.count * tilesW, "Winograd band of \(columns.count) columns")
         // The input columns these tiles read (4·tx − 1 … 4·tx + 4), within the image.
@@ -413,104 +488,96 @@ struct WinogradF4 {
         let pointStride = Self.plane(channels * columns.padded)
         let (upsampled, sourceWidth) = (upsampled, upsampled ? width / 2 : width)
         let sourcePlane = upsampled ? height * width / 4 : height * width
-        ComputePool.shared.parallelFor(tileRows.count * channels) { range in
-            // Bᵀ applied down the columns of the six input rows, 6 × stripWidth, input column j at index
-            // j + 1 − 4·firstTile: the zero padding column at index 0 for the first tile of a row, and zeros after the
-            // last column (never written, so they stay zero). Then a row of zeros, then (upsampled) four row buffers.
-            let extra = width + (upsampled ? 4 * width : 0)
-            let bt = UnsafeMutablePointer<Float>.allocate(capacity: 6 * stripWidth + extra)
-            defer { bt.deallocate() }
-            bt.initialize(repeating: 0, count: 6 * stripWidth + extra)
+        // Bᵀ applied down the columns of the six input rows, 6 × stripWidth, input column j at index j + 1 − 4·firstTile:
+        // the zero padding column at index 0 for the first tile of a row, and zeros after the last column (never
+        // written, so they stay zero). Then a row of zeros, then (upsampled) four row buffers.
+        let buffer = 6 * stripWidth + width + (upsampled ? 4 * width : 0)
+        eachTileRow(tileRows, channels: channels, buffer: buffer) { band, b, ty, c, bt in
             let zeros = bt + 6 * stripWidth
             let widened = zeros + width
-            for item in range {
-                let (band, c) = (item / channels, item % channels)
-                let r = tileRows.lowerBound + band
-                let (b, ty) = (r / tilesH, r % tilesH)
-                let plane = x + (b * channels + c) * sourcePlane
-                if upsampled {
-                    // Input rows 4·ty − 1 … 4·ty + 4 are source rows 2·ty − 1, 2·ty, 2·ty, 2·ty + 1, 2·ty + 1, 2·ty + 2.
-                    for s in 0..<4 where 4 * ty - 2 + 2 * s >= 0 && 4 * ty - 2 + 2 * s < height {
-                        Self.widen(
-                            plane + (2 * ty - 1 + s) * sourceWidth, into: widened + s * width,
-                            columns: firstInput..<endInput)
-                    }
+            let plane = x + (b * channels + c) * sourcePlane
+            if upsampled {
+                // Input rows 4·ty − 1 … 4·ty + 4 are source rows 2·ty − 1, 2·ty, 2·ty, 2·ty + 1, 2·ty + 1, 2·ty + 2.
+                for s in 0..<4 where 4 * ty - 2 + 2 * s >= 0 && 4 * ty - 2 + 2 * s < height {
+                    Self.widen(
+                        plane + (2 * ty - 1 + s) * sourceWidth, into: widened + s * width,
+                        columns: firstInput..<endInput)
                 }
-                @inline(__always) func source(_ k: Int) -> UnsafePointer<Float> {
-                    let ih = 4 * ty - 1 + k
-                    guard ih >= 0 && ih < height else { return UnsafePointer(zeros) }
-                    return upsampled ? UnsafePointer(widened + ((k + 1) / 2) * width) : plane + ih * width
+            }
+            @inline(__always) func source(_ k: Int) -> UnsafePointer<Float> {
+                let ih = 4 * ty - 1 + k
+                guard ih >= 0 && ih < height else { return UnsafePointer(zeros) }
+                return upsampled ? UnsafePointer(widened + ((k + 1) / 2) * width) : plane + ih * width
+            }
+            // Bᵀ rows: [4,0,−5,0,1,0], [0,−4,−4,1,1,0], [0,4,−4,−1,1,0], [0,−2,−1,2,1,0], [0,2,−1,−2,1,0],
+            // [0,4,0,−5,0,1].
+            let (d0, d1, d2, d3, d4, d5) = (source(0), source(1), source(2), source(3), source(4), source(5))
+            let out = bt + 1 - 4 * firstTile
+            // Eight columns at a time, written out so the compiler need not prove the rows distinct.
+            var j = firstInput
+            while j + 8 <= endInput {
+                @inline(__always) func at(_ p: UnsafePointer<Float>) -> Lanes {
+                    UnsafeRawPointer(p + j).loadUnaligned(as: Lanes.self)
                 }
-                // Bᵀ rows: [4,0,−5,0,1,0], [0,−4,−4,1,1,0], [0,4,−4,−1,1,0], [0,−2,−1,2,1,0], [0,2,−1,−2,1,0],
-                // [0,4,0,−5,0,1].
-                let (d0, d1, d2, d3, d4, d5) = (source(0), source(1), source(2), source(3), source(4), source(5))
-                let out = bt + 1 - 4 * firstTile
-                // Eight columns at a time, written out so the compiler need not prove the rows distinct.
-                var j = firstInput
-                while j + 8 <= endInput {
-                    @inline(__always) func at(_ p: UnsafePointer<Float>) -> Lanes {
-                        UnsafeRawPointer(p + j).loadUnaligned(as: Lanes.self)
-                    }
-                    @inline(__always) func put(_ k: Int, _ value: Lanes) {
-                        UnsafeMutableRawPointer(out + k * stripWidth + j).storeBytes(of: value, as: Lanes.self)
-                    }
-                    let (e0, e1, e2, e3, e4, e5) = (at(d0), at(d1), at(d2), at(d3), at(d4), at(d5))
-                    put(0, 4 * e0 - 5 * e2 + e4)
-                    put(1, -4 * (e1 + e2) + e3 + e4)
-                    put(2, 4 * (e1 - e2) - e3 + e4)
-                    put(3, 2 * (e3 - e1) - e2 + e4)
-                    put(4, 2 * (e1 - e3) - e2 + e4)
-                    put(5, 4 * e1 - 5 * e3 + e5)
-                    j += 8
+                @inline(__always) func put(_ k: Int, _ value: Lanes) {
+                    UnsafeMutableRawPointer(out + k * stripWidth + j).storeBytes(of: value, as: Lanes.self)
                 }
-                while j < endInput {
-                    out[j] = 4 * d0[j] - 5 * d2[j] + d4[j]
-                    out[stripWidth + j] = -4 * (d1[j] + d2[j]) + d3[j] + d4[j]
-                    out[2 * stripWidth + j] = 4 * (d1[j] - d2[j]) - d3[j] + d4[j]
-                    out[3 * stripWidth + j] = 2 * (d3[j] - d1[j]) - d2[j] + d4[j]
-                    out[4 * stripWidth + j] = 2 * (d1[j] - d3[j]) - d2[j] + d4[j]
-                    out[5 * stripWidth + j] = 4 * d1[j] - 5 * d3[j] + d5[j]
-                    j += 1
-                }
-                let firstColumn = band * tilesW
-                for i in 0..<6 {
-                    let t = bt + i * stripWidth
-                    let out = v + (i * 6) * pointStride
-                    var tx = 0
-                    while tx < tilesW {
-                        // e_m[lane] = t[4·(tx + lane) + m], m = 0…5
-                        let a = UnsafeRawPointer(t + 4 * tx).loadUnaligned(as: SIMD32<Float>.self)
-                        let b = UnsafeRawPointer(t + 4 * tx + 4).loadUnaligned(as: SIMD32<Float>.self)
-                        let (even, odd) = (a.evenHalf, a.oddHalf)
-                        let (e0, e1, e2, e3) = (even.evenHalf, odd.evenHalf, even.oddHalf, odd.oddHalf)
-                        let (e4, e5) = (b.evenHalf.evenHalf, b.oddHalf.evenHalf)
-                        let results = (
-                            4 * e0 - 5 * e2 + e4, -4 * (e1 + e2) + e3 + e4, 4 * (e1 - e2) - e3 + e4,
-                            2 * (e3 - e1) - e2 + e4, 2 * (e1 - e3) - e2 + e4, 4 * e1 - 5 * e3 + e5
-                        )
-                        let (column, lanes) = (firstColumn + tx, min(8, tilesW - tx))
-                        if columns.samePanel(column, lanes) {
-                            let at = out + columns.offset(row: c, column: column, rows: channels)
-                            Self.store(results.0, at, lanes: lanes)
-                            Self.store(results.1, at + pointStride, lanes: lanes)
-                            Self.store(results.2, at + 2 * pointStride, lanes: lanes)
-                            Self.store(results.3, at + 3 * pointStride, lanes: lanes)
-                            Self.store(results.4, at + 4 * pointStride, lanes: lanes)
-                            Self.store(results.5, at + 5 * pointStride, lanes: lanes)
-                        } else {
-                            // Eight tiles across the end of a panel (rows of tiles not a multiple of eight wide).
-                            for lane in 0..<lanes {
-                                let at = out + columns.offset(row: c, column: column + lane, rows: channels)
-                                at[0] = results.0[lane]
-                                at[pointStride] = results.1[lane]
-                                at[2 * pointStride] = results.2[lane]
-                                at[3 * pointStride] = results.3[lane]
-                                at[4 * pointStride] = results.4[lane]
-                                at[5 * pointStride] = results.5[lane]
-                            }
+                let (e0, e1, e2, e3, e4, e5) = (at(d0), at(d1), at(d2), at(d3), at(d4), at(d5))
+                put(0, 4 * e0 - 5 * e2 + e4)
+                put(1, -4 * (e1 + e2) + e3 + e4)
+                put(2, 4 * (e1 - e2) - e3 + e4)
+                put(3, 2 * (e3 - e1) - e2 + e4)
+                put(4, 2 * (e1 - e3) - e2 + e4)
+                put(5, 4 * e1 - 5 * e3 + e5)
+                j += 8
+            }
+            while j < endInput {
+                out[j] = 4 * d0[j] - 5 * d2[j] + d4[j]
+                out[stripWidth + j] = -4 * (d1[j] + d2[j]) + d3[j] + d4[j]
+                out[2 * stripWidth + j] = 4 * (d1[j] - d2[j]) - d3[j] + d4[j]
+                out[3 * stripWidth + j] = 2 * (d3[j] - d1[j]) - d2[j] + d4[j]
+                out[4 * stripWidth + j] = 2 * (d1[j] - d3[j]) - d2[j] + d4[j]
+                out[5 * stripWidth + j] = 4 * d1[j] - 5 * d3[j] + d5[j]
+                j += 1
+            }
+            let firstColumn = band * tilesW
+            for i in 0..<6 {
+                let t = bt + i * stripWidth
+                let out = v + (i * 6) * pointStride
+                var tx = 0
+                while tx < tilesW {
+                    // e_m[lane] = t[4·(tx + lane) + m], m = 0…5
+                    let a = UnsafeRawPointer(t + 4 * tx).loadUnaligned(as: SIMD32<Float>.self)
+                    let b = UnsafeRawPointer(t + 4 * tx + 4).loadUnaligned(as: SIMD32<Float>.self)
+                    let (even, odd) = (a.evenHalf, a.oddHalf)
+                    let (e0, e1, e2, e3) = (even.evenHalf, odd.evenHalf, even.oddHalf, odd.oddHalf)
+                    let (e4, e5) = (b.evenHalf.evenHalf, b.oddHalf.evenHalf)
+                    let results = (
+                        4 * e0 - 5 * e2 + e4, -4 * (e1 + e2) + e3 + e4, 4 * (e1 - e2) - e3 + e4,
+                        2 * (e3 - e1) - e2 + e4, 2 * (e1 - e3) - e2 + e4, 4 * e1 - 5 * e3 + e5
+                    )
+                    let (column, lanes) = (firstColumn + tx, min(8, tilesW - tx))
+                    if columns.samePanel(column, lanes) {
+                        let at = out + columns.offset(row: c, column: column, rows: channels)
+                        Self.store(results.0, at, lanes: lanes)
+                        Self.store(results.1, at + pointStride, lanes: lanes)
+                        Self.store(results.2, at + 2 * pointStride, lanes: lanes)
+                        Self.store(results.3, at + 3 * pointStride, lanes: lanes)
+                        Self.store(results.4, at + 4 * pointStride, lanes: lanes)
+                        Self.store(results.5, at + 5 * pointStride, lanes: lanes)
+                    } else {
+                        // Eight tiles across the end of a panel (rows of tiles not a multiple of eight wide).
+                        for lane in 0..<lanes {
+                            let at = out + columns.offset(row: c, column: column + lane, rows: channels)
+                            at[0] = results.0[lane]
+                            at[pointStride] = results.1[lane]
+                            at[2 * pointStride] = results.2[lane]
+                            at[3 * pointStride] = results.3[lane]
+                            at[4 * pointStride] = results.4[lane]
+                            at[5 * pointStride] = results.5[lane]
                         }
-                        tx += 8
                     }
+                    tx += 8
                 }
             }
         }
@@ -523,73 +590,65 @@ struct WinogradF4 {
         totalChannels: Int, tileRows: Range<Int>, tileColumns: Range<Int>, bias: UnsafePointer<Float>?,
         into y: UnsafeMutablePointer<Float>
     ) {
-        let (tilesH, height, width) = (tilesH, height, width)
+        let (height, width) = (height, width)
         let (firstTile, tilesW) = (tileColumns.lowerBound, tileColumns.count)
         // Output columns end here (another band may own the columns after).
         let limit = min(width, 4 * tileColumns.upperBound)
         let rowStride = columns.padded
         let pointStride = Self.plane(mRows * rowStride)
         let groups = (tilesW + 7) / 8
-        ComputePool.shared.parallelFor(tileRows.count * channels) { range in
-            // Aᵀ applied down the columns of one tile row: 4 × 6 × (8 · groups), then along the rows.
-            let rowsWidth = 8 * groups
-            let rows = UnsafeMutablePointer<Float>.allocate(capacity: 24 * rowsWidth)
-            defer { rows.deallocate() }
-            rows.initialize(repeating: 0, count: 24 * rowsWidth)
-            for item in range {
-                let (band, o) = (item / channels, item % channels)
-                let r = tileRows.lowerBound + band
-                let (b, ty) = (r / tilesH, r % tilesH)
-                let add = Lanes(repeating: bias?[firstChannel + o] ?? 0)
-                let plane = y + (b * totalChannels + firstChannel + o) * height * width
-                let firstColumn = band * tilesW
-                // Aᵀ rows: [1,1,1,1,1,0], [0,1,−1,2,−2,0], [0,1,1,4,4,0], [0,1,−1,8,−8,1].
-                for j in 0..<6 {
-                    let src = m + j * pointStride + o * rowStride + firstColumn
-                    let (m0, m1, m2) = (src, src + 6 * pointStride, src + 12 * pointStride)
-                    let (m3, m4, m5) = (src + 18 * pointStride, src + 24 * pointStride, src + 30 * pointStride)
-                    let row = rows + j * rowsWidth
-                    let stride = 6 * rowsWidth
-                    // Whole groups of eight columns: M has `winogradSlack` floats after its end for the last one.
-                    var tx = 0
-                    while tx < tilesW {
-                        @inline(__always) func lanes(_ p: UnsafePointer<Float>) -> Lanes {
-                            UnsafeRawPointer(p + tx).loadUnaligned(as: Lanes.self)
-                        }
-                        let (p, q) = (lanes(m1) + lanes(m2), lanes(m1) - lanes(m2))
-                        let (s, d) = (lanes(m3) + lanes(m4), lanes(m3) - lanes(m4))
-                        @inline(__always) func put(_ value: Lanes, _ at: UnsafeMutablePointer<Float>) {
-                            UnsafeMutableRawPointer(at + tx).storeBytes(of: value, as: Lanes.self)
-                        }
-                        put(lanes(m0) + p + s, row)
-                        put(q + 2 * d, row + stride)
-                        put(p + 4 * s, row + 2 * stride)
-                        put(q + 8 * d + lanes(m5), row + 3 * stride)
-                        tx += 8
+        // Aᵀ applied down the columns of one tile row: 4 × 6 × (8 · groups), then along the rows.
+        let rowsWidth = 8 * groups
+        eachTileRow(tileRows, channels: channels, buffer: 24 * rowsWidth) { band, b, ty, o, rows in
+            let add = Lanes(repeating: bias?[firstChannel + o] ?? 0)
+            let plane = y + (b * totalChannels + firstChannel + o) * height * width
+            let firstColumn = band * tilesW
+            // Aᵀ rows: [1,1,1,1,1,0], [0,1,−1,2,−2,0], [0,1,1,4,4,0], [0,1,−1,8,−8,1].
+            for j in 0..<6 {
+                let src = m + j * pointStride + o * rowStride + firstColumn
+                let (m0, m1, m2) = (src, src + 6 * pointStride, src + 12 * pointStride)
+                let (m3, m4, m5) = (src + 18 * pointStride, src + 24 * pointStride, src + 30 * pointStride)
+                let row = rows + j * rowsWidth
+                let stride = 6 * rowsWidth
+                // Whole groups of eight columns: M has `winogradSlack` floats after its end for the last one.
+                var tx = 0
+                while tx < tilesW {
+                    @inline(__always) func lanes(_ p: UnsafePointer<Float>) -> Lanes {
+                        UnsafeRawPointer(p + tx).loadUnaligned(as: Lanes.self)
                     }
+                    let (p, q) = (lanes(m1) + lanes(m2), lanes(m1) - lanes(m2))
+                    let (s, d) = (lanes(m3) + lanes(m4), lanes(m3) - lanes(m4))
+                    @inline(__always) func put(_ value: Lanes, _ at: UnsafeMutablePointer<Float>) {
+                        UnsafeMutableRawPointer(at + tx).storeBytes(of: value, as: Lanes.self)
+                    }
+                    put(lanes(m0) + p + s, row)
+                    put(q + 2 * d, row + stride)
+                    put(p + 4 * s, row + 2 * stride)
+                    put(q + 8 * d + lanes(m5), row + 3 * stride)
+                    tx += 8
                 }
-                let outRows = min(4, height - 4 * ty)
-                for a in 0..<outRows {
-                    let e = rows + a * 6 * rowsWidth
-                    let dst = plane + (4 * ty + a) * width
-                    var tx = 0
-                    while tx < tilesW {
-                        @inline(__always) func lanes(_ j: Int) -> Lanes {
-                            UnsafeRawPointer(e + j * rowsWidth + tx).loadUnaligned(as: Lanes.self)
-                        }
-                        let (e0, e1, e2, e3, e4, e5) = (lanes(0), lanes(1), lanes(2), lanes(3), lanes(4), lanes(5))
-                        let (p, q) = (e1 + e2, e1 - e2)
-                        let (s, d) = (e3 + e4, e3 - e4)
-                        let out = Self.interleave(
-                            e0 + p + s + add, q + 2 * d + add, p + 4 * s + add, q + 8 * d + e5 + add)
-                        let x0 = 4 * (firstTile + tx)
-                        if x0 + 32 <= limit {
-                            UnsafeMutableRawPointer(dst + x0).storeBytes(of: out, as: SIMD32<Float>.self)
-                        } else {
-                            for i in 0..<(limit - x0) { dst[x0 + i] = out[i] }
-                        }
-                        tx += 8
+            }
+            let outRows = min(4, height - 4 * ty)
+            for a in 0..<outRows {
+                let e = rows + a * 6 * rowsWidth
+                let dst = plane + (4 * ty + a) * width
+                var tx = 0
+                while tx < tilesW {
+                    @inline(__always) func lanes(_ j: Int) -> Lanes {
+                        UnsafeRawPointer(e + j * rowsWidth + tx).loadUnaligned(as: Lanes.self)
                     }
+                    let (e0, e1, e2, e3, e4, e5) = (lanes(0), lanes(1), lanes(2), lanes(3), lanes(4), lanes(5))
+                    let (p, q) = (e1 + e2, e1 - e2)
+                    let (s, d) = (e3 + e4, e3 - e4)
+                    let out = Self.interleave(
+                        e0 + p + s + add, q + 2 * d + add, p + 4 * s + add, q + 8 * d + e5 + add)
+                    let x0 = 4 * (firstTile + tx)
+                    if x0 + 32 <= limit {
+                        UnsafeMutableRawPointer(dst + x0).storeBytes(of: out, as: SIMD32<Float>.self)
+                    } else {
+                        for i in 0..<(limit - x0) { dst[x0 + i] = out[i] }
+                    }
+                    tx += 8
                 }
             }
         }
@@ -611,16 +670,6 @@ struct WinogradF4 {
         }
     }
 
-    /// The first `lanes` lanes of `value` at `p`.
-    @inline(__always)
-    static func store(_ value: Lanes, _ p: UnsafeMutablePointer<Float>, lanes: Int) {
-        if lanes == 8 {
-            UnsafeMutableRawPointer(p).storeBytes(of: value, as: Lanes.self)
-        } else {
-            for lane in 0..<lanes { p[lane] = value[lane] }
-        }
-    }
-
     /// (a₀, b₀, c₀, d₀, a₁, b₁, …): the four output columns of eight tiles, in image order (two rounds of pairwise
     /// interleaving, which the compiler turns into unpack and blend instructions).
     @inline(__always)
@@ -630,5 +679,41 @@ struct WinogradF4 {
         }
         let (ac, bd) = (zip(a, c), zip(b, d))
         return SIMD32(lowHalf: zip(ac.lowHalf, bd.lowHalf), highHalf: zip(ac.highHalf, bd.highHalf))
+    }
+}
+
+/// 8 × 8 transposes of floats, by three rounds of pairwise interleaving (rows 4 apart, then 2, then 1), which the
+/// compiler turns into unpack and permute instructions.
+enum Transpose8 {
+    typealias Row = SIMD8<Float>
+    typealias Rows = (Row, Row, Row, Row, Row, Row, Row, Row)
+
+    /// Column j of the eight rows r, as row j.
+    @inline(__always)
+    static func transposed(_ r: Rows) -> Rows {
+        @inline(__always) func zip(_ x: Row, _ y: Row) -> SIMD16<Float> {
+            SIMD16(x[0], y[0], x[1], y[1], x[2], y[2], x[3], y[3], x[4], y[4], x[5], y[5], x[6], y[6], x[7], y[7])
+        }
+        let (r04, r15, r26, r37) = (zip(r.0, r.4), zip(r.1, r.5), zip(r.2, r.6), zip(r.3, r.7))
+        // (r0, r2, r4, r6) and (r1, r3, r5, r7) of columns 0–3, then of columns 4–7.
+        let (even0, odd0) = (zip(r04.lowHalf, r26.lowHalf), zip(r15.lowHalf, r37.lowHalf))
+        let (even1, odd1) = (zip(r04.highHalf, r26.highHalf), zip(r15.highHalf, r37.highHalf))
+        let (c01, c23) = (zip(even0.lowHalf, odd0.lowHalf), zip(even0.highHalf, odd0.highHalf))
+        let (c45, c67) = (zip(even1.lowHalf, odd1.lowHalf), zip(even1.highHalf, odd1.highHalf))
+        return (
+            c01.lowHalf, c01.highHalf, c23.lowHalf, c23.highHalf, c45.lowHalf, c45.highHalf, c67.lowHalf, c67.highHalf
+        )
+    }
+
+    /// `dst[8·j + r] = src[r·stride + j]` for eight rows r and eight columns j.
+    @inline(__always)
+    static func copy(_ src: UnsafePointer<Float>, stride: Int, into dst: UnsafeMutablePointer<Float>) {
+        @inline(__always) func row(_ r: Int) -> Row { UnsafeRawPointer(src + r * stride).loadUnaligned(as: Row.self) }
+        let t = transposed((row(0), row(1), row(2), row(3), row(4), row(5), row(6), row(7)))
+        let out = UnsafeMutableRawPointer(dst)
+        out.storeBytes(of: SIMD16(lowHalf: t.0, highHalf: t.1), as: SIMD16<Float>.self)
+        out.storeBytes(of: SIMD16(lowHalf: t.2, highHalf: t.3), toByteOffset: 64, as: SIMD16<Float>.self)
+        out.storeBytes(of: SIMD16(lowHalf: t.4, highHalf: t.5), toByteOffset: 128, as: SIMD16<Float>.self)
+        out.storeBytes(of: SIMD16(lowHalf: t.6, highHalf: t.7), toByteOffset: 192, as: SIMD16<Float>.self)
     }
 }
