@@ -267,6 +267,19 @@ extension Kernels {
     }
 }
 
+/// Input row `first + k` of a tile row, from `WinogradTiling.inputRows`.
+struct WinogradInputRows {
+    let plane: UnsafePointer<Float>, zeros: UnsafePointer<Float>, widened: UnsafePointer<Float>
+    let first: Int, height: Int, width: Int, upsampled: Bool
+
+    @inline(__always)
+    func callAsFunction(_ k: Int) -> UnsafePointer<Float> {
+        let row = first + k
+        guard row >= 0 && row < height else { return zeros }
+        return upsampled ? widened + ((k + 1) / 2) * width : plane + row * width
+    }
+}
+
 /// One way of tiling a 3×3 convolution for Winograd's minimal filtering (`WinogradF4`, `WinogradF6`): the tiles'
 /// geometry and the three transforms, which write and read their operands packed for `PanelGEMM`.
 ///
@@ -278,6 +291,11 @@ protocol WinogradTiling {
     static var points: Int { get }
     init(batch: Int, height: Int, width: Int, upsampled: Bool)
     var batch: Int { get }
+    /// The convolution's output size (and its input's, unless `upsampled`).
+    var height: Int { get }
+    var width: Int { get }
+    /// Whether the input is read from a tensor of half its height and width, upsampled (nearest) on the way.
+    var upsampled: Bool { get }
     var tilesH: Int { get }
     var tilesW: Int { get }
     /// V[ξ][c][column] for the tiles in `tileRows` × `tileColumns` (see `WinogradF4.transformInput`).
@@ -304,6 +322,27 @@ extension WinogradTiling {
     /// streams a transform writes at once do not all fall on the same offset within 4 KiB pages (with blocks of 32
     /// output channels × 1152 inputs they did: the weight transform ran at half speed).
     static func plane(_ floats: Int) -> Int { floats + 16 }
+
+    /// The input rows tile row `ty` reads, `tile·ty − 1 + k` for k in 0..<tile + 2, from `plane` (zeros outside it).
+    /// When `upsampled`, `plane` is half as high and wide and input row i is its row i / 2: the source rows
+    /// `(tile / 2)·ty − 1 + s` are first widened (`columns` of them) into `widened`, rows `width` apart, and row k
+    /// reads s = (k + 1) / 2.
+    @inline(__always)
+    func inputRows(
+        _ plane: UnsafePointer<Float>, tile: Int, ty: Int, columns: Range<Int>, zeros: UnsafePointer<Float>,
+        widened: UnsafeMutablePointer<Float>
+    ) -> WinogradInputRows {
+        let first = tile * ty - 1
+        if upsampled {
+            let (sourceFirst, sourceHeight, sourceWidth) = ((tile / 2) * ty - 1, height / 2, width / 2)
+            for s in 0..<(tile / 2 + 2) where sourceFirst + s >= 0 && sourceFirst + s < sourceHeight {
+                WinogradF4.widen(plane + (sourceFirst + s) * sourceWidth, into: widened + s * width, columns: columns)
+            }
+        }
+        return WinogradInputRows(
+            plane: plane, zeros: zeros, widened: UnsafePointer(widened), first: first, height: height, width: width,
+            upsampled: upsampled)
+    }
 
     /// `body(band, b, ty, channel, buffer)` for every tile row `tileRows.lowerBound + band` (tile row ty of image b) and
     /// channel, spread over the pool's threads, each passing its own `floats` zeros for the transform's rows.
@@ -486,7 +525,7 @@ struct WinogradF4: WinogradTiling {
         let groups = (tilesW + 7) / 8
         let stripWidth = 32 * groups + 8
         let pointStride = Self.plane(channels * columns.padded)
-        let (upsampled, sourceWidth) = (upsampled, upsampled ? width / 2 : width)
+        let upsampled = upsampled
         let sourcePlane = upsampled ? height * width / 4 : height * width
         // Bᵀ applied down the columns of the six input rows, 6 × stripWidth, input column j at index j + 1 − 4·firstTile:
         // the zero padding column at index 0 for the first tile of a row, and zeros after the last column (never
@@ -494,21 +533,9 @@ struct WinogradF4: WinogradTiling {
         let buffer = 6 * stripWidth + width + (upsampled ? 4 * width : 0)
         eachTileRow(tileRows, channels: channels, buffer: buffer) { band, b, ty, c, bt in
             let zeros = bt + 6 * stripWidth
-            let widened = zeros + width
-            let plane = x + (b * channels + c) * sourcePlane
-            if upsampled {
-                // Input rows 4·ty − 1 … 4·ty + 4 are source rows 2·ty − 1, 2·ty, 2·ty, 2·ty + 1, 2·ty + 1, 2·ty + 2.
-                for s in 0..<4 where 4 * ty - 2 + 2 * s >= 0 && 4 * ty - 2 + 2 * s < height {
-                    Self.widen(
-                        plane + (2 * ty - 1 + s) * sourceWidth, into: widened + s * width,
-                        columns: firstInput..<endInput)
-                }
-            }
-            @inline(__always) func source(_ k: Int) -> UnsafePointer<Float> {
-                let ih = 4 * ty - 1 + k
-                guard ih >= 0 && ih < height else { return UnsafePointer(zeros) }
-                return upsampled ? UnsafePointer(widened + ((k + 1) / 2) * width) : plane + ih * width
-            }
+            let source = inputRows(
+                x + (b * channels + c) * sourcePlane, tile: 4, ty: ty, columns: firstInput..<endInput,
+                zeros: zeros, widened: zeros + width)
             // Bᵀ rows: [4,0,−5,0,1,0], [0,−4,−4,1,1,0], [0,4,−4,−1,1,0], [0,−2,−1,2,1,0], [0,2,−1,−2,1,0],
             // [0,4,0,−5,0,1].
             let (d0, d1, d2, d3, d4, d5) = (source(0), source(1), source(2), source(3), source(4), source(5))

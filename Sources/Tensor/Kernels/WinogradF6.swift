@@ -141,8 +141,8 @@ struct WinogradF6: WinogradTiling {
         let groups = (tilesW + 7) / 8
         let stripWidth = 48 * groups + 8
         let pointStride = Self.plane(channels * columns.padded)
-        let (upsampled, sourceWidth) = (upsampled, upsampled ? width / 2 : width)
-        let (sourceHeight, sourcePlane) = upsampled ? (height / 2, height * width / 4) : (height, height * width)
+        let upsampled = upsampled
+        let sourcePlane = upsampled ? height * width / 4 : height * width
         // Bᵀ applied down the columns of the eight input rows, 8 × stripWidth, input column j at index j + 1 − 6·firstTile
         // (zero padding at index 0 for the first tile of a row, and after the last column: never written, so they stay
         // zero). Then a row of zeros, (upsampled) five row buffers, and eight tiles' windows transposed.
@@ -151,20 +151,9 @@ struct WinogradF6: WinogradTiling {
             let zeros = bt + 8 * stripWidth
             let widened = zeros + width
             let windows = widened + (upsampled ? 5 * width : 0)
-            let plane = x + (b * channels + c) * sourcePlane
-            if upsampled {
-                // Input rows 6·ty − 1 + k are source rows 3·ty − 1 + (k + 1) / 2.
-                for s in 0..<5 where 3 * ty - 1 + s >= 0 && 3 * ty - 1 + s < sourceHeight {
-                    WinogradF4.widen(
-                        plane + (3 * ty - 1 + s) * sourceWidth, into: widened + s * width,
-                        columns: firstInput..<endInput)
-                }
-            }
-            @inline(__always) func source(_ k: Int) -> UnsafePointer<Float> {
-                let ih = 6 * ty - 1 + k
-                guard ih >= 0 && ih < height else { return UnsafePointer(zeros) }
-                return upsampled ? UnsafePointer(widened + ((k + 1) / 2) * width) : plane + ih * width
-            }
+            let source = inputRows(
+                x + (b * channels + c) * sourcePlane, tile: 6, ty: ty, columns: firstInput..<endInput,
+                zeros: zeros, widened: widened)
             let d = (source(0), source(1), source(2), source(3), source(4), source(5), source(6), source(7))
             let out = bt + 1 - 6 * firstTile
             var j = firstInput
