@@ -15,6 +15,7 @@ public final class WorkerProcess: @unchecked Sendable {
 
     public let name: String
     public let logPath: String
+    public let outputPath: String
     private let process: Process
 
     /// Starts `kandinsky-worker queue-worker --name NAME` plus `arguments`; its stderr goes to `logPath`.
@@ -23,8 +24,11 @@ public final class WorkerProcess: @unchecked Sendable {
     }
 
     /// Starts `kandinsky-worker` with `command` (any subcommand and its arguments) and extra environment
-    /// variables; its stderr goes to `logPath`.
-    public init(name: String, command: [String], logDirectory: String, environment: [String: String] = [:]) throws {
+    /// variables; its stderr goes to `logPath`, its stdout to `outputPath` (nowhere unless `captureOutput`).
+    public init(
+        name: String, command: [String], logDirectory: String, environment: [String: String] = [:],
+        captureOutput: Bool = false
+    ) throws {
         let binary = try Self.binary()
         self.name = name
         logPath = (logDirectory as NSString).appendingPathComponent(
@@ -36,7 +40,9 @@ public final class WorkerProcess: @unchecked Sendable {
         if !environment.isEmpty {
             process.environment = ProcessInfo.processInfo.environment.merging(environment) { _, new in new }
         }
-        process.standardOutput = FileHandle.nullDevice
+        outputPath = logPath + ".out"
+        if captureOutput { _ = FileManager.default.createFile(atPath: outputPath, contents: nil) }
+        process.standardOutput = captureOutput ? FileHandle(forWritingAtPath: outputPath) : FileHandle.nullDevice
         process.standardError = FileHandle(forWritingAtPath: logPath)
         try process.run()
     }
@@ -66,6 +72,8 @@ public final class WorkerProcess: @unchecked Sendable {
     }
 
     public var log: String { (try? String(contentsOfFile: logPath, encoding: .utf8)) ?? "" }
+    /// What it printed, when started with `captureOutput`.
+    public var output: String { (try? String(contentsOfFile: outputPath, encoding: .utf8)) ?? "" }
 
     deinit { kill9() }
 
