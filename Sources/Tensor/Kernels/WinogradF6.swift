@@ -1,12 +1,13 @@
+import CKernels
+
 // Winograd minimal filtering F(6×6, 3×3) (interpolation points 0, ±1, ±2, ±½, ∞): each 6×6 output tile from its 8×8
 // input patch with 64 multiplications per input channel instead of 324, 0.79 × F(4×4, 3×3)'s 36 per 4×4 tile.
 //
 // Its transforms scale values by up to 32 (Aᵀ) and 5.25 (Bᵀ); in float32 against a double-precision direct
 // convolution, on 256 random input channels (numpy, the same transforms): max error 1.7e-5 of max|reference|
-// against F(4×4)'s 1.1e-5. `Kernels.convAlgorithm` takes it where its tiles waste little of the plane.
+// against F(4×4)'s 1.1e-5. `Kernels.convAlgorithm` says where it is taken (planes from 128×128, weights on the same
+// path as F(4×4)'s).
 //
-import CKernels
-
 // Matrices (the correlation form of Lavin & Gray's construction; row 0 of G and of Bᵀ negated together, which leaves
 // their product unchanged):
 //   Bᵀ = [1, 0, −21/4, 0, 21/4, 0, −1, 0], [0, 1, 1, −17/4, −17/4, 1, 1, 0], [0, −1, 1, 17/4, −17/4, −1, 1, 0],
@@ -20,9 +21,9 @@ import CKernels
 /// The 6×6 output tiles of one F(6×6, 3×3) convolution and the input and output transforms.
 ///
 /// As `WinogradF4`, both transforms work on eight horizontally adjacent tiles at once (one SIMD lane each). The tiles'
-/// 8-wide input windows start six columns apart: the eight windows are loaded whole and transposed in registers
-/// (window l becomes lane l of the eight vectors), and the six outputs of each tile are transposed back and stored
-/// as overlapping 8-float writes, left to right, each overwriting the two spare floats of the one before.
+/// 8-wide input windows start six columns apart: the eight windows are loaded whole and transposed (`kw_transpose8`;
+/// window l becomes lane l of the eight vectors), and the six outputs of each tile are transposed back and stored as
+/// overlapping 8-float writes, left to right, each overwriting the two spare floats of the one before.
 struct WinogradF6: WinogradTiling {
     typealias Lanes = SIMD8<Float>
     typealias Eight = Transpose8.Rows
