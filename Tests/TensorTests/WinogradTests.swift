@@ -187,14 +187,14 @@ import Testing
 
     @Test func fewTilesTakeBlocksOfEightOutputChannels() {
         // 16×16 at batch 2 (32 tiles): one group of eight, whatever the input channels.
-        #expect(Kernels.winogradBlockChannels(inChannels: 1152, tiles: 32, budget: 3 << 20) == 8)
-        #expect(Kernels.winogradBlockChannels(inChannels: 2688, tiles: 32, budget: 3 << 20) == 8)
+        #expect(Kernels.winogradBlockChannels(inChannels: 1152, tiles: 32, budget: 3 << 20, points: 36) == 8)
+        #expect(Kernels.winogradBlockChannels(inChannels: 2688, tiles: 32, budget: 3 << 20, points: 36) == 8)
         // 32×32 (128 tiles): the budget decides (3·2²⁰ / (36 · 768)).
-        #expect(Kernels.winogradBlockChannels(inChannels: 768, tiles: 128, budget: 3 << 20) == 113)
+        #expect(Kernels.winogradBlockChannels(inChannels: 768, tiles: 128, budget: 3 << 20, points: 36) == 113)
         // 64×64 (512 tiles): the budget decides (3·2²⁰ / (36 · 384)).
-        #expect(Kernels.winogradBlockChannels(inChannels: 384, tiles: 512, budget: 3 << 20) == 227)
+        #expect(Kernels.winogradBlockChannels(inChannels: 384, tiles: 512, budget: 3 << 20, points: 36) == 227)
         // A budget under eight channels still holds with few tiles (the tests below force several blocks with it).
-        #expect(Kernels.winogradBlockChannels(inChannels: 17, tiles: 32, budget: 36 * 17 * 4) == 4)
+        #expect(Kernels.winogradBlockChannels(inChannels: 17, tiles: 32, budget: 36 * 17 * 4, points: 36) == 4)
     }
 
     @Test func conv2dPicksTheAlgorithmByTileCount() {

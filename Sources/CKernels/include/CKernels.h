@@ -1,5 +1,6 @@
 // Small kernels written in C because Swift cannot ask for a particular vector shuffle: the optimiser turned the same
-// transposes written with Swift's SIMD types into single-float loads and inserts where they read overlapping windows.
+// transposes written with Swift's SIMD types into single-float loads and inserts where they read overlapping windows
+// (F(6×6)'s input transform). The Winograd weight transform interleaves eight filters with the same transpose.
 #ifndef CKERNELS_H
 #define CKERNELS_H
 

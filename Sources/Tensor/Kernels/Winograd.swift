@@ -1,3 +1,5 @@
+import CKernels
+
 // Winograd minimal filtering F(4×4, 3×3) for stride-1, padding-1 3×3 convolutions (Lavin & Gray, "Fast Algorithms
 // for Convolutional Neural Networks", 2015, interpolation points 0, ±1, ±2, ∞).
 //
@@ -65,8 +67,7 @@ extension Kernels {
     /// 30.6 ms). Not on 32×32 planes (128 tiles): there every block of eight reads all of V again (14–35 MB, out of
     /// the last-level cache from 1152 input channels), and shared blocks of ≈ 112 channels were faster (`bench unet
     /// --layers`, 1920 → 768: 0.10–0.11 against 0.14–0.15 s; 768 → 768 the same).
-    static func winogradBlockChannels(inChannels: Int, tiles: Int, budget: Int, points: Int = WinogradF4.points) -> Int
-    {
+    static func winogradBlockChannels(inChannels: Int, tiles: Int, budget: Int, points: Int) -> Int {
         let channels = budget / (points * inChannels)
         return max(1, tiles <= fewTiles ? min(channels, fewTilesBlock) : channels)
     }
@@ -336,7 +337,7 @@ extension WinogradTiling {
         if upsampled {
             let (sourceFirst, sourceHeight, sourceWidth) = ((tile / 2) * ty - 1, height / 2, width / 2)
             for s in 0..<(tile / 2 + 2) where sourceFirst + s >= 0 && sourceFirst + s < sourceHeight {
-                WinogradF4.widen(plane + (sourceFirst + s) * sourceWidth, into: widened + s * width, columns: columns)
+                Self.widen(plane + (sourceFirst + s) * sourceWidth, into: widened + s * width, columns: columns)
             }
         }
         return WinogradInputRows(
@@ -361,6 +362,22 @@ extension WinogradTiling {
                 let r = tileRows.lowerBound + band
                 body(band, r / tilesH, r % tilesH, channel, buffer)
             }
+        }
+    }
+
+    /// `row[j] = source[j / 2]` for j in `columns` (`row` as wide as the upsampled input, `source` half as wide).
+    @inline(__always)
+    static func widen(_ source: UnsafePointer<Float>, into row: UnsafeMutablePointer<Float>, columns: Range<Int>) {
+        var j = columns.lowerBound & ~1
+        while j + 8 <= columns.upperBound {
+            let s = UnsafeRawPointer(source + j / 2).loadUnaligned(as: SIMD4<Float>.self)
+            let pairs = SIMD8(s[0], s[0], s[1], s[1], s[2], s[2], s[3], s[3])
+            UnsafeMutableRawPointer(row + j).storeBytes(of: pairs, as: SIMD8<Float>.self)
+            j += 8
+        }
+        while j < columns.upperBound {
+            row[j] = source[j / 2]
+            j += 1
         }
     }
 
@@ -397,7 +414,7 @@ extension WinogradTiling {
                 let row = w + first * rowFloats
                 var j = 0
                 while j + 8 <= rowFloats {
-                    Transpose8.copy(row + j, stride: rowFloats, into: filters + 8 * j)
+                    kw_transpose8(row + j, rowFloats, filters + 8 * j, 8)
                     j += 8
                 }
                 for j in j..<rowFloats {
@@ -491,7 +508,6 @@ struct WinogradG {
 /// into one 32-float store.
 struct WinogradF4: WinogradTiling {
     typealias Lanes = SIMD8<Float>
-    /// The convolution's input (and output) size.
     let batch: Int, height: Int, width: Int
     let tilesH: Int, tilesW: Int
     /// Whether the input is read from a tensor of half its height and width, upsampled (nearest) on the way.
@@ -681,22 +697,6 @@ struct WinogradF4: WinogradTiling {
         }
     }
 
-    /// `row[j] = source[j / 2]` for j in `columns` (`row` as wide as the upsampled input, `source` half as wide).
-    @inline(__always)
-    static func widen(_ source: UnsafePointer<Float>, into row: UnsafeMutablePointer<Float>, columns: Range<Int>) {
-        var j = columns.lowerBound & ~1
-        while j + 8 <= columns.upperBound {
-            let s = UnsafeRawPointer(source + j / 2).loadUnaligned(as: SIMD4<Float>.self)
-            let pairs = SIMD8(s[0], s[0], s[1], s[1], s[2], s[2], s[3], s[3])
-            UnsafeMutableRawPointer(row + j).storeBytes(of: pairs, as: SIMD8<Float>.self)
-            j += 8
-        }
-        while j < columns.upperBound {
-            row[j] = source[j / 2]
-            j += 1
-        }
-    }
-
     /// (a₀, b₀, c₀, d₀, a₁, b₁, …): the four output columns of eight tiles, in image order (two rounds of pairwise
     /// interleaving, which the compiler turns into unpack and blend instructions).
     @inline(__always)
@@ -706,41 +706,5 @@ struct WinogradF4: WinogradTiling {
         }
         let (ac, bd) = (zip(a, c), zip(b, d))
         return SIMD32(lowHalf: zip(ac.lowHalf, bd.lowHalf), highHalf: zip(ac.highHalf, bd.highHalf))
-    }
-}
-
-/// 8 × 8 transposes of floats, by three rounds of pairwise interleaving (rows 4 apart, then 2, then 1), which the
-/// compiler turns into unpack and permute instructions.
-enum Transpose8 {
-    typealias Row = SIMD8<Float>
-    typealias Rows = (Row, Row, Row, Row, Row, Row, Row, Row)
-
-    /// Column j of the eight rows r, as row j.
-    @inline(__always)
-    static func transposed(_ r: Rows) -> Rows {
-        @inline(__always) func zip(_ x: Row, _ y: Row) -> SIMD16<Float> {
-            SIMD16(x[0], y[0], x[1], y[1], x[2], y[2], x[3], y[3], x[4], y[4], x[5], y[5], x[6], y[6], x[7], y[7])
-        }
-        let (r04, r15, r26, r37) = (zip(r.0, r.4), zip(r.1, r.5), zip(r.2, r.6), zip(r.3, r.7))
-        // (r0, r2, r4, r6) and (r1, r3, r5, r7) of columns 0–3, then of columns 4–7.
-        let (even0, odd0) = (zip(r04.lowHalf, r26.lowHalf), zip(r15.lowHalf, r37.lowHalf))
-        let (even1, odd1) = (zip(r04.highHalf, r26.highHalf), zip(r15.highHalf, r37.highHalf))
-        let (c01, c23) = (zip(even0.lowHalf, odd0.lowHalf), zip(even0.highHalf, odd0.highHalf))
-        let (c45, c67) = (zip(even1.lowHalf, odd1.lowHalf), zip(even1.highHalf, odd1.highHalf))
-        return (
-            c01.lowHalf, c01.highHalf, c23.lowHalf, c23.highHalf, c45.lowHalf, c45.highHalf, c67.lowHalf, c67.highHalf
-        )
-    }
-
-    /// `dst[8·j + r] = src[r·stride + j]` for eight rows r and eight columns j.
-    @inline(__always)
-    static func copy(_ src: UnsafePointer<Float>, stride: Int, into dst: UnsafeMutablePointer<Float>) {
-        @inline(__always) func row(_ r: Int) -> Row { UnsafeRawPointer(src + r * stride).loadUnaligned(as: Row.self) }
-        let t = transposed((row(0), row(1), row(2), row(3), row(4), row(5), row(6), row(7)))
-        let out = UnsafeMutableRawPointer(dst)
-        out.storeBytes(of: SIMD16(lowHalf: t.0, highHalf: t.1), as: SIMD16<Float>.self)
-        out.storeBytes(of: SIMD16(lowHalf: t.2, highHalf: t.3), toByteOffset: 64, as: SIMD16<Float>.self)
-        out.storeBytes(of: SIMD16(lowHalf: t.4, highHalf: t.5), toByteOffset: 128, as: SIMD16<Float>.self)
-        out.storeBytes(of: SIMD16(lowHalf: t.6, highHalf: t.7), toByteOffset: 192, as: SIMD16<Float>.self)
     }
 }

@@ -26,7 +26,7 @@ import CKernels
 /// overlapping 8-float writes, left to right, each overwriting the two spare floats of the one before.
 struct WinogradF6: WinogradTiling {
     typealias Lanes = SIMD8<Float>
-    typealias Eight = Transpose8.Rows
+    typealias Eight = (Lanes, Lanes, Lanes, Lanes, Lanes, Lanes, Lanes, Lanes)
     let batch: Int, height: Int, width: Int
     let tilesH: Int, tilesW: Int
     /// Whether the input is read from a tensor of half its height and width, upsampled (nearest) on the way.
