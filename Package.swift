@@ -3,8 +3,8 @@ import PackageDescription
 
 // The kernels (`Tensor`) are compiled for AVX2 + FMA (Haswell, Zen 1 and later, x86-64-v3) on x86-64: their SIMD
 // code is otherwise limited to SSE2, and element-wise work (softmax, norms, Winograd transforms) took twice as long.
-// The executable checks the processor before any kernel runs. They are optimised in debug builds too: unoptimised
-// SIMD code is a hundred times slower and made the conformance tests take minutes.
+// The executable checks the processor before any kernel runs. They (and the C kernels) are optimised in debug builds
+// too: unoptimised SIMD code is a hundred times slower and made the conformance tests take minutes.
 #if arch(x86_64)
     let kernelSettings: [SwiftSetting] = [
         .unsafeFlags(["-target-cpu", "haswell"]), .unsafeFlags(["-O"], .when(configuration: .debug)),
@@ -51,7 +51,7 @@ let package = Package(
             linkerSettings: [.linkedLibrary("sentencepiece")]),
 
         // MARK: Swift modules
-        .target(name: "CKernels"),
+        .target(name: "CKernels", cSettings: [.unsafeFlags(["-O2"], .when(configuration: .debug))]),
         .target(name: "Tensor", dependencies: ["COpenBLAS", "CKernels"], swiftSettings: kernelSettings),
         .target(name: "Kandinsky", dependencies: ["Tensor", "CSentencePiece"], resources: [.copy("Resources")]),
         .target(name: "ModelConversion", dependencies: ["Tensor", "ZIPFoundation"]),

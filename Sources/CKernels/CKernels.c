@@ -39,3 +39,50 @@ void kw_transpose8(const float *src, ptrdiff_t srcStride, float *dst, ptrdiff_t 
 }
 
 #endif
+
+// Eight lanes as a GCC/Clang vector: plain arithmetic on it compiles to AVX2 (with the target attribute) or to
+// whatever the processor has; the unaligned variant is for loads and stores.
+typedef float kw_lanes __attribute__((vector_size(32)));
+typedef float kw_lanes_u __attribute__((vector_size(32), aligned(4)));
+
+#if defined(__x86_64__)
+#define KW_VECTOR_TARGET __attribute__((target("avx2,fma")))
+#else
+#define KW_VECTOR_TARGET
+#endif
+
+KW_VECTOR_TARGET static inline kw_lanes kw_load(const float *p) { return *(const kw_lanes_u *)p; }
+KW_VECTOR_TARGET static inline void kw_store(float *p, kw_lanes v) { *(kw_lanes_u *)p = v; }
+
+/// One row (a, b, c) of G·g expanded along the kernel's columns: (G·(a, b, c)ᵀ) stored at out, out + stride, ….
+/// G rows: [¼, 0, 0], [−⅙, −⅙, −⅙], [−⅙, ⅙, −⅙], [1/24, 1/12, ⅙], [1/24, −1/12, ⅙], [0, 0, 1].
+KW_VECTOR_TARGET static inline void kw_f4_filter_row(kw_lanes a, kw_lanes b, kw_lanes c, float *out, ptrdiff_t stride) {
+    kw_lanes sum = (a + c) * (-1.0f / 6), odd = b * (1.0f / 6);
+    kw_lanes even = a * (1.0f / 24) + c * (1.0f / 6), mid = b * (1.0f / 12);
+    kw_store(out, a * 0.25f);
+    kw_store(out + stride, sum - odd);
+    kw_store(out + 2 * stride, sum + odd);
+    kw_store(out + 3 * stride, even + mid);
+    kw_store(out + 4 * stride, even - mid);
+    kw_store(out + 5 * stride, c);
+}
+
+KW_VECTOR_TARGET
+void kw_winograd_f4_filters(const float *g, ptrdiff_t count, float *dst, ptrdiff_t dstStep, ptrdiff_t pointStride) {
+    for (ptrdiff_t n = 0; n < count; n++, g += 72, dst += dstStep) {
+        kw_lanes k[9];
+        for (int e = 0; e < 9; e++) k[e] = kw_load(g + 8 * e);
+        // Rows of G·g (G down the kernel's rows), each then expanded along the columns into six points.
+        kw_f4_filter_row(k[0] * 0.25f, k[1] * 0.25f, k[2] * 0.25f, dst, pointStride);
+        kw_lanes s0 = (k[0] + k[6]) * (-1.0f / 6), s1 = (k[1] + k[7]) * (-1.0f / 6), s2 = (k[2] + k[8]) * (-1.0f / 6);
+        kw_lanes o0 = k[3] * (1.0f / 6), o1 = k[4] * (1.0f / 6), o2 = k[5] * (1.0f / 6);
+        kw_f4_filter_row(s0 - o0, s1 - o1, s2 - o2, dst + 6 * pointStride, pointStride);
+        kw_f4_filter_row(s0 + o0, s1 + o1, s2 + o2, dst + 12 * pointStride, pointStride);
+        kw_lanes e0 = k[0] * (1.0f / 24) + k[6] * (1.0f / 6), e1 = k[1] * (1.0f / 24) + k[7] * (1.0f / 6);
+        kw_lanes e2 = k[2] * (1.0f / 24) + k[8] * (1.0f / 6);
+        kw_lanes m0 = k[3] * (1.0f / 12), m1 = k[4] * (1.0f / 12), m2 = k[5] * (1.0f / 12);
+        kw_f4_filter_row(e0 + m0, e1 + m1, e2 + m2, dst + 18 * pointStride, pointStride);
+        kw_f4_filter_row(e0 - m0, e1 - m1, e2 - m2, dst + 24 * pointStride, pointStride);
+        kw_f4_filter_row(k[6], k[7], k[8], dst + 30 * pointStride, pointStride);
+    }
+}

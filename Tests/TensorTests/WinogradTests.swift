@@ -91,6 +91,9 @@ import Testing
         // 162 tiles (more than `fewTiles`): blocks of seven output channels shared by the threads, the weight
         // transform's last group of eight partial in each.
         (2, 6, 20, 36, 36, 36 * 6 * 8),
+        // Whole groups of eight output channels over 36 input channels: the weight transform interleaves 32 of them
+        // by 8 × 8 transposes, the last four one float at a time.
+        (1, 36, 16, 8, 8, Kernels.winogradWeightBudget),
     ]
 
     @Test(arguments: algorithms, cases + f6Cases)

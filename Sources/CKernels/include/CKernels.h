@@ -1,6 +1,8 @@
 // Small kernels written in C because Swift cannot ask for a particular vector shuffle: the optimiser turned the same
 // transposes written with Swift's SIMD types into single-float loads and inserts where they read overlapping windows
-// (F(6×6)'s input transform). The Winograd weight transform interleaves eight filters with the same transpose.
+// (F(6×6)'s input transform). The Winograd weight transform interleaves eight filters with the same transpose, and
+// F(4×4)'s filter transform is here too: written with Swift's SIMD8, the optimiser split it into 128-bit halves, blends
+// and stack spills (`perf annotate`).
 #ifndef CKERNELS_H
 #define CKERNELS_H
 
@@ -10,5 +12,10 @@
 /// eight rows of dst are written in order, each as eight floats, so rows closer than eight floats apart (dstStride < 8)
 /// overwrite the end of the one before.
 void kw_transpose8(const float *src, ptrdiff_t srcStride, float *dst, ptrdiff_t dstStride);
+
+/// Winograd F(4×4, 3×3)'s filter transform U = G·g·Gᵀ of `count` groups of eight 3×3 filters: group n interleaved at
+/// `g + 72·n` (tap e of every lane at `+ 8·e`), its 36 points stored as eight floats each at
+/// `dst + n·dstStep + point·pointStride`.
+void kw_winograd_f4_filters(const float *g, ptrdiff_t count, float *dst, ptrdiff_t dstStep, ptrdiff_t pointStride);
 
 #endif

@@ -72,6 +72,10 @@ extension Kernels {
         return max(1, tiles <= fewTiles ? min(channels, fewTilesBlock) : channels)
     }
 
+    /// Input channels per interleaving of a group's eight rows of weights (`transformWeights`): 9 KiB of interleaved
+    /// filters (runs of eight made the 8×8 layers slower: the reads from memory came in bursts too short).
+    static let interleavedInputs = 32
+
     /// Floats allocated after M, so the output transform may read whole groups of eight columns past the last tile.
     static let winogradSlack = 8
 
@@ -308,9 +312,11 @@ protocol WinogradTiling {
         _ m: UnsafePointer<Float>, rows mRows: Int, columns: PanelGEMM.Columns, channels: Int, firstChannel: Int,
         totalChannels: Int, tileRows: Range<Int>, tileColumns: Range<Int>, bias: UnsafePointer<Float>?,
         into y: UnsafeMutablePointer<Float>)
-    /// The `points` transformed values of eight 3×3 filters interleaved at `g` (tap e of every lane at `g + 8·e`),
-    /// each point's eight values stored contiguously at `dst + point · pointStride`.
-    static func transformFilterGroup(_ g: UnsafePointer<Float>, into dst: UnsafeMutablePointer<Float>, pointStride: Int)
+    /// The `points` transformed values of `count` groups of eight 3×3 filters, group n interleaved at `g + 72·n` (tap
+    /// e of every lane at `+ 8·e`), each point's eight values stored contiguously at
+    /// `dst + n · PanelGEMM.aStep + point · pointStride`.
+    static func transformFilterGroups(
+        _ g: UnsafePointer<Float>, count: Int, into dst: UnsafeMutablePointer<Float>, pointStride: Int)
 }
 
 extension WinogradTiling {
@@ -394,10 +400,13 @@ extension WinogradTiling {
     /// U[ξ][o][i] = (G·g·Gᵀ)[ξ] for `outChannels` filters g = w[o][i] (3×3), packed as `PanelGEMM`'s A:
     /// `[points][outChannels / 8][inChannels][8]`, output channel o in lane o % 8; rows past `outChannels` are zero.
     ///
-    /// Eight output channels at a time, one SIMD lane each, so every store of U is eight contiguous floats. Each group's
-    /// eight rows of w are first interleaved into a buffer, read one row after the other: gathered straight from w,
-    /// eight rows 9·Cin floats apart at once, the weights came from memory at a quarter of its speed and the eight
-    /// row addresses made the compiler spill the transform's vectors (the transform took 13 % of a UNet step).
+    /// Eight output channels at a time, one SIMD lane each, so every store of U is eight contiguous floats. Each
+    /// group's eight rows of w are interleaved `Kernels.interleavedInputs` input channels at a time into a buffer that
+    /// stays in L1, then transformed (`kw_winograd_f4_filters` for F(4×4)): gathered straight from w by the
+    /// transform, the weights came from memory at a quarter of its speed and the eight row addresses made the
+    /// compiler spill the transform's vectors (the transform took 13 % of a UNet step). Interleaving whole rows first
+    /// (72 · Cin floats, out of L1 from 64 input channels) and transforming them in Swift: 1536 → 1536 at 8×8, batch 2
+    /// (`bench kernels`, five alternating runs) best 14.0 against 13.5 ms, median 14.1 against 13.5.
     static func transformWeights(
         _ w: UnsafePointer<Float>, outChannels: Int, inChannels: Int, into u: UnsafeMutablePointer<Float>
     ) {
@@ -406,98 +415,43 @@ extension WinogradTiling {
         ComputePool.shared.run(chunks: (outChannels + 7) / 8) { group in
             let first = group * 8
             let lanes = min(8, outChannels - first)
-            // [Cin · 9][8]: lane l holds output channel first + l, zeros past the last.
-            let filters = Scratch.current.buffer(4, count: 8 * rowFloats)
-            if lanes == 8 {
-                // Eight floats of each row at a time, transposed in registers: eight stores of eight floats each
-                // (one float at a time, the stores held the transform back more than the reads from memory).
-                let row = w + first * rowFloats
-                var j = 0
-                while j + 8 <= rowFloats {
-                    kw_transpose8(row + j, rowFloats, filters + 8 * j, 8)
-                    j += 8
-                }
-                for j in j..<rowFloats {
-                    for lane in 0..<8 { filters[8 * j + lane] = row[lane * rowFloats + j] }
-                }
-            } else {
-                for lane in 0..<8 {
-                    if lane < lanes {
-                        let row = w + (first + lane) * rowFloats
-                        for j in 0..<rowFloats { filters[8 * j + lane] = row[j] }
-                    } else {
-                        for j in 0..<rowFloats { filters[8 * j + lane] = 0 }
+            let row = w + first * rowFloats
+            let dst = u + group * inChannels * PanelGEMM.aStep
+            // [9 · chunk][8]: `chunk` input channels' filters, lane l holding output channel first + l (zeros past the
+            // last).
+            let chunk = Kernels.interleavedInputs
+            let filters = Scratch.current.buffer(4, count: chunk * 72)
+            var i = 0
+            while i < inChannels {
+                let n = min(chunk, inChannels - i)
+                if lanes == 8 && n % 8 == 0 {
+                    // Nine 8 × 8 transposes in registers, eight stores of eight floats each (one float at a time,
+                    // the stores held the transform back more than the reads from memory).
+                    for block in 0..<(9 * n / 8) {
+                        kw_transpose8(row + 9 * i + 8 * block, rowFloats, filters + 64 * block, 8)
+                    }
+                } else {
+                    for j in 0..<(9 * n) {
+                        for lane in 0..<8 {
+                            filters[8 * j + lane] = lane < lanes ? row[lane * rowFloats + 9 * i + j] : 0
+                        }
                     }
                 }
-            }
-            let dst = u + group * inChannels * PanelGEMM.aStep
-            for i in 0..<inChannels {
-                transformFilterGroup(filters + 72 * i, into: dst + i * PanelGEMM.aStep, pointStride: plane)
+                transformFilterGroups(filters, count: n, into: dst + i * PanelGEMM.aStep, pointStride: plane)
+                i += n
             }
         }
     }
 }
 
 extension WinogradF4 {
-
-    /// The 36 transformed values of eight 3×3 filters interleaved at `g`.
-    ///
-    /// The nine taps stay in registers; the transform goes one row of G·g at a time (three vectors), each row then
-    /// expanded into its six points and stored, so no more than about fifteen vectors are live at once.
+    /// The 36 transformed values of `count` groups of eight 3×3 filters (`kw_winograd_f4_filters`: written in Swift,
+    /// the optimiser split the transform into 128-bit halves, blends and stack spills).
     @inline(__always)
-    static func transformFilterGroup(
-        _ g: UnsafePointer<Float>, into dst: UnsafeMutablePointer<Float>, pointStride: Int
+    static func transformFilterGroups(
+        _ g: UnsafePointer<Float>, count: Int, into dst: UnsafeMutablePointer<Float>, pointStride: Int
     ) {
-        @inline(__always) func tap(_ e: Int) -> SIMD8<Float> {
-            UnsafeRawPointer(g + 8 * e).loadUnaligned(as: SIMD8<Float>.self)
-        }
-        let (k00, k01, k02) = (tap(0), tap(1), tap(2))
-        let (k10, k11, k12) = (tap(3), tap(4), tap(5))
-        let (k20, k21, k22) = (tap(6), tap(7), tap(8))
-        // One row (a, b, c) of G·g, expanded along the kernel's columns into points 6·i … 6·i + 5.
-        @inline(__always) func emit(_ i: Int, _ a: SIMD8<Float>, _ b: SIMD8<Float>, _ c: SIMD8<Float>) {
-            let row = WinogradG(a, b, c)
-            let out = dst + 6 * i * pointStride
-            @inline(__always) func put(_ j: Int, _ value: SIMD8<Float>) {
-                UnsafeMutableRawPointer(out + j * pointStride).storeBytes(of: value, as: SIMD8<Float>.self)
-            }
-            put(0, row.r0)
-            put(1, row.r1)
-            put(2, row.r2)
-            put(3, row.r3)
-            put(4, row.r4)
-            put(5, row.r5)
-        }
-        // G rows: [¼, 0, 0], [−⅙, −⅙, −⅙], [−⅙, ⅙, −⅙], [1/24, 1/12, ⅙], [1/24, −1/12, ⅙], [0, 0, 1], applied down
-        // the kernel's rows: row i of G·g = G[i][0]·(k00, k01, k02) + G[i][1]·(k10, …) + G[i][2]·(k20, …).
-        emit(0, k00 * 0.25, k01 * 0.25, k02 * 0.25)
-        @inline(__always) func sum(_ a: SIMD8<Float>, _ c: SIMD8<Float>) -> SIMD8<Float> { (a + c) * (-1.0 / 6) }
-        let (s0, s1, s2) = (sum(k00, k20), sum(k01, k21), sum(k02, k22))
-        let (o0, o1, o2) = (k10 * (1.0 / 6), k11 * (1.0 / 6), k12 * (1.0 / 6))
-        emit(1, s0 - o0, s1 - o1, s2 - o2)
-        emit(2, s0 + o0, s1 + o1, s2 + o2)
-        @inline(__always) func even(_ a: SIMD8<Float>, _ c: SIMD8<Float>) -> SIMD8<Float> {
-            a * (1.0 / 24) + c * (1.0 / 6)
-        }
-        let (e0, e1, e2) = (even(k00, k20), even(k01, k21), even(k02, k22))
-        let (m0, m1, m2) = (k10 * (1.0 / 12), k11 * (1.0 / 12), k12 * (1.0 / 12))
-        emit(3, e0 + m0, e1 + m1, e2 + m2)
-        emit(4, e0 - m0, e1 - m1, e2 - m2)
-        emit(5, k20, k21, k22)
-    }
-}
-
-/// G·(a, b, c)ᵀ for the F(4×4, 3×3) filter transform, on eight lanes at once.
-struct WinogradG {
-    let r0: SIMD8<Float>, r1: SIMD8<Float>, r2: SIMD8<Float>, r3: SIMD8<Float>, r4: SIMD8<Float>, r5: SIMD8<Float>
-
-    @inline(__always)
-    init(_ a: SIMD8<Float>, _ b: SIMD8<Float>, _ c: SIMD8<Float>) {
-        let sum = (a + c) * (-1.0 / 6)
-        let odd = b * (1.0 / 6)
-        let even = a * (1.0 / 24) + c * (1.0 / 6)
-        let mid = b * (1.0 / 12)
-        (r0, r1, r2, r3, r4, r5) = (a * 0.25, sum - odd, sum + odd, even + mid, even - mid, c)
+        kw_winograd_f4_filters(g, count, dst, PanelGEMM.aStep, pointStride)
     }
 }
 

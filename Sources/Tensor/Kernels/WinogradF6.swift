@@ -79,6 +79,15 @@ struct WinogradF6: WinogradTiling {
         return (a, sum + odd, sum - odd, even3 + odd3, even3 - odd3, even5 + odd5, even5 - odd5, c)
     }
 
+    /// The 64 transformed values of `count` groups of eight 3×3 filters.
+    static func transformFilterGroups(
+        _ g: UnsafePointer<Float>, count: Int, into dst: UnsafeMutablePointer<Float>, pointStride: Int
+    ) {
+        for n in 0..<count {
+            transformFilterGroup(g + 72 * n, into: dst + n * PanelGEMM.aStep, pointStride: pointStride)
+        }
+    }
+
     /// The 64 transformed values of eight 3×3 filters interleaved at `g`: G applied down each kernel column, then
     /// along each of the eight rows that gives.
     @inline(__always)
