@@ -28,7 +28,96 @@ void kw_transpose8(const float *src, ptrdiff_t srcStride, float *dst, ptrdiff_t 
     _mm256_storeu_ps(dst + 7 * dstStride, _mm256_permute2f128_ps(s3, s7, 0x31));
 }
 
+// F(4×4)'s horizontal passes. Input: eight tiles' 6-wide windows, 4 floats apart, become six vectors (lane l = tile l)
+// by a 4 × 4 transpose within 128-bit halves (tiles 0–3 and 4–7) and, for the windows' last two columns, the first
+// two vectors moved down one lane with the next tile's values put in the last. Output: the reverse 8 × 4 transpose,
+// one 32-float store.
+// The first `count` floats of v at p (all eight at once when count is 8).
+__attribute__((target("avx2"))) static inline void kw_store_first(float *p, __m256 v, ptrdiff_t count) {
+    if (count >= 8) {
+        _mm256_storeu_ps(p, v);
+    } else if (count > 0) {
+        __m256i mask = _mm256_cmpgt_epi32(_mm256_set1_epi32((int)count), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+        _mm256_maskstore_ps(p, mask, v);
+    }
+}
+
+__attribute__((target("avx2,fma")))
+void kw_winograd_f4_input_group(const float *t, float *dst, ptrdiff_t pointStride, ptrdiff_t lanes) {
+    __m256 a0 = _mm256_loadu_ps(t), a1 = _mm256_loadu_ps(t + 8);
+    __m256 a2 = _mm256_loadu_ps(t + 16), a3 = _mm256_loadu_ps(t + 24);
+    __m256 p0 = _mm256_permute2f128_ps(a0, a2, 0x20), p1 = _mm256_permute2f128_ps(a0, a2, 0x31);
+    __m256 p2 = _mm256_permute2f128_ps(a1, a3, 0x20), p3 = _mm256_permute2f128_ps(a1, a3, 0x31);
+    __m256 t0 = _mm256_unpacklo_ps(p0, p1), t1 = _mm256_unpackhi_ps(p0, p1);
+    __m256 t2 = _mm256_unpacklo_ps(p2, p3), t3 = _mm256_unpackhi_ps(p2, p3);
+    __m256 e0 = _mm256_shuffle_ps(t0, t2, 0x44), e1 = _mm256_shuffle_ps(t0, t2, 0xEE);
+    __m256 e2 = _mm256_shuffle_ps(t1, t3, 0x44), e3 = _mm256_shuffle_ps(t1, t3, 0xEE);
+    // e_m holds value m of tiles 0–3 | 4–7 (p0 = tiles 0 | 4, p1 = 1 | 5, p2 = 2 | 6, p3 = 3 | 7). Values 4 and 5 are
+    // values 0 and 1 of the next tile.
+    const __m256i down = _mm256_setr_epi32(1, 2, 3, 4, 5, 6, 7, 0);
+    __m256 e4 = _mm256_blend_ps(_mm256_permutevar8x32_ps(e0, down), _mm256_broadcast_ss(t + 32), 0x80);
+    __m256 e5 = _mm256_blend_ps(_mm256_permutevar8x32_ps(e1, down), _mm256_broadcast_ss(t + 33), 0x80);
+    const __m256 four = _mm256_set1_ps(4), five = _mm256_set1_ps(5), two = _mm256_set1_ps(2);
+    // Bᵀ rows: [4,0,−5,0,1,0], [0,−4,−4,1,1,0], [0,4,−4,−1,1,0], [0,−2,−1,2,1,0], [0,2,−1,−2,1,0], [0,4,0,−5,0,1].
+    __m256 s34 = _mm256_add_ps(e3, e4), d34 = _mm256_sub_ps(e4, e3);
+    __m256 s12 = _mm256_add_ps(e1, e2), d12 = _mm256_sub_ps(e1, e2);
+    __m256 d31 = _mm256_sub_ps(e3, e1), e42 = _mm256_sub_ps(e4, e2);
+    kw_store_first(dst, _mm256_add_ps(_mm256_fnmadd_ps(five, e2, _mm256_mul_ps(four, e0)), e4), lanes);
+    kw_store_first(dst + pointStride, _mm256_fnmadd_ps(four, s12, s34), lanes);
+    kw_store_first(dst + 2 * pointStride, _mm256_fmadd_ps(four, d12, d34), lanes);
+    kw_store_first(dst + 3 * pointStride, _mm256_fmadd_ps(two, d31, e42), lanes);
+    kw_store_first(dst + 4 * pointStride, _mm256_fnmadd_ps(two, d31, e42), lanes);
+    kw_store_first(dst + 5 * pointStride, _mm256_add_ps(_mm256_fnmadd_ps(five, e3, _mm256_mul_ps(four, e1)), e5), lanes);
+}
+
+__attribute__((target("avx2,fma")))
+void kw_winograd_f4_output_group(const float *e, ptrdiff_t stride, float bias, float *dst, ptrdiff_t count) {
+    __m256 e0 = _mm256_loadu_ps(e), e1 = _mm256_loadu_ps(e + stride), e2 = _mm256_loadu_ps(e + 2 * stride);
+    __m256 e3 = _mm256_loadu_ps(e + 3 * stride), e4 = _mm256_loadu_ps(e + 4 * stride);
+    __m256 e5 = _mm256_loadu_ps(e + 5 * stride);
+    const __m256 add = _mm256_set1_ps(bias), two = _mm256_set1_ps(2), four = _mm256_set1_ps(4);
+    const __m256 eight = _mm256_set1_ps(8);
+    // Aᵀ rows: [1,1,1,1,1,0], [0,1,−1,2,−2,0], [0,1,1,4,4,0], [0,1,−1,8,−8,1].
+    __m256 p = _mm256_add_ps(e1, e2), q = _mm256_sub_ps(e1, e2);
+    __m256 s = _mm256_add_ps(e3, e4), d = _mm256_sub_ps(e3, e4);
+    __m256 a = _mm256_add_ps(_mm256_add_ps(e0, p), _mm256_add_ps(s, add));
+    __m256 b = _mm256_add_ps(_mm256_fmadd_ps(two, d, q), add);
+    __m256 c = _mm256_add_ps(_mm256_fmadd_ps(four, s, p), add);
+    __m256 f = _mm256_add_ps(_mm256_add_ps(_mm256_fmadd_ps(eight, d, q), e5), add);
+    __m256 t0 = _mm256_unpacklo_ps(a, b), t1 = _mm256_unpackhi_ps(a, b);
+    __m256 t2 = _mm256_unpacklo_ps(c, f), t3 = _mm256_unpackhi_ps(c, f);
+    __m256 s0 = _mm256_shuffle_ps(t0, t2, 0x44), s1 = _mm256_shuffle_ps(t0, t2, 0xEE);
+    __m256 s2 = _mm256_shuffle_ps(t1, t3, 0x44), s3 = _mm256_shuffle_ps(t1, t3, 0xEE);
+    kw_store_first(dst, _mm256_permute2f128_ps(s0, s1, 0x20), count);
+    kw_store_first(dst + 8, _mm256_permute2f128_ps(s2, s3, 0x20), count - 8);
+    kw_store_first(dst + 16, _mm256_permute2f128_ps(s0, s1, 0x31), count - 16);
+    kw_store_first(dst + 24, _mm256_permute2f128_ps(s2, s3, 0x31), count - 24);
+}
+
 #else
+
+void kw_winograd_f4_input_group(const float *t, float *dst, ptrdiff_t pointStride, ptrdiff_t lanes) {
+    for (int l = 0; l < lanes && l < 8; l++) {
+        const float *e = t + 4 * l;
+        dst[l] = 4 * e[0] - 5 * e[2] + e[4];
+        dst[pointStride + l] = -4 * (e[1] + e[2]) + e[3] + e[4];
+        dst[2 * pointStride + l] = 4 * (e[1] - e[2]) - e[3] + e[4];
+        dst[3 * pointStride + l] = 2 * (e[3] - e[1]) - e[2] + e[4];
+        dst[4 * pointStride + l] = 2 * (e[1] - e[3]) - e[2] + e[4];
+        dst[5 * pointStride + l] = 4 * e[1] - 5 * e[3] + e[5];
+    }
+}
+
+void kw_winograd_f4_output_group(const float *e, ptrdiff_t stride, float bias, float *dst, ptrdiff_t count) {
+    for (int l = 0; l < 8; l++) {
+        float e0 = e[l], e1 = e[stride + l], e2 = e[2 * stride + l], e3 = e[3 * stride + l];
+        float e4 = e[4 * stride + l], e5 = e[5 * stride + l];
+        float p = e1 + e2, q = e1 - e2, s = e3 + e4, d = e3 - e4;
+        float out[4] = {e0 + p + s + bias, q + 2 * d + bias, p + 4 * s + bias, q + 8 * d + e5 + bias};
+        for (int k = 0; k < 4; k++)
+            if (4 * l + k < count) dst[4 * l + k] = out[k];
+    }
+}
 
 void kw_transpose8(const float *src, ptrdiff_t srcStride, float *dst, ptrdiff_t dstStride) {
     float t[64];

@@ -1,8 +1,9 @@
 // Small kernels written in C because Swift cannot ask for a particular vector shuffle: the optimiser turned the same
 // transposes written with Swift's SIMD types into single-float loads and inserts where they read overlapping windows
-// (F(6×6)'s input transform). The Winograd weight transform interleaves eight filters with the same transpose, and
-// F(4×4)'s filter transform is here too: written with Swift's SIMD8, the optimiser split it into 128-bit halves, blends
-// and stack spills (`perf annotate`).
+// (F(6×6)'s input transform), and the same happened to F(4×4)'s de-interleaving of its overlapping windows, so F(4×4)'s
+// row passes are here. The Winograd weight transform interleaves eight filters with the same transpose, and F(4×4)'s
+// filter transform is here too: written with Swift's SIMD8, the optimiser split it into 128-bit halves, blends and
+// stack spills (`perf annotate`).
 #ifndef CKERNELS_H
 #define CKERNELS_H
 
@@ -17,5 +18,15 @@ void kw_transpose8(const float *src, ptrdiff_t srcStride, float *dst, ptrdiff_t 
 /// `g + 72·n` (tap e of every lane at `+ 8·e`), its 36 points stored as eight floats each at
 /// `dst + n·dstStep + point·pointStride`.
 void kw_winograd_f4_filters(const float *g, ptrdiff_t count, float *dst, ptrdiff_t dstStep, ptrdiff_t pointStride);
+
+/// Winograd F(4×4, 3×3)'s input transform along a row for eight tiles: tile l's window is `t[4·l ..< 4·l + 6]` (34
+/// floats read), its six values Bᵀ·window stored as lane l of `dst + k · pointStride`, k = 0…5, for the first `lanes`
+/// tiles (1 to 8; nothing is written past them).
+void kw_winograd_f4_input_group(const float *t, float *dst, ptrdiff_t pointStride, ptrdiff_t lanes);
+
+/// Winograd F(4×4, 3×3)'s output transform along a row for eight tiles: Aᵀ applied to lane l of the six vectors at
+/// `e + k · stride`, plus `bias`, tile l's four outputs at `dst[4·l ..< 4·l + 4]`; only the first `count` of the 32
+/// floats are written.
+void kw_winograd_f4_output_group(const float *e, ptrdiff_t stride, float bias, float *dst, ptrdiff_t count);
 
 #endif

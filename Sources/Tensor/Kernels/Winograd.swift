@@ -457,9 +457,12 @@ extension WinogradF4 {
 
 /// The 4×4 output tiles of one F(4×4, 3×3) convolution and the input and output transforms.
 ///
-/// Both transforms work on eight horizontally adjacent tiles at once (one SIMD lane each); the tiles' 6-wide input
-/// windows overlap by two, so the inputs are de-interleaved from two 32-float loads and the 4-wide outputs interleaved
-/// into one 32-float store.
+/// Both transforms work on eight horizontally adjacent tiles at once (one SIMD lane each): down the columns in Swift,
+/// along the rows in C (`kw_winograd_f4_input_group`, `kw_winograd_f4_output_group`), where the tiles' 6-wide input
+/// windows, overlapping by two, are transposed from four 8-float loads and the 4-wide outputs transposed back into 32
+/// floats. Written with Swift's SIMD32 halves, the optimiser turned those shuffles into 128-bit inserts, blends and
+/// stack spills; in C, 384 → 384 at 64×64, batch 2, took 33.4 against 35.4 ms and 1152 → 1152 at 16×16 18.8 against
+/// 20.0 ms (`bench kernels`, best of three alternating runs), and a UNet step 4.13–4.36 against 4.29–4.58 s.
 struct WinogradF4: WinogradTiling {
     typealias Lanes = SIMD8<Float>
     let batch: Int, height: Int, width: Int
@@ -491,7 +494,7 @@ struct WinogradF4: WinogradTiling {
         precondition(columns.count == tileRows.count * tilesW, "Winograd band of \(columns.count) columns")
         // The input columns these tiles read (4·tx − 1 … 4·tx + 4), within the image.
         let (firstInput, endInput) = (max(0, 4 * firstTile - 1), min(width, 4 * tileColumns.upperBound + 5))
-        // Room for the 32-float loads of the last group of eight tiles (4·groups·8 + 4 + 32 − 4·8).
+        // Room for the 34 floats the last group of eight tiles reads (4·8·(groups − 1) + 34).
         let groups = (tilesW + 7) / 8
         let stripWidth = 32 * groups + 8
         let pointStride = Self.plane(channels * columns.padded)
@@ -499,8 +502,8 @@ struct WinogradF4: WinogradTiling {
         let sourcePlane = upsampled ? height * width / 4 : height * width
         // Bᵀ applied down the columns of the six input rows, 6 × stripWidth, input column j at index j + 1 − 4·firstTile:
         // the zero padding column at index 0 for the first tile of a row, and zeros after the last column (never
-        // written, so they stay zero). Then a row of zeros, then (upsampled) four row buffers.
-        let buffer = 6 * stripWidth + width + (upsampled ? 4 * width : 0)
+        // written, so they stay zero). Then a row of zeros, (upsampled) four row buffers, and one group's results.
+        let buffer = 6 * stripWidth + width + (upsampled ? 4 * width : 0) + 48
         eachTileRow(tileRows, channels: channels, buffer: buffer) { band, b, ty, c, bt in
             let zeros = bt + 6 * stripWidth
             let source = inputRows(
@@ -538,40 +541,24 @@ struct WinogradF4: WinogradTiling {
                 j += 1
             }
             let firstColumn = band * tilesW
+            let group = zeros + width + (upsampled ? 4 * width : 0)
             for i in 0..<6 {
                 let t = bt + i * stripWidth
                 let out = v + (i * 6) * pointStride
                 var tx = 0
                 while tx < tilesW {
-                    // e_m[lane] = t[4·(tx + lane) + m], m = 0…5
-                    let a = UnsafeRawPointer(t + 4 * tx).loadUnaligned(as: SIMD32<Float>.self)
-                    let b = UnsafeRawPointer(t + 4 * tx + 4).loadUnaligned(as: SIMD32<Float>.self)
-                    let (even, odd) = (a.evenHalf, a.oddHalf)
-                    let (e0, e1, e2, e3) = (even.evenHalf, odd.evenHalf, even.oddHalf, odd.oddHalf)
-                    let (e4, e5) = (b.evenHalf.evenHalf, b.oddHalf.evenHalf)
-                    let results = (
-                        4 * e0 - 5 * e2 + e4, -4 * (e1 + e2) + e3 + e4, 4 * (e1 - e2) - e3 + e4,
-                        2 * (e3 - e1) - e2 + e4, 2 * (e1 - e3) - e2 + e4, 4 * e1 - 5 * e3 + e5
-                    )
                     let (column, lanes) = (firstColumn + tx, min(8, tilesW - tx))
                     if columns.samePanel(column, lanes) {
-                        let at = out + columns.offset(row: c, column: column, rows: channels)
-                        Self.store(results.0, at, lanes: lanes)
-                        Self.store(results.1, at + pointStride, lanes: lanes)
-                        Self.store(results.2, at + 2 * pointStride, lanes: lanes)
-                        Self.store(results.3, at + 3 * pointStride, lanes: lanes)
-                        Self.store(results.4, at + 4 * pointStride, lanes: lanes)
-                        Self.store(results.5, at + 5 * pointStride, lanes: lanes)
+                        kw_winograd_f4_input_group(
+                            t + 4 * tx, out + columns.offset(row: c, column: column, rows: channels), pointStride,
+                            lanes)
                     } else {
-                        // Eight tiles across the end of a panel (rows of tiles not a multiple of eight wide).
+                        // Tiles across the end of a panel (rows of tiles not a multiple of eight wide): through a
+                        // buffer, lane by lane.
+                        kw_winograd_f4_input_group(t + 4 * tx, group, 8, 8)
                         for lane in 0..<lanes {
                             let at = out + columns.offset(row: c, column: column + lane, rows: channels)
-                            at[0] = results.0[lane]
-                            at[pointStride] = results.1[lane]
-                            at[2 * pointStride] = results.2[lane]
-                            at[3 * pointStride] = results.3[lane]
-                            at[4 * pointStride] = results.4[lane]
-                            at[5 * pointStride] = results.5[lane]
+                            for k in 0..<6 { at[k * pointStride] = group[8 * k + lane] }
                         }
                     }
                     tx += 8
@@ -597,7 +584,7 @@ struct WinogradF4: WinogradTiling {
         // Aᵀ applied down the columns of one tile row: 4 × 6 × (8 · groups), then along the rows.
         let rowsWidth = 8 * groups
         eachTileRow(tileRows, channels: channels, buffer: 24 * rowsWidth) { band, b, ty, o, rows in
-            let add = Lanes(repeating: bias?[firstChannel + o] ?? 0)
+            let add = bias?[firstChannel + o] ?? 0
             let plane = y + (b * totalChannels + firstChannel + o) * height * width
             let firstColumn = band * tilesW
             // Aᵀ rows: [1,1,1,1,1,0], [0,1,−1,2,−2,0], [0,1,1,4,4,0], [0,1,−1,8,−8,1].
@@ -631,34 +618,11 @@ struct WinogradF4: WinogradTiling {
                 let dst = plane + (4 * ty + a) * width
                 var tx = 0
                 while tx < tilesW {
-                    @inline(__always) func lanes(_ j: Int) -> Lanes {
-                        UnsafeRawPointer(e + j * rowsWidth + tx).loadUnaligned(as: Lanes.self)
-                    }
-                    let (e0, e1, e2, e3, e4, e5) = (lanes(0), lanes(1), lanes(2), lanes(3), lanes(4), lanes(5))
-                    let (p, q) = (e1 + e2, e1 - e2)
-                    let (s, d) = (e3 + e4, e3 - e4)
-                    let out = Self.interleave(
-                        e0 + p + s + add, q + 2 * d + add, p + 4 * s + add, q + 8 * d + e5 + add)
                     let x0 = 4 * (firstTile + tx)
-                    if x0 + 32 <= limit {
-                        UnsafeMutableRawPointer(dst + x0).storeBytes(of: out, as: SIMD32<Float>.self)
-                    } else {
-                        for i in 0..<(limit - x0) { dst[x0 + i] = out[i] }
-                    }
+                    kw_winograd_f4_output_group(e + tx, rowsWidth, add, dst + x0, min(32, limit - x0))
                     tx += 8
                 }
             }
         }
-    }
-
-    /// (a₀, b₀, c₀, d₀, a₁, b₁, …): the four output columns of eight tiles, in image order (two rounds of pairwise
-    /// interleaving, which the compiler turns into unpack and blend instructions).
-    @inline(__always)
-    static func interleave(_ a: Lanes, _ b: Lanes, _ c: Lanes, _ d: Lanes) -> SIMD32<Float> {
-        @inline(__always) func zip(_ x: Lanes, _ y: Lanes) -> SIMD16<Float> {
-            SIMD16(x[0], y[0], x[1], y[1], x[2], y[2], x[3], y[3], x[4], y[4], x[5], y[5], x[6], y[6], x[7], y[7])
-        }
-        let (ac, bd) = (zip(a, c), zip(b, d))
-        return SIMD32(lowHalf: zip(ac.lowHalf, bd.lowHalf), highHalf: zip(ac.highHalf, bd.highHalf))
     }
 }
