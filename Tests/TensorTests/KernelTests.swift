@@ -323,9 +323,9 @@ import Testing
         var worst = 0.0
         var x: Float = -87
         while x <= 30 {
-            let lanes = VectorMath.Vector((0..<16).map { x + Float($0) * 0.000_37 })
+            let lanes = VectorMath.Vector((0..<VectorMath.Vector.scalarCount).map { x + Float($0) * 0.000_37 })
             let e = VectorMath.exp(lanes)
-            for lane in 0..<16 {
+            for lane in lanes.indices {
                 let exact = Foundation.exp(Double(lanes[lane]))
                 worst = max(worst, abs(Double(e[lane]) - exact) / exact)
             }
