@@ -3,29 +3,33 @@
 #if defined(__x86_64__)
 #include <immintrin.h>
 
-// Three rounds (unpack, shuffle, 128-bit permute), eight instructions each.
-__attribute__((target("avx2")))
-void kw_transpose8(const float *src, ptrdiff_t srcStride, float *dst, ptrdiff_t dstStride) {
-    __m256 r0 = _mm256_loadu_ps(src), r1 = _mm256_loadu_ps(src + srcStride);
-    __m256 r2 = _mm256_loadu_ps(src + 2 * srcStride), r3 = _mm256_loadu_ps(src + 3 * srcStride);
-    __m256 r4 = _mm256_loadu_ps(src + 4 * srcStride), r5 = _mm256_loadu_ps(src + 5 * srcStride);
-    __m256 r6 = _mm256_loadu_ps(src + 6 * srcStride), r7 = _mm256_loadu_ps(src + 7 * srcStride);
-    __m256 t0 = _mm256_unpacklo_ps(r0, r1), t1 = _mm256_unpackhi_ps(r0, r1);
-    __m256 t2 = _mm256_unpacklo_ps(r2, r3), t3 = _mm256_unpackhi_ps(r2, r3);
-    __m256 t4 = _mm256_unpacklo_ps(r4, r5), t5 = _mm256_unpackhi_ps(r4, r5);
-    __m256 t6 = _mm256_unpacklo_ps(r6, r7), t7 = _mm256_unpackhi_ps(r6, r7);
+// r[j][i] = r[i][j] for i, j in 0..<8, in registers: three rounds (unpack, shuffle, 128-bit permute), eight
+// instructions each.
+__attribute__((target("avx2"))) static inline void kw_transpose_registers(__m256 r[8]) {
+    __m256 t0 = _mm256_unpacklo_ps(r[0], r[1]), t1 = _mm256_unpackhi_ps(r[0], r[1]);
+    __m256 t2 = _mm256_unpacklo_ps(r[2], r[3]), t3 = _mm256_unpackhi_ps(r[2], r[3]);
+    __m256 t4 = _mm256_unpacklo_ps(r[4], r[5]), t5 = _mm256_unpackhi_ps(r[4], r[5]);
+    __m256 t6 = _mm256_unpacklo_ps(r[6], r[7]), t7 = _mm256_unpackhi_ps(r[6], r[7]);
     __m256 s0 = _mm256_shuffle_ps(t0, t2, 0x44), s1 = _mm256_shuffle_ps(t0, t2, 0xEE);
     __m256 s2 = _mm256_shuffle_ps(t1, t3, 0x44), s3 = _mm256_shuffle_ps(t1, t3, 0xEE);
     __m256 s4 = _mm256_shuffle_ps(t4, t6, 0x44), s5 = _mm256_shuffle_ps(t4, t6, 0xEE);
     __m256 s6 = _mm256_shuffle_ps(t5, t7, 0x44), s7 = _mm256_shuffle_ps(t5, t7, 0xEE);
-    _mm256_storeu_ps(dst, _mm256_permute2f128_ps(s0, s4, 0x20));
-    _mm256_storeu_ps(dst + dstStride, _mm256_permute2f128_ps(s1, s5, 0x20));
-    _mm256_storeu_ps(dst + 2 * dstStride, _mm256_permute2f128_ps(s2, s6, 0x20));
-    _mm256_storeu_ps(dst + 3 * dstStride, _mm256_permute2f128_ps(s3, s7, 0x20));
-    _mm256_storeu_ps(dst + 4 * dstStride, _mm256_permute2f128_ps(s0, s4, 0x31));
-    _mm256_storeu_ps(dst + 5 * dstStride, _mm256_permute2f128_ps(s1, s5, 0x31));
-    _mm256_storeu_ps(dst + 6 * dstStride, _mm256_permute2f128_ps(s2, s6, 0x31));
-    _mm256_storeu_ps(dst + 7 * dstStride, _mm256_permute2f128_ps(s3, s7, 0x31));
+    r[0] = _mm256_permute2f128_ps(s0, s4, 0x20);
+    r[1] = _mm256_permute2f128_ps(s1, s5, 0x20);
+    r[2] = _mm256_permute2f128_ps(s2, s6, 0x20);
+    r[3] = _mm256_permute2f128_ps(s3, s7, 0x20);
+    r[4] = _mm256_permute2f128_ps(s0, s4, 0x31);
+    r[5] = _mm256_permute2f128_ps(s1, s5, 0x31);
+    r[6] = _mm256_permute2f128_ps(s2, s6, 0x31);
+    r[7] = _mm256_permute2f128_ps(s3, s7, 0x31);
+}
+
+__attribute__((target("avx2")))
+void kw_transpose8(const float *src, ptrdiff_t srcStride, float *dst, ptrdiff_t dstStride) {
+    __m256 r[8];
+    for (int i = 0; i < 8; i++) r[i] = _mm256_loadu_ps(src + i * srcStride);
+    kw_transpose_registers(r);
+    for (int i = 0; i < 8; i++) _mm256_storeu_ps(dst + i * dstStride, r[i]);
 }
 
 // F(4×4)'s horizontal passes. Input: eight tiles' 6-wide windows, 4 floats apart, become six vectors (lane l = tile l)
@@ -40,6 +44,23 @@ __attribute__((target("avx2"))) static inline void kw_store_first(float *p, __m2
         __m256i mask = _mm256_cmpgt_epi32(_mm256_set1_epi32((int)count), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
         _mm256_maskstore_ps(p, mask, v);
     }
+}
+
+// F(4×4)'s input transform Bᵀ·d on eight lanes. Bᵀ rows: [4,0,−5,0,1,0], [0,−4,−4,1,1,0], [0,4,−4,−1,1,0],
+// [0,−2,−1,2,1,0], [0,2,−1,−2,1,0], [0,4,0,−5,0,1].
+__attribute__((target("avx2,fma"))) static inline void kw_f4_input(__m256 d[6]) {
+    const __m256 four = _mm256_set1_ps(4), five = _mm256_set1_ps(5), two = _mm256_set1_ps(2);
+    __m256 s34 = _mm256_add_ps(d[3], d[4]), d34 = _mm256_sub_ps(d[4], d[3]);
+    __m256 s12 = _mm256_add_ps(d[1], d[2]), d12 = _mm256_sub_ps(d[1], d[2]);
+    __m256 d31 = _mm256_sub_ps(d[3], d[1]), d42 = _mm256_sub_ps(d[4], d[2]);
+    __m256 r0 = _mm256_add_ps(_mm256_fnmadd_ps(five, d[2], _mm256_mul_ps(four, d[0])), d[4]);
+    __m256 r5 = _mm256_add_ps(_mm256_fnmadd_ps(five, d[3], _mm256_mul_ps(four, d[1])), d[5]);
+    d[0] = r0;
+    d[1] = _mm256_fnmadd_ps(four, s12, s34);
+    d[2] = _mm256_fmadd_ps(four, d12, d34);
+    d[3] = _mm256_fmadd_ps(two, d31, d42);
+    d[4] = _mm256_fnmadd_ps(two, d31, d42);
+    d[5] = r5;
 }
 
 __attribute__((target("avx2,fma")))
@@ -57,17 +78,28 @@ void kw_winograd_f4_input_group(const float *t, float *dst, ptrdiff_t pointStrid
     const __m256i down = _mm256_setr_epi32(1, 2, 3, 4, 5, 6, 7, 0);
     __m256 e4 = _mm256_blend_ps(_mm256_permutevar8x32_ps(e0, down), _mm256_broadcast_ss(t + 32), 0x80);
     __m256 e5 = _mm256_blend_ps(_mm256_permutevar8x32_ps(e1, down), _mm256_broadcast_ss(t + 33), 0x80);
-    const __m256 four = _mm256_set1_ps(4), five = _mm256_set1_ps(5), two = _mm256_set1_ps(2);
-    // Bᵀ rows: [4,0,−5,0,1,0], [0,−4,−4,1,1,0], [0,4,−4,−1,1,0], [0,−2,−1,2,1,0], [0,2,−1,−2,1,0], [0,4,0,−5,0,1].
-    __m256 s34 = _mm256_add_ps(e3, e4), d34 = _mm256_sub_ps(e4, e3);
-    __m256 s12 = _mm256_add_ps(e1, e2), d12 = _mm256_sub_ps(e1, e2);
-    __m256 d31 = _mm256_sub_ps(e3, e1), e42 = _mm256_sub_ps(e4, e2);
-    kw_store_first(dst, _mm256_add_ps(_mm256_fnmadd_ps(five, e2, _mm256_mul_ps(four, e0)), e4), lanes);
-    kw_store_first(dst + pointStride, _mm256_fnmadd_ps(four, s12, s34), lanes);
-    kw_store_first(dst + 2 * pointStride, _mm256_fmadd_ps(four, d12, d34), lanes);
-    kw_store_first(dst + 3 * pointStride, _mm256_fmadd_ps(two, d31, e42), lanes);
-    kw_store_first(dst + 4 * pointStride, _mm256_fnmadd_ps(two, d31, e42), lanes);
-    kw_store_first(dst + 5 * pointStride, _mm256_add_ps(_mm256_fnmadd_ps(five, e3, _mm256_mul_ps(four, e1)), e5), lanes);
+    __m256 e[6] = {e0, e1, e2, e3, e4, e5};
+    kw_f4_input(e);
+    for (int k = 0; k < 6; k++) kw_store_first(dst + k * pointStride, e[k], lanes);
+}
+
+__attribute__((target("avx2,fma")))
+void kw_winograd_f4_input_columns(const float *const rows[6], ptrdiff_t first, ptrdiff_t end, float *out,
+                                  ptrdiff_t stride) {
+    ptrdiff_t j = first;
+    for (; j + 8 <= end; j += 8) {
+        __m256 d[6];
+        for (int k = 0; k < 6; k++) d[k] = _mm256_loadu_ps(rows[k] + j);
+        kw_f4_input(d);
+        for (int k = 0; k < 6; k++) _mm256_storeu_ps(out + k * stride + j, d[k]);
+    }
+    if (j < end) {
+        __m256i mask = _mm256_cmpgt_epi32(_mm256_set1_epi32((int)(end - j)), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+        __m256 d[6];
+        for (int k = 0; k < 6; k++) d[k] = _mm256_maskload_ps(rows[k] + j, mask);
+        kw_f4_input(d);
+        for (int k = 0; k < 6; k++) _mm256_maskstore_ps(out + k * stride + j, mask, d[k]);
+    }
 }
 
 __attribute__((target("avx2,fma")))
@@ -94,17 +126,105 @@ void kw_winograd_f4_output_group(const float *e, ptrdiff_t stride, float bias, f
     kw_store_first(dst + 24, _mm256_permute2f128_ps(s2, s3, 0x31), count - 24);
 }
 
+// F(6×6)'s input transform Bᵀ·d on eight lanes (see WinogradF6.swift for Bᵀ).
+__attribute__((target("avx2,fma"))) static inline void kw_f6_input(__m256 d[8]) {
+    const __m256 c525 = _mm256_set1_ps(5.25f), c425 = _mm256_set1_ps(4.25f), c125 = _mm256_set1_ps(1.25f);
+    const __m256 c25 = _mm256_set1_ps(2.5f), c05 = _mm256_set1_ps(0.5f), c025 = _mm256_set1_ps(0.25f);
+    const __m256 c2 = _mm256_set1_ps(2), c4 = _mm256_set1_ps(4), c5 = _mm256_set1_ps(5);
+    __m256 r0 = _mm256_fmadd_ps(c525, _mm256_sub_ps(d[4], d[2]), _mm256_sub_ps(d[0], d[6]));
+    __m256 r7 = _mm256_fmadd_ps(c525, _mm256_sub_ps(d[3], d[5]), _mm256_sub_ps(d[7], d[1]));
+    __m256 a = _mm256_fnmadd_ps(c425, d[4], _mm256_add_ps(d[2], d[6]));
+    __m256 b = _mm256_fnmadd_ps(c425, d[3], _mm256_add_ps(d[1], d[5]));
+    __m256 c = _mm256_add_ps(_mm256_fnmadd_ps(c125, d[4], _mm256_mul_ps(c025, d[2])), d[6]);
+    __m256 e = _mm256_fmadd_ps(c2, d[5], _mm256_fnmadd_ps(c25, d[3], _mm256_mul_ps(c05, d[1])));
+    __m256 f = _mm256_add_ps(_mm256_fnmadd_ps(c5, d[4], _mm256_mul_ps(c4, d[2])), d[6]);
+    __m256 h = _mm256_fmadd_ps(c05, d[5], _mm256_fnmadd_ps(c25, d[3], _mm256_mul_ps(c2, d[1])));
+    d[0] = r0;
+    d[1] = _mm256_add_ps(a, b);
+    d[2] = _mm256_sub_ps(a, b);
+    d[3] = _mm256_add_ps(c, e);
+    d[4] = _mm256_sub_ps(c, e);
+    d[5] = _mm256_add_ps(f, h);
+    d[6] = _mm256_sub_ps(f, h);
+    d[7] = r7;
+}
+
+__attribute__((target("avx2,fma")))
+void kw_winograd_f6_input_columns(const float *const rows[8], ptrdiff_t first, ptrdiff_t end, float *out,
+                                  ptrdiff_t stride) {
+    ptrdiff_t j = first;
+    for (; j + 8 <= end; j += 8) {
+        __m256 d[8];
+        for (int k = 0; k < 8; k++) d[k] = _mm256_loadu_ps(rows[k] + j);
+        kw_f6_input(d);
+        for (int k = 0; k < 8; k++) _mm256_storeu_ps(out + k * stride + j, d[k]);
+    }
+    if (j < end) {
+        __m256i mask = _mm256_cmpgt_epi32(_mm256_set1_epi32((int)(end - j)), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+        __m256 d[8];
+        for (int k = 0; k < 8; k++) d[k] = _mm256_maskload_ps(rows[k] + j, mask);
+        kw_f6_input(d);
+        for (int k = 0; k < 8; k++) _mm256_maskstore_ps(out + k * stride + j, mask, d[k]);
+    }
+}
+
+__attribute__((target("avx2,fma")))
+void kw_winograd_f6_input_group(const float *t, float *dst, ptrdiff_t pointStride, ptrdiff_t lanes) {
+    __m256 d[8];
+    for (int l = 0; l < 8; l++) d[l] = _mm256_loadu_ps(t + 6 * l);
+    kw_transpose_registers(d);
+    kw_f6_input(d);
+    for (int k = 0; k < 8; k++) kw_store_first(dst + k * pointStride, d[k], lanes);
+}
+
 #else
 
-void kw_winograd_f4_input_group(const float *t, float *dst, ptrdiff_t pointStride, ptrdiff_t lanes) {
+static void kw_f6_input_scalar(float d[8]) {
+    float r0 = (d[0] - d[6]) + 5.25f * (d[4] - d[2]), r7 = (d[7] - d[1]) + 5.25f * (d[3] - d[5]);
+    float a = d[2] + d[6] - 4.25f * d[4], b = d[1] + d[5] - 4.25f * d[3];
+    float c = 0.25f * d[2] - 1.25f * d[4] + d[6], e = 0.5f * d[1] - 2.5f * d[3] + 2 * d[5];
+    float f = 4 * d[2] - 5 * d[4] + d[6], h = 2 * d[1] - 2.5f * d[3] + 0.5f * d[5];
+    d[0] = r0, d[1] = a + b, d[2] = a - b, d[3] = c + e, d[4] = c - e, d[5] = f + h, d[6] = f - h, d[7] = r7;
+}
+
+void kw_winograd_f6_input_columns(const float *const rows[8], ptrdiff_t first, ptrdiff_t end, float *out,
+                                  ptrdiff_t stride) {
+    for (ptrdiff_t j = first; j < end; j++) {
+        float d[8];
+        for (int k = 0; k < 8; k++) d[k] = rows[k][j];
+        kw_f6_input_scalar(d);
+        for (int k = 0; k < 8; k++) out[k * stride + j] = d[k];
+    }
+}
+
+void kw_winograd_f6_input_group(const float *t, float *dst, ptrdiff_t pointStride, ptrdiff_t lanes) {
     for (int l = 0; l < lanes && l < 8; l++) {
-        const float *e = t + 4 * l;
-        dst[l] = 4 * e[0] - 5 * e[2] + e[4];
-        dst[pointStride + l] = -4 * (e[1] + e[2]) + e[3] + e[4];
-        dst[2 * pointStride + l] = 4 * (e[1] - e[2]) - e[3] + e[4];
-        dst[3 * pointStride + l] = 2 * (e[3] - e[1]) - e[2] + e[4];
-        dst[4 * pointStride + l] = 2 * (e[1] - e[3]) - e[2] + e[4];
-        dst[5 * pointStride + l] = 4 * e[1] - 5 * e[3] + e[5];
+        float d[8];
+        for (int m = 0; m < 8; m++) d[m] = t[6 * l + m];
+        kw_f6_input_scalar(d);
+        for (int k = 0; k < 8; k++) dst[k * pointStride + l] = d[k];
+    }
+}
+
+static void kw_f4_input_scalar(const float e[6], float *dst, ptrdiff_t stride) {
+    dst[0] = 4 * e[0] - 5 * e[2] + e[4];
+    dst[stride] = -4 * (e[1] + e[2]) + e[3] + e[4];
+    dst[2 * stride] = 4 * (e[1] - e[2]) - e[3] + e[4];
+    dst[3 * stride] = 2 * (e[3] - e[1]) - e[2] + e[4];
+    dst[4 * stride] = 2 * (e[1] - e[3]) - e[2] + e[4];
+    dst[5 * stride] = 4 * e[1] - 5 * e[3] + e[5];
+}
+
+void kw_winograd_f4_input_group(const float *t, float *dst, ptrdiff_t pointStride, ptrdiff_t lanes) {
+    for (int l = 0; l < lanes && l < 8; l++) kw_f4_input_scalar(t + 4 * l, dst + l, pointStride);
+}
+
+void kw_winograd_f4_input_columns(const float *const rows[6], ptrdiff_t first, ptrdiff_t end, float *out,
+                                  ptrdiff_t stride) {
+    for (ptrdiff_t j = first; j < end; j++) {
+        float e[6];
+        for (int k = 0; k < 6; k++) e[k] = rows[k][j];
+        kw_f4_input_scalar(e, out + j, stride);
     }
 }
 

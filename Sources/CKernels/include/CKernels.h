@@ -1,7 +1,8 @@
 // Small kernels written in C because Swift cannot ask for a particular vector shuffle: the optimiser turned the same
 // transposes written with Swift's SIMD types into single-float loads and inserts where they read overlapping windows
-// (F(6×6)'s input transform), and the same happened to F(4×4)'s de-interleaving of its overlapping windows, so F(4×4)'s
-// row passes are here. The Winograd weight transform interleaves eight filters with the same transpose, and F(4×4)'s
+// (F(6×6)'s input transform), and the same happened to F(4×4)'s de-interleaving of its overlapping windows, so both
+// input transforms (down the columns too, where the optimiser kept F(6×6)'s eight row pointers on the stack) and
+// F(4×4)'s output transform along the rows are here. The Winograd weight transform interleaves eight filters with the same transpose, and F(4×4)'s
 // filter transform is here too: written with Swift's SIMD8, the optimiser split it into 128-bit halves, blends and
 // stack spills (`perf annotate`).
 #ifndef CKERNELS_H
@@ -19,6 +20,11 @@ void kw_transpose8(const float *src, ptrdiff_t srcStride, float *dst, ptrdiff_t 
 /// `dst + n·dstStep + point·pointStride`.
 void kw_winograd_f4_filters(const float *g, ptrdiff_t count, float *dst, ptrdiff_t dstStep, ptrdiff_t pointStride);
 
+/// Winograd F(4×4, 3×3)'s input transform down the columns: `out[k · stride + j] = (Bᵀ·d)[k]` for the six input rows
+/// d[i] = `rows[i][j]`, j in first..<end.
+void kw_winograd_f4_input_columns(const float *const rows[6], ptrdiff_t first, ptrdiff_t end, float *out,
+                                  ptrdiff_t stride);
+
 /// Winograd F(4×4, 3×3)'s input transform along a row for eight tiles: tile l's window is `t[4·l ..< 4·l + 6]` (34
 /// floats read), its six values Bᵀ·window stored as lane l of `dst + k · pointStride`, k = 0…5, for the first `lanes`
 /// tiles (1 to 8; nothing is written past them).
@@ -28,5 +34,15 @@ void kw_winograd_f4_input_group(const float *t, float *dst, ptrdiff_t pointStrid
 /// `e + k · stride`, plus `bias`, tile l's four outputs at `dst[4·l ..< 4·l + 4]`; only the first `count` of the 32
 /// floats are written.
 void kw_winograd_f4_output_group(const float *e, ptrdiff_t stride, float bias, float *dst, ptrdiff_t count);
+
+/// Winograd F(6×6, 3×3)'s input transform down the columns: `out[k · stride + j] = (Bᵀ·d)[k]` for the eight input rows
+/// d[i] = `rows[i][j]`, j in first..<end.
+void kw_winograd_f6_input_columns(const float *const rows[8], ptrdiff_t first, ptrdiff_t end, float *out,
+                                  ptrdiff_t stride);
+
+/// Winograd F(6×6, 3×3)'s input transform along a row for eight tiles: tile l's window is `t[6·l ..< 6·l + 8]` (50
+/// floats read), its eight values Bᵀ·window stored as lane l of `dst + k · pointStride`, k = 0…7, for the first
+/// `lanes` tiles (1 to 8; nothing is written past them).
+void kw_winograd_f6_input_group(const float *t, float *dst, ptrdiff_t pointStride, ptrdiff_t lanes);
 
 #endif

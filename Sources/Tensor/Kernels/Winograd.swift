@@ -457,8 +457,9 @@ extension WinogradF4 {
 
 /// The 4×4 output tiles of one F(4×4, 3×3) convolution and the input and output transforms.
 ///
-/// Both transforms work on eight horizontally adjacent tiles at once (one SIMD lane each): down the columns in Swift,
-/// along the rows in C (`kw_winograd_f4_input_group`, `kw_winograd_f4_output_group`), where the tiles' 6-wide input
+/// Both transforms work on eight horizontally adjacent tiles at once (one SIMD lane each). The input transform is in C
+/// (`kw_winograd_f4_input_columns`, `kw_winograd_f4_input_group`), the output transform down the columns in Swift and
+/// along the rows in C (`kw_winograd_f4_output_group`). Along the rows the tiles' 6-wide input
 /// windows, overlapping by two, are transposed from four 8-float loads and the 4-wide outputs transposed back into 32
 /// floats. Written with Swift's SIMD32 halves, the optimiser turned those shuffles into 128-bit inserts, blends and
 /// stack spills; in C, 384 → 384 at 64×64, batch 2, took 33.4 against 35.4 ms and 1152 → 1152 at 16×16 18.8 against
@@ -509,36 +510,9 @@ struct WinogradF4: WinogradTiling {
             let source = inputRows(
                 x + (b * channels + c) * sourcePlane, tile: 4, ty: ty, columns: firstInput..<endInput,
                 zeros: zeros, widened: zeros + width)
-            // Bᵀ rows: [4,0,−5,0,1,0], [0,−4,−4,1,1,0], [0,4,−4,−1,1,0], [0,−2,−1,2,1,0], [0,2,−1,−2,1,0],
-            // [0,4,0,−5,0,1].
-            let (d0, d1, d2, d3, d4, d5) = (source(0), source(1), source(2), source(3), source(4), source(5))
-            let out = bt + 1 - 4 * firstTile
-            // Eight columns at a time, written out so the compiler need not prove the rows distinct.
-            var j = firstInput
-            while j + 8 <= endInput {
-                @inline(__always) func at(_ p: UnsafePointer<Float>) -> Lanes {
-                    UnsafeRawPointer(p + j).loadUnaligned(as: Lanes.self)
-                }
-                @inline(__always) func put(_ k: Int, _ value: Lanes) {
-                    UnsafeMutableRawPointer(out + k * stripWidth + j).storeBytes(of: value, as: Lanes.self)
-                }
-                let (e0, e1, e2, e3, e4, e5) = (at(d0), at(d1), at(d2), at(d3), at(d4), at(d5))
-                put(0, 4 * e0 - 5 * e2 + e4)
-                put(1, -4 * (e1 + e2) + e3 + e4)
-                put(2, 4 * (e1 - e2) - e3 + e4)
-                put(3, 2 * (e3 - e1) - e2 + e4)
-                put(4, 2 * (e1 - e3) - e2 + e4)
-                put(5, 4 * e1 - 5 * e3 + e5)
-                j += 8
-            }
-            while j < endInput {
-                out[j] = 4 * d0[j] - 5 * d2[j] + d4[j]
-                out[stripWidth + j] = -4 * (d1[j] + d2[j]) + d3[j] + d4[j]
-                out[2 * stripWidth + j] = 4 * (d1[j] - d2[j]) - d3[j] + d4[j]
-                out[3 * stripWidth + j] = 2 * (d3[j] - d1[j]) - d2[j] + d4[j]
-                out[4 * stripWidth + j] = 2 * (d1[j] - d3[j]) - d2[j] + d4[j]
-                out[5 * stripWidth + j] = 4 * d1[j] - 5 * d3[j] + d5[j]
-                j += 1
+            withUnsafeTemporaryAllocation(of: UnsafePointer<Float>?.self, capacity: 6) { rows in
+                for k in 0..<6 { rows[k] = source(k) }
+                kw_winograd_f4_input_columns(rows.baseAddress, firstInput, endInput, bt + 1 - 4 * firstTile, stripWidth)
             }
             let firstColumn = band * tilesW
             let group = zeros + width + (upsampled ? 4 * width : 0)

@@ -20,10 +20,13 @@ import CKernels
 
 /// The 6×6 output tiles of one F(6×6, 3×3) convolution and the input and output transforms.
 ///
-/// As `WinogradF4`, both transforms work on eight horizontally adjacent tiles at once (one SIMD lane each). The tiles'
-/// 8-wide input windows start six columns apart: the eight windows are loaded whole and transposed (`kw_transpose8`;
-/// window l becomes lane l of the eight vectors), and the six outputs of each tile are transposed back and stored as
-/// overlapping 8-float writes, left to right, each overwriting the two spare floats of the one before.
+/// As `WinogradF4`, both transforms work on eight horizontally adjacent tiles at once (one SIMD lane each). The input
+/// transform is in C (`kw_winograd_f6_input_columns`, `kw_winograd_f6_input_group`: in Swift the optimiser kept the
+/// eight row pointers on the stack and split part of the transform into 128-bit halves; the 128 → 128 layers at
+/// 512×512 took 0.59–0.61 s against 0.63–0.64 in `bench vae --layers`). The tiles' 8-wide input windows start six
+/// columns apart: the eight windows are loaded whole and transposed in registers (window l becomes lane l of the eight
+/// vectors), and the six outputs of each tile are transposed back (`kw_transpose8`) and stored as overlapping 8-float
+/// writes, left to right, each overwriting the two spare floats of the one before.
 struct WinogradF6: WinogradTiling {
     typealias Lanes = SIMD8<Float>
     typealias Eight = (Lanes, Lanes, Lanes, Lanes, Lanes, Lanes, Lanes, Lanes)
@@ -40,20 +43,6 @@ struct WinogradF6: WinogradTiling {
     }
 
     static let points = 64
-
-    /// Bᵀ·d on eight lanes.
-    @inline(__always)
-    static func inputTransform(_ d: Eight) -> Eight {
-        let r0: Lanes = (d.0 - d.6) + 5.25 * (d.4 - d.2)
-        let a: Lanes = d.2 + d.6 - 4.25 * d.4
-        let b: Lanes = d.1 + d.5 - 4.25 * d.3
-        let c: Lanes = 0.25 * d.2 - 1.25 * d.4 + d.6
-        let e: Lanes = 0.5 * d.1 - 2.5 * d.3 + 2 * d.5
-        let f: Lanes = 4 * d.2 - 5 * d.4 + d.6
-        let h: Lanes = 2 * d.1 - 2.5 * d.3 + 0.5 * d.5
-        let r7: Lanes = (d.7 - d.1) + 5.25 * (d.3 - d.5)
-        return (r0, a + b, a - b, c + e, c - e, f + h, f - h, r7)
-    }
 
     /// Aᵀ·m on eight lanes (the six outputs, then two zeros).
     @inline(__always)
@@ -155,7 +144,7 @@ struct WinogradF6: WinogradTiling {
         let sourcePlane = upsampled ? height * width / 4 : height * width
         // Bᵀ applied down the columns of the eight input rows, 8 × stripWidth, input column j at index j + 1 − 6·firstTile
         // (zero padding at index 0 for the first tile of a row, and after the last column: never written, so they stay
-        // zero). Then a row of zeros, (upsampled) five row buffers, and eight tiles' windows transposed.
+        // zero). Then a row of zeros, (upsampled) five row buffers, and one group's results.
         let buffer = 8 * stripWidth + width + (upsampled ? 5 * width : 0) + 64
         eachTileRow(tileRows, channels: channels, buffer: buffer) { band, b, ty, c, bt in
             let zeros = bt + 8 * stripWidth
@@ -164,24 +153,9 @@ struct WinogradF6: WinogradTiling {
             let source = inputRows(
                 x + (b * channels + c) * sourcePlane, tile: 6, ty: ty, columns: firstInput..<endInput,
                 zeros: zeros, widened: widened)
-            let d = (source(0), source(1), source(2), source(3), source(4), source(5), source(6), source(7))
-            let out = bt + 1 - 6 * firstTile
-            var j = firstInput
-            while j + 8 <= endInput {
-                @inline(__always) func at(_ p: UnsafePointer<Float>) -> Lanes {
-                    UnsafeRawPointer(p + j).loadUnaligned(as: Lanes.self)
-                }
-                let rows = Self.inputTransform(
-                    (at(d.0), at(d.1), at(d.2), at(d.3), at(d.4), at(d.5), at(d.6), at(d.7)))
-                Self.storeEight(rows, out + j, stride: stripWidth)
-                j += 8
-            }
-            while j < endInput {
-                @inline(__always) func at(_ p: UnsafePointer<Float>) -> Lanes { Lanes(repeating: p[j]) }
-                let rows = Self.inputTransform(
-                    (at(d.0), at(d.1), at(d.2), at(d.3), at(d.4), at(d.5), at(d.6), at(d.7)))
-                Self.storeEight(rows, out + j, stride: stripWidth, lanes: 1)
-                j += 1
+            withUnsafeTemporaryAllocation(of: UnsafePointer<Float>?.self, capacity: 8) { rows in
+                for k in 0..<8 { rows[k] = source(k) }
+                kw_winograd_f6_input_columns(rows.baseAddress, firstInput, endInput, bt + 1 - 6 * firstTile, stripWidth)
             }
             let firstColumn = band * tilesW
             for i in 0..<8 {
@@ -189,19 +163,16 @@ struct WinogradF6: WinogradTiling {
                 let out = v + (i * 8) * pointStride
                 var tx = 0
                 while tx < tilesW {
-                    kw_transpose8(t + 6 * tx, 6, windows, 8)
-                    let results = Self.inputTransform(Self.loadEight(windows, stride: 8))
                     let (column, lanes) = (firstColumn + tx, min(8, tilesW - tx))
+                    let at = out + columns.offset(row: c, column: column, rows: channels)
                     if columns.samePanel(column, lanes) {
-                        let at = out + columns.offset(row: c, column: column, rows: channels)
-                        Self.storeEight(results, at, stride: pointStride, lanes: lanes)
+                        kw_winograd_f6_input_group(t + 6 * tx, at, pointStride, lanes)
                     } else {
                         // Eight tiles across the end of a panel (rows of tiles not a multiple of eight wide):
                         // the lanes before it, then the rest at the start of the next.
                         let first = PanelGEMM.panelColumns - column % PanelGEMM.panelColumns
-                        let at = out + columns.offset(row: c, column: column, rows: channels)
                         let next = out + columns.offset(row: c, column: column + first, rows: channels)
-                        Self.storeEight(results, windows, stride: 8)
+                        kw_winograd_f6_input_group(t + 6 * tx, windows, 8, 8)
                         for point in 0..<8 {
                             let (src, p) = (windows + 8 * point, point * pointStride)
                             for lane in 0..<first { at[p + lane] = src[lane] }
