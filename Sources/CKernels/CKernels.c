@@ -177,7 +177,71 @@ void kw_winograd_f6_input_group(const float *t, float *dst, ptrdiff_t pointStrid
     for (int k = 0; k < 8; k++) kw_store_first(dst + k * pointStride, d[k], lanes);
 }
 
+// F(6×6)'s output transform Aᵀ·m on eight lanes, six results (see WinogradF6.swift for Aᵀ).
+__attribute__((target("avx2,fma"))) static inline void kw_f6_output(__m256 m[8]) {
+    __m256 p = _mm256_add_ps(m[1], m[2]), q = _mm256_sub_ps(m[1], m[2]);
+    __m256 s = _mm256_add_ps(m[3], m[4]), d = _mm256_sub_ps(m[3], m[4]);
+    __m256 u = _mm256_add_ps(m[5], m[6]), w = _mm256_sub_ps(m[5], m[6]);
+    m[0] = _mm256_add_ps(_mm256_add_ps(m[0], p), _mm256_add_ps(s, u));
+    m[1] = _mm256_fmadd_ps(_mm256_set1_ps(0.5f), w, _mm256_fmadd_ps(_mm256_set1_ps(2), d, q));
+    m[2] = _mm256_fmadd_ps(_mm256_set1_ps(0.25f), u, _mm256_fmadd_ps(_mm256_set1_ps(4), s, p));
+    m[3] = _mm256_fmadd_ps(_mm256_set1_ps(0.125f), w, _mm256_fmadd_ps(_mm256_set1_ps(8), d, q));
+    m[4] = _mm256_fmadd_ps(_mm256_set1_ps(0.0625f), u, _mm256_fmadd_ps(_mm256_set1_ps(16), s, p));
+    m[5] = _mm256_add_ps(_mm256_fmadd_ps(_mm256_set1_ps(0.03125f), w, _mm256_fmadd_ps(_mm256_set1_ps(32), d, q)), m[7]);
+}
+
+__attribute__((target("avx2,fma")))
+void kw_winograd_f6_output_columns(const float *m, ptrdiff_t stride, ptrdiff_t count, float *out, ptrdiff_t outStride) {
+    for (ptrdiff_t j = 0; j < count; j += 8) {
+        __m256 v[8];
+        for (int k = 0; k < 8; k++) v[k] = _mm256_loadu_ps(m + k * stride + j);
+        kw_f6_output(v);
+        for (int a = 0; a < 6; a++) _mm256_storeu_ps(out + a * outStride + j, v[a]);
+    }
+}
+
+__attribute__((target("avx2,fma")))
+void kw_winograd_f6_output_group(const float *e, ptrdiff_t stride, float bias, float *dst, ptrdiff_t dstStride) {
+    __m256 v[8];
+    for (int k = 0; k < 8; k++) v[k] = _mm256_loadu_ps(e + k * stride);
+    kw_f6_output(v);
+    const __m256 add = _mm256_set1_ps(bias);
+    for (int a = 0; a < 6; a++) v[a] = _mm256_add_ps(v[a], add);
+    v[6] = v[7] = _mm256_setzero_ps();
+    kw_transpose_registers(v);
+    for (int l = 0; l < 8; l++) _mm256_storeu_ps(dst + l * dstStride, v[l]);
+}
+
 #else
+
+static void kw_f6_output_scalar(float m[8]) {
+    float p = m[1] + m[2], q = m[1] - m[2], s = m[3] + m[4], d = m[3] - m[4], u = m[5] + m[6], w = m[5] - m[6];
+    float o[6] = {m[0] + p + s + u, q + 2 * d + 0.5f * w, p + 4 * s + 0.25f * u, q + 8 * d + 0.125f * w,
+                  p + 16 * s + 0.0625f * u, q + 32 * d + 0.03125f * w + m[7]};
+    for (int a = 0; a < 6; a++) m[a] = o[a];
+    m[6] = m[7] = 0;
+}
+
+void kw_winograd_f6_output_columns(const float *m, ptrdiff_t stride, ptrdiff_t count, float *out, ptrdiff_t outStride) {
+    for (ptrdiff_t j = 0; j < count; j++) {
+        float v[8];
+        for (int k = 0; k < 8; k++) v[k] = m[k * stride + j];
+        kw_f6_output_scalar(v);
+        for (int a = 0; a < 6; a++) out[a * outStride + j] = v[a];
+    }
+}
+
+void kw_winograd_f6_output_group(const float *e, ptrdiff_t stride, float bias, float *dst, ptrdiff_t dstStride) {
+    float tiles[8][8];
+    for (int l = 0; l < 8; l++) {
+        float v[8];
+        for (int k = 0; k < 8; k++) v[k] = e[k * stride + l];
+        kw_f6_output_scalar(v);
+        for (int a = 0; a < 8; a++) tiles[l][a] = v[a] + (a < 6 ? bias : 0);
+    }
+    for (int l = 0; l < 8; l++)
+        for (int a = 0; a < 8; a++) dst[l * dstStride + a] = tiles[l][a];
+}
 
 static void kw_f6_input_scalar(float d[8]) {
     float r0 = (d[0] - d[6]) + 5.25f * (d[4] - d[2]), r7 = (d[7] - d[1]) + 5.25f * (d[3] - d[5]);

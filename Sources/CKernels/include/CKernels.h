@@ -1,8 +1,8 @@
 // Small kernels written in C because Swift cannot ask for a particular vector shuffle: the optimiser turned the same
 // transposes written with Swift's SIMD types into single-float loads and inserts where they read overlapping windows
 // (F(6×6)'s input transform), and the same happened to F(4×4)'s de-interleaving of its overlapping windows, so both
-// input transforms (down the columns too, where the optimiser kept F(6×6)'s eight row pointers on the stack) and
-// F(4×4)'s output transform along the rows are here. The Winograd weight transform interleaves eight filters with the same transpose, and F(4×4)'s
+// input transforms (down the columns too, where the optimiser kept F(6×6)'s eight row pointers on the stack), F(4×4)'s
+// output transform along the rows and F(6×6)'s whole output transform are here. The Winograd weight transform interleaves eight filters with the same transpose, and F(4×4)'s
 // filter transform is here too: written with Swift's SIMD8, the optimiser split it into 128-bit halves, blends and
 // stack spills (`perf annotate`).
 #ifndef CKERNELS_H
@@ -44,5 +44,14 @@ void kw_winograd_f6_input_columns(const float *const rows[8], ptrdiff_t first, p
 /// floats read), its eight values Bᵀ·window stored as lane l of `dst + k · pointStride`, k = 0…7, for the first
 /// `lanes` tiles (1 to 8; nothing is written past them).
 void kw_winograd_f6_input_group(const float *t, float *dst, ptrdiff_t pointStride, ptrdiff_t lanes);
+
+/// Winograd F(6×6, 3×3)'s output transform down the columns: `out[a · outStride + j] = (Aᵀ·m)[a]`, a = 0…5, for the
+/// eight values m[k] = `m[k · stride + j]`, j in 0..<count (a multiple of eight).
+void kw_winograd_f6_output_columns(const float *m, ptrdiff_t stride, ptrdiff_t count, float *out, ptrdiff_t outStride);
+
+/// Winograd F(6×6, 3×3)'s output transform along a row for eight tiles: Aᵀ applied to lane l of the eight vectors at
+/// `e + k · stride`, plus `bias`; tile l's six outputs and two zeros stored as eight floats at `dst + l · dstStride`,
+/// in order of l (so with dstStride 6 each store overwrites the two spare floats of the one before).
+void kw_winograd_f6_output_group(const float *e, ptrdiff_t stride, float bias, float *dst, ptrdiff_t dstStride);
 
 #endif

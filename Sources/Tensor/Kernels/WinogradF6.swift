@@ -25,8 +25,10 @@ import CKernels
 /// eight row pointers on the stack and split part of the transform into 128-bit halves; the 128 → 128 layers at
 /// 512×512 took 0.59–0.61 s against 0.63–0.64 in `bench vae --layers`). The tiles' 8-wide input windows start six
 /// columns apart: the eight windows are loaded whole and transposed in registers (window l becomes lane l of the eight
-/// vectors), and the six outputs of each tile are transposed back (`kw_transpose8`) and stored as overlapping 8-float
-/// writes, left to right, each overwriting the two spare floats of the one before.
+/// vectors); the output transform is in C too (`kw_winograd_f6_output_columns`, `kw_winograd_f6_output_group`: no
+/// faster than the Swift one, but one Aᵀ beside the one Bᵀ), where the six outputs of each tile are transposed back in
+/// registers and stored as overlapping 8-float writes, left to right, each overwriting the two spare floats of the one
+/// before.
 struct WinogradF6: WinogradTiling {
     typealias Lanes = SIMD8<Float>
     typealias Eight = (Lanes, Lanes, Lanes, Lanes, Lanes, Lanes, Lanes, Lanes)
@@ -43,21 +45,6 @@ struct WinogradF6: WinogradTiling {
     }
 
     static let points = 64
-
-    /// Aᵀ·m on eight lanes (the six outputs, then two zeros).
-    @inline(__always)
-    static func outputTransform(_ m: Eight) -> Eight {
-        let (p, q) = (m.1 + m.2, m.1 - m.2)
-        let (s, d) = (m.3 + m.4, m.3 - m.4)
-        let (u, w) = (m.5 + m.6, m.5 - m.6)
-        let o0: Lanes = m.0 + p + s + u
-        let o1: Lanes = q + 2 * d + 0.5 * w
-        let o2: Lanes = p + 4 * s + 0.25 * u
-        let o3: Lanes = q + 8 * d + 0.125 * w
-        let o4: Lanes = p + 16 * s + 0.0625 * u
-        let o5: Lanes = q + 32 * d + 0.03125 * w + m.7
-        return (o0, o1, o2, o3, o4, o5, .zero, .zero)
-    }
 
     /// G·(a, b, c)ᵀ on eight lanes.
     @inline(__always)
@@ -102,13 +89,6 @@ struct WinogradF6: WinogradTiling {
         emit(5, c0.5, c1.5, c2.5)
         emit(6, c0.6, c1.6, c2.6)
         emit(7, c0.7, c1.7, c2.7)
-    }
-
-    /// The eight vectors at `p`, `p + stride`, ….
-    @inline(__always)
-    static func loadEight(_ p: UnsafePointer<Float>, stride: Int) -> Eight {
-        @inline(__always) func at(_ k: Int) -> Lanes { UnsafeRawPointer(p + k * stride).loadUnaligned(as: Lanes.self) }
-        return (at(0), at(1), at(2), at(3), at(4), at(5), at(6), at(7))
     }
 
     /// The eight vectors at `p`, `p + stride`, … (the first `lanes` lanes of each).
@@ -200,23 +180,18 @@ struct WinogradF6: WinogradTiling {
         let pointStride = Self.plane(mRows * rowStride)
         let groups = (tilesW + 7) / 8
         // Aᵀ applied down the columns of one tile row: 6 × 8 × (8 · groups), then along the rows; then room for one
-        // group's outputs before and after their transpose.
+        // group's transposed outputs.
         let rowsWidth = 8 * groups
-        eachTileRow(tileRows, channels: channels, buffer: 64 * rowsWidth + 128) { band, b, ty, o, rows in
-            let edge = rows + 64 * rowsWidth
-            let add = Lanes(repeating: bias?[firstChannel + o] ?? 0)
+        eachTileRow(tileRows, channels: channels, buffer: 48 * rowsWidth + 64) { band, b, ty, o, rows in
+            let edge = rows + 48 * rowsWidth
+            let add = bias?[firstChannel + o] ?? 0
             let plane = y + (b * totalChannels + firstChannel + o) * height * width
             let firstColumn = band * tilesW
+            // Whole groups of eight columns: M has `winogradSlack` floats after its end for the last one.
             for j in 0..<8 {
-                let src = m + j * pointStride + o * rowStride + firstColumn
-                let stride = 8 * pointStride
-                // Whole groups of eight columns: M has `winogradSlack` floats after its end for the last one.
-                var tx = 0
-                while tx < tilesW {
-                    let out = Self.outputTransform(Self.loadEight(src + tx, stride: stride))
-                    Self.storeEight(out, rows + j * rowsWidth + tx, stride: 8 * rowsWidth)
-                    tx += 8
-                }
+                kw_winograd_f6_output_columns(
+                    m + j * pointStride + o * rowStride + firstColumn, 8 * pointStride, rowsWidth,
+                    rows + j * rowsWidth, 8 * rowsWidth)
             }
             let outRows = min(6, height - 6 * ty)
             for a in 0..<outRows {
@@ -224,20 +199,14 @@ struct WinogradF6: WinogradTiling {
                 let dst = plane + (6 * ty + a) * width
                 var tx = 0
                 while tx < tilesW {
-                    let o = Self.outputTransform(Self.loadEight(e + tx, stride: rowsWidth))
-                    // Output a of tile l at edge[8·a + l], then transposed into the image: tile l's six
-                    // outputs at x0 + 6·l, stored as eight floats, the last two overwritten by the next tile's
-                    // (or the next group's).
-                    Self.storeEight(
-                        (o.0 + add, o.1 + add, o.2 + add, o.3 + add, o.4 + add, o.5 + add, o.6, o.7), edge,
-                        stride: 8)
+                    // Tile l's six outputs at x0 + 6·l, stored as eight floats, the last two overwritten by the next
+                    // tile's (or the next group's).
                     let x0 = 6 * (firstTile + tx)
                     if x0 + 50 <= limit {
-                        kw_transpose8(edge, 8, dst + x0, 6)
+                        kw_winograd_f6_output_group(e + tx, rowsWidth, add, dst + x0, 6)
                     } else {
                         // At the right edge: whole stores while they stay within the limit, then single floats.
-                        kw_transpose8(edge, 8, edge + 64, 8)
-                        let edge = edge + 64
+                        kw_winograd_f6_output_group(e + tx, rowsWidth, add, edge, 8)
                         for l in 0..<8 {
                             let at = x0 + 6 * l
                             if at + 8 <= limit {
