@@ -115,23 +115,30 @@ import Testing
         expectClose(grouped, refSmall, shape: shapeSmall, "grouped conv2d")
     }
 
-    @Test func conv1x1MatchesReference() {
+    /// Kernel-1 convolutions, 1-D and 2-D: images gathered into one GEMM (fewer than `Kernels.joinedLength`
+    /// positions, several images) and one GEMM per image (one image, or many positions), with and without bias.
+    @Test(arguments: [(3, 13, true), (2, 7, false), (1, 13, true), (2, Kernels.joinedLength + 6, true)])
+    func conv1x1MatchesReference(_ c: (Int, Int, Bool)) {
         var rng = rng
-        let (batch, cin, cout, len) = (3, 5, 7, 13)
+        let (batch, len, hasBias) = c
+        let (cin, cout) = (5, 7)
         let x = tensor([batch, cin, len], &rng)
         let w = tensor([cout, cin, 1], &rng)
-        let b = tensor([cout], &rng)
+        let b = hasBias ? tensor([cout], &rng) : nil
         var ref = [Double](repeating: 0, count: batch * cout * len)
         for n in 0..<batch {
             for o in 0..<cout {
                 for l in 0..<len {
-                    var s = Double(b[o])
+                    var s = Double(b?[o] ?? 0)
                     for i in 0..<cin { s += Double(w[o, i, 0]) * Double(x[n, i, l]) }
                     ref[(n * cout + o) * len + l] = s
                 }
             }
         }
         expectClose(Kernels.conv1x1(x, weight: w, bias: b), ref, shape: [batch, cout, len], "conv1d k=1")
+        let planes = Kernels.conv2d(
+            x.reshaped([batch, cin, 1, len]), weight: w.reshaped([cout, cin, 1, 1]), bias: b)
+        expectClose(planes, ref, shape: [batch, cout, 1, len], "conv2d 1×1")
     }
 
     @Test(arguments: [false, true])

@@ -111,14 +111,8 @@ extension Kernels {
         let wp = weight.storage.pointer
 
         if geometry.isPointwise {
-            // Y_b[Cout, HW] = W[Cout, Cin] · X_b[Cin, HW] (+ bias broadcast along HW)
-            for b in 0..<batch {
-                let yb = yp + b * cout * plane
-                fillChannels(yb, channels: cout, size: plane, bias: bias)
-                BLAS.sgemm(
-                    m: cout, n: plane, k: cin, a: wp, lda: cin, b: xp + b * cin * plane, ldb: plane,
-                    beta: 1, c: yb, ldc: plane)
-            }
+            pointwise(
+                xp, batch: batch, channels: cin, length: plane, weight: wp, outChannels: cout, bias: bias, into: yp)
             return y
         }
 
