@@ -83,23 +83,30 @@ void kw_winograd_f4_input_group(const float *t, float *dst, ptrdiff_t pointStrid
     for (int k = 0; k < 6; k++) kw_store_first(dst + k * pointStride, e[k], lanes);
 }
 
-__attribute__((target("avx2,fma")))
-void kw_winograd_f4_input_columns(const float *const rows[6], ptrdiff_t first, ptrdiff_t end, float *out,
-                                  ptrdiff_t stride) {
+// A Winograd input transform Bᵀ·d of `count` rows down the columns first..<end (the last ones by masked loads and
+// stores): shared by both tilings, inlined into each with its own transform.
+__attribute__((target("avx2,fma"), always_inline)) static inline void kw_input_columns(
+    const float *const *rows, int count, void (*transform)(__m256 *), ptrdiff_t first, ptrdiff_t end, float *out,
+    ptrdiff_t stride) {
+    __m256 d[8];
     ptrdiff_t j = first;
     for (; j + 8 <= end; j += 8) {
-        __m256 d[6];
-        for (int k = 0; k < 6; k++) d[k] = _mm256_loadu_ps(rows[k] + j);
-        kw_f4_input(d);
-        for (int k = 0; k < 6; k++) _mm256_storeu_ps(out + k * stride + j, d[k]);
+        for (int k = 0; k < count; k++) d[k] = _mm256_loadu_ps(rows[k] + j);
+        transform(d);
+        for (int k = 0; k < count; k++) _mm256_storeu_ps(out + k * stride + j, d[k]);
     }
     if (j < end) {
         __m256i mask = _mm256_cmpgt_epi32(_mm256_set1_epi32((int)(end - j)), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
-        __m256 d[6];
-        for (int k = 0; k < 6; k++) d[k] = _mm256_maskload_ps(rows[k] + j, mask);
-        kw_f4_input(d);
-        for (int k = 0; k < 6; k++) _mm256_maskstore_ps(out + k * stride + j, mask, d[k]);
+        for (int k = 0; k < count; k++) d[k] = _mm256_maskload_ps(rows[k] + j, mask);
+        transform(d);
+        for (int k = 0; k < count; k++) _mm256_maskstore_ps(out + k * stride + j, mask, d[k]);
     }
+}
+
+__attribute__((target("avx2,fma")))
+void kw_winograd_f4_input_columns(const float *const rows[6], ptrdiff_t first, ptrdiff_t end, float *out,
+                                  ptrdiff_t stride) {
+    kw_input_columns(rows, 6, kw_f4_input, first, end, out, stride);
 }
 
 __attribute__((target("avx2,fma")))
@@ -152,20 +159,7 @@ __attribute__((target("avx2,fma"))) static inline void kw_f6_input(__m256 d[8]) 
 __attribute__((target("avx2,fma")))
 void kw_winograd_f6_input_columns(const float *const rows[8], ptrdiff_t first, ptrdiff_t end, float *out,
                                   ptrdiff_t stride) {
-    ptrdiff_t j = first;
-    for (; j + 8 <= end; j += 8) {
-        __m256 d[8];
-        for (int k = 0; k < 8; k++) d[k] = _mm256_loadu_ps(rows[k] + j);
-        kw_f6_input(d);
-        for (int k = 0; k < 8; k++) _mm256_storeu_ps(out + k * stride + j, d[k]);
-    }
-    if (j < end) {
-        __m256i mask = _mm256_cmpgt_epi32(_mm256_set1_epi32((int)(end - j)), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
-        __m256 d[8];
-        for (int k = 0; k < 8; k++) d[k] = _mm256_maskload_ps(rows[k] + j, mask);
-        kw_f6_input(d);
-        for (int k = 0; k < 8; k++) _mm256_maskstore_ps(out + k * stride + j, mask, d[k]);
-    }
+    kw_input_columns(rows, 8, kw_f6_input, first, end, out, stride);
 }
 
 __attribute__((target("avx2,fma")))
