@@ -32,10 +32,6 @@ void kw_transpose8(const float *src, ptrdiff_t srcStride, float *dst, ptrdiff_t 
     for (int i = 0; i < 8; i++) _mm256_storeu_ps(dst + i * dstStride, r[i]);
 }
 
-// F(4×4)'s horizontal passes. Input: eight tiles' 6-wide windows, 4 floats apart, become six vectors (lane l = tile l)
-// by a 4 × 4 transpose within 128-bit halves (tiles 0–3 and 4–7) and, for the windows' last two columns, the first
-// two vectors moved down one lane with the next tile's values put in the last. Output: the reverse 8 × 4 transpose,
-// one 32-float store.
 // The first `count` floats of v at p (all eight at once when count is 8).
 __attribute__((target("avx2"))) static inline void kw_store_first(float *p, __m256 v, ptrdiff_t count) {
     if (count >= 8) {
@@ -63,6 +59,10 @@ __attribute__((target("avx2,fma"))) static inline void kw_f4_input(__m256 d[6]) 
     d[5] = r5;
 }
 
+// F(4×4)'s horizontal passes. Input: eight tiles' 6-wide windows, 4 floats apart, become six vectors (lane l = tile l)
+// by a 4 × 4 transpose within 128-bit halves (tiles 0–3 and 4–7) and, for the windows' last two columns, the first
+// two vectors moved down one lane with the next tile's values put in the last. Output: the reverse 8 × 4 transpose,
+// one 32-float store.
 __attribute__((target("avx2,fma")))
 void kw_winograd_f4_input_group(const float *t, float *dst, ptrdiff_t pointStride, ptrdiff_t lanes) {
     __m256 a0 = _mm256_loadu_ps(t), a1 = _mm256_loadu_ps(t + 8);
