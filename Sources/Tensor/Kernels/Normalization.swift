@@ -124,7 +124,7 @@ extension Kernels {
 
     /// Mean and 1/√(variance + eps) of `count` floats in one pass: sums of x − s and (x − s)² with s the mean of the
     /// first 256 values (shifted data: no cancellation while s is within a few deviations of the mean), partial sums
-    /// of 16 lanes × 256 floats in single precision, added up in double precision.
+    /// of eight lanes × 256 floats in single precision, added up in double precision.
     @inline(__always)
     static func meanAndInverseStd(_ p: UnsafePointer<Float>, count: Int, eps: Float) -> (Float, Float) {
         let head = min(count, 256)
