@@ -303,10 +303,17 @@ protocol WinogradTiling {
     var upsampled: Bool { get }
     var tilesH: Int { get }
     var tilesW: Int { get }
-    /// V[ξ][c][column] for the tiles in `tileRows` × `tileColumns` (see `WinogradF4.transformInput`).
-    func transformInput(
-        _ x: UnsafePointer<Float>, channels: Int, tileRows: Range<Int>, tileColumns: Range<Int>,
-        columns: PanelGEMM.Columns, into v: UnsafeMutablePointer<Float>)
+    /// Output rows and columns per tile (4 or 6); each reads a window of `tile + 2`.
+    static var tile: Int { get }
+    /// Bᵀ down the columns `first..<end` of the `tile + 2` input rows at `rows`, row k of the result at `out + k · stride`
+    /// (`kw_winograd_f4_input_columns`, `kw_winograd_f6_input_columns`).
+    static func inputColumns(
+        _ rows: UnsafePointer<UnsafePointer<Float>?>, first: Int, end: Int, into out: UnsafeMutablePointer<Float>,
+        stride: Int)
+    /// Bᵀ along a row for eight tiles whose windows start `tile` floats apart at `t`, value k of tile l stored as lane l
+    /// of `dst + k · pointStride` for the first `lanes` tiles (`kw_winograd_f4_input_group`, `kw_winograd_f6_input_group`).
+    static func inputGroup(
+        _ t: UnsafePointer<Float>, into dst: UnsafeMutablePointer<Float>, pointStride: Int, lanes: Int)
     /// y from M for `channels` output channels (see `WinogradF4.transformOutput`).
     func transformOutput(
         _ m: UnsafePointer<Float>, rows mRows: Int, columns: PanelGEMM.Columns, channels: Int, firstChannel: Int,
@@ -367,6 +374,77 @@ extension WinogradTiling {
                 let (band, channel) = (item / channels, item % channels)
                 let r = tileRows.lowerBound + band
                 body(band, r / tilesH, r % tilesH, channel, buffer)
+            }
+        }
+    }
+
+    /// V[ξ][c][column] = (Bᵀ·d·B)[ξ] for the (tile + 2)² patch d at rows tile·ty − 1 …, columns tile·tx − 1 … (zero
+    /// outside the image) of the tiles in `tileRows` × `tileColumns`, each V[ξ] packed as `PanelGEMM`'s B with `columns`
+    /// (`tileRows.count · tileColumns.count` of them), `channels · columns.padded` floats apart. When `upsampled`, x
+    /// holds `height / 2 × width / 2` planes and row i, column j of the input is x's row i / 2, column j / 2: the
+    /// source rows a tile row reads are first widened into row buffers.
+    ///
+    /// For each tile row and channel, Bᵀ down the columns of its tile + 2 input rows (`inputColumns`) into a strip,
+    /// then along the strip's rows for eight tiles at a time (`inputGroup`), stored straight into V.
+    func transformInput(
+        _ x: UnsafePointer<Float>, channels: Int, tileRows: Range<Int>, tileColumns: Range<Int>,
+        columns: PanelGEMM.Columns, into v: UnsafeMutablePointer<Float>
+    ) {
+        let (tile, side) = (Self.tile, Self.tile + 2)
+        let (height, width) = (height, width)
+        let (firstTile, tilesW) = (tileColumns.lowerBound, tileColumns.count)
+        precondition(columns.count == tileRows.count * tilesW, "Winograd band of \(columns.count) columns")
+        // The input columns these tiles read (tile·tx − 1 … tile·tx + tile), within the image.
+        let (firstInput, endInput) = (max(0, tile * firstTile - 1), min(width, tile * tileColumns.upperBound + 1))
+        // Room for the floats the last group of eight tiles reads (8·tile·(groups − 1) + 7·tile + side).
+        let groups = (tilesW + 7) / 8
+        let stripWidth = 8 * tile * groups + 8
+        let pointStride = Self.plane(channels * columns.padded)
+        let upsampled = upsampled
+        let sourcePlane = upsampled ? height * width / 4 : height * width
+        let widenedRows = upsampled ? tile / 2 + 2 : 0
+        // Bᵀ applied down the columns of the input rows, side × stripWidth, input column j at index j + 1 − tile·firstTile
+        // (zero padding at index 0 for the first tile of a row, and after the last column: never written, so they stay
+        // zero). Then a row of zeros, (upsampled) the widened source rows, and one group's results.
+        let buffer = side * stripWidth + width + widenedRows * width + 8 * side
+        eachTileRow(tileRows, channels: channels, buffer: buffer) { band, b, ty, c, bt in
+            let zeros = bt + side * stripWidth
+            let widened = zeros + width
+            let group = widened + widenedRows * width
+            let source = inputRows(
+                x + (b * channels + c) * sourcePlane, tile: tile, ty: ty, columns: firstInput..<endInput,
+                zeros: zeros, widened: widened)
+            withUnsafeTemporaryAllocation(of: UnsafePointer<Float>?.self, capacity: side) { rows in
+                for k in 0..<side { rows[k] = source(k) }
+                Self.inputColumns(
+                    rows.baseAddress!, first: firstInput, end: endInput, into: bt + 1 - tile * firstTile,
+                    stride: stripWidth)
+            }
+            let firstColumn = band * tilesW
+            for i in 0..<side {
+                let t = bt + i * stripWidth
+                let out = v + (i * side) * pointStride
+                var tx = 0
+                while tx < tilesW {
+                    let (column, lanes) = (firstColumn + tx, min(8, tilesW - tx))
+                    let at = out + columns.offset(row: c, column: column, rows: channels)
+                    if columns.samePanel(column, lanes) {
+                        Self.inputGroup(t + tile * tx, into: at, pointStride: pointStride, lanes: lanes)
+                    } else {
+                        // Eight tiles across the end of a panel (rows of tiles not a multiple of eight wide): the lanes
+                        // before it, then the rest at the start of the next (stored lane by lane, they held F(6×6)'s
+                        // 512 → 512 layer at 128×128 at 118 ms against 107–109).
+                        let first = PanelGEMM.panelColumns - column % PanelGEMM.panelColumns
+                        let next = out + columns.offset(row: c, column: column + first, rows: channels)
+                        Self.inputGroup(t + tile * tx, into: group, pointStride: 8, lanes: 8)
+                        for point in 0..<side {
+                            let (src, p) = (group + 8 * point, point * pointStride)
+                            for lane in 0..<first { at[p + lane] = src[lane] }
+                            for lane in first..<lanes { next[p + lane - first] = src[lane] }
+                        }
+                    }
+                    tx += 8
+                }
             }
         }
     }
@@ -481,64 +559,19 @@ struct WinogradF4: WinogradTiling {
     /// Transformed values per tile (6 × 6): the number of products.
     static let points = 36
 
-    /// V[ξ][c][column] = (Bᵀ·d·B)[ξ] for the 6×6 patch d at rows 4·ty − 1…4·ty + 4, columns 4·tx − 1…4·tx + 4 (zero
-    /// outside the image) of the tiles in `tileRows`, each V[ξ] packed as `PanelGEMM`'s B with `columns`
-    /// (`tileRows.count · tilesW` of them), `channels · columns.padded` floats apart. When `upsampled`, x holds
-    /// `height / 2 × width / 2` planes and row i, column j of the input is x's row i / 2, column j / 2: the four
-    /// source rows a tile row reads are first widened into row buffers.
-    func transformInput(
-        _ x: UnsafePointer<Float>, channels: Int, tileRows: Range<Int>, tileColumns: Range<Int>,
-        columns: PanelGEMM.Columns, into v: UnsafeMutablePointer<Float>
+    static let tile = 4
+
+    static func inputColumns(
+        _ rows: UnsafePointer<UnsafePointer<Float>?>, first: Int, end: Int, into out: UnsafeMutablePointer<Float>,
+        stride: Int
     ) {
-        let (height, width) = (height, width)
-        let (firstTile, tilesW) = (tileColumns.lowerBound, tileColumns.count)
-        precondition(columns.count == tileRows.count * tilesW, "Winograd band of \(columns.count) columns")
-        // The input columns these tiles read (4·tx − 1 … 4·tx + 4), within the image.
-        let (firstInput, endInput) = (max(0, 4 * firstTile - 1), min(width, 4 * tileColumns.upperBound + 5))
-        // Room for the 34 floats the last group of eight tiles reads (4·8·(groups − 1) + 34).
-        let groups = (tilesW + 7) / 8
-        let stripWidth = 32 * groups + 8
-        let pointStride = Self.plane(channels * columns.padded)
-        let upsampled = upsampled
-        let sourcePlane = upsampled ? height * width / 4 : height * width
-        // Bᵀ applied down the columns of the six input rows, 6 × stripWidth, input column j at index j + 1 − 4·firstTile:
-        // the zero padding column at index 0 for the first tile of a row, and zeros after the last column (never
-        // written, so they stay zero). Then a row of zeros, (upsampled) four row buffers, and one group's results.
-        let buffer = 6 * stripWidth + width + (upsampled ? 4 * width : 0) + 48
-        eachTileRow(tileRows, channels: channels, buffer: buffer) { band, b, ty, c, bt in
-            let zeros = bt + 6 * stripWidth
-            let source = inputRows(
-                x + (b * channels + c) * sourcePlane, tile: 4, ty: ty, columns: firstInput..<endInput,
-                zeros: zeros, widened: zeros + width)
-            withUnsafeTemporaryAllocation(of: UnsafePointer<Float>?.self, capacity: 6) { rows in
-                for k in 0..<6 { rows[k] = source(k) }
-                kw_winograd_f4_input_columns(rows.baseAddress, firstInput, endInput, bt + 1 - 4 * firstTile, stripWidth)
-            }
-            let firstColumn = band * tilesW
-            let group = zeros + width + (upsampled ? 4 * width : 0)
-            for i in 0..<6 {
-                let t = bt + i * stripWidth
-                let out = v + (i * 6) * pointStride
-                var tx = 0
-                while tx < tilesW {
-                    let (column, lanes) = (firstColumn + tx, min(8, tilesW - tx))
-                    if columns.samePanel(column, lanes) {
-                        kw_winograd_f4_input_group(
-                            t + 4 * tx, out + columns.offset(row: c, column: column, rows: channels), pointStride,
-                            lanes)
-                    } else {
-                        // Tiles across the end of a panel (rows of tiles not a multiple of eight wide): through a
-                        // buffer, lane by lane.
-                        kw_winograd_f4_input_group(t + 4 * tx, group, 8, 8)
-                        for lane in 0..<lanes {
-                            let at = out + columns.offset(row: c, column: column + lane, rows: channels)
-                            for k in 0..<6 { at[k * pointStride] = group[8 * k + lane] }
-                        }
-                    }
-                    tx += 8
-                }
-            }
-        }
+        kw_winograd_f4_input_columns(rows, first, end, out, stride)
+    }
+
+    static func inputGroup(
+        _ t: UnsafePointer<Float>, into dst: UnsafeMutablePointer<Float>, pointStride: Int, lanes: Int
+    ) {
+        kw_winograd_f4_input_group(t, dst, pointStride, lanes)
     }
 
     /// y[b][first + o] = Aᵀ·M[·][o][column]·A (+ bias) for `channels` output channels and the tiles in `tileRows`,

@@ -104,65 +104,19 @@ struct WinogradF6: WinogradTiling {
         store(r.7, p + 7 * stride, lanes: lanes)
     }
 
-    /// V[ξ][c][column] = (Bᵀ·d·B)[ξ] for the 8×8 patch d at rows 6·ty − 1…6·ty + 6, columns 6·tx − 1…6·tx + 6 (zero
-    /// outside the image), packed as `WinogradF4.transformInput` packs its 36; when `upsampled`, the five source rows
-    /// a tile row reads are first widened into row buffers.
-    func transformInput(
-        _ x: UnsafePointer<Float>, channels: Int, tileRows: Range<Int>, tileColumns: Range<Int>,
-        columns: PanelGEMM.Columns, into v: UnsafeMutablePointer<Float>
+    static let tile = 6
+
+    static func inputColumns(
+        _ rows: UnsafePointer<UnsafePointer<Float>?>, first: Int, end: Int, into out: UnsafeMutablePointer<Float>,
+        stride: Int
     ) {
-        let (height, width) = (height, width)
-        let (firstTile, tilesW) = (tileColumns.lowerBound, tileColumns.count)
-        precondition(columns.count == tileRows.count * tilesW, "Winograd band of \(columns.count) columns")
-        // The input columns these tiles read (6·tx − 1 … 6·tx + 6), within the image.
-        let (firstInput, endInput) = (max(0, 6 * firstTile - 1), min(width, 6 * tileColumns.upperBound + 1))
-        // Room for the eight 8-float windows of the last group of eight tiles (48·groups + 2 floats).
-        let groups = (tilesW + 7) / 8
-        let stripWidth = 48 * groups + 8
-        let pointStride = Self.plane(channels * columns.padded)
-        let upsampled = upsampled
-        let sourcePlane = upsampled ? height * width / 4 : height * width
-        // Bᵀ applied down the columns of the eight input rows, 8 × stripWidth, input column j at index j + 1 − 6·firstTile
-        // (zero padding at index 0 for the first tile of a row, and after the last column: never written, so they stay
-        // zero). Then a row of zeros, (upsampled) five row buffers, and one group's results.
-        let buffer = 8 * stripWidth + width + (upsampled ? 5 * width : 0) + 64
-        eachTileRow(tileRows, channels: channels, buffer: buffer) { band, b, ty, c, bt in
-            let zeros = bt + 8 * stripWidth
-            let widened = zeros + width
-            let windows = widened + (upsampled ? 5 * width : 0)
-            let source = inputRows(
-                x + (b * channels + c) * sourcePlane, tile: 6, ty: ty, columns: firstInput..<endInput,
-                zeros: zeros, widened: widened)
-            withUnsafeTemporaryAllocation(of: UnsafePointer<Float>?.self, capacity: 8) { rows in
-                for k in 0..<8 { rows[k] = source(k) }
-                kw_winograd_f6_input_columns(rows.baseAddress, firstInput, endInput, bt + 1 - 6 * firstTile, stripWidth)
-            }
-            let firstColumn = band * tilesW
-            for i in 0..<8 {
-                let t = bt + i * stripWidth
-                let out = v + (i * 8) * pointStride
-                var tx = 0
-                while tx < tilesW {
-                    let (column, lanes) = (firstColumn + tx, min(8, tilesW - tx))
-                    let at = out + columns.offset(row: c, column: column, rows: channels)
-                    if columns.samePanel(column, lanes) {
-                        kw_winograd_f6_input_group(t + 6 * tx, at, pointStride, lanes)
-                    } else {
-                        // Eight tiles across the end of a panel (rows of tiles not a multiple of eight wide):
-                        // the lanes before it, then the rest at the start of the next.
-                        let first = PanelGEMM.panelColumns - column % PanelGEMM.panelColumns
-                        let next = out + columns.offset(row: c, column: column + first, rows: channels)
-                        kw_winograd_f6_input_group(t + 6 * tx, windows, 8, 8)
-                        for point in 0..<8 {
-                            let (src, p) = (windows + 8 * point, point * pointStride)
-                            for lane in 0..<first { at[p + lane] = src[lane] }
-                            for lane in first..<lanes { next[p + lane - first] = src[lane] }
-                        }
-                    }
-                    tx += 8
-                }
-            }
-        }
+        kw_winograd_f6_input_columns(rows, first, end, out, stride)
+    }
+
+    static func inputGroup(
+        _ t: UnsafePointer<Float>, into dst: UnsafeMutablePointer<Float>, pointStride: Int, lanes: Int
+    ) {
+        kw_winograd_f6_input_group(t, dst, pointStride, lanes)
     }
 
     /// y[b][first + o] = Aᵀ·M[·][o][column]·A (+ bias) for `channels` output channels and the tiles in `tileRows`,
