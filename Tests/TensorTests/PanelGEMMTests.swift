@@ -30,6 +30,8 @@ import Testing
             for j in 0..<count { packedB[columns.offset(row: i, column: j, rows: k)] = b[i * count + j] }
         }
         var out = [Float](repeating: .nan, count: panels * PanelGEMM.panelRows * columns.padded)
+        var prefetching = out
+        let lines = [Float](repeating: 0, count: 16 * 64)
         packedA.withUnsafeBufferPointer { pa in
             packedB.withUnsafeBufferPointer { pb in
                 out.withUnsafeMutableBufferPointer { pc in
@@ -37,8 +39,19 @@ import Testing
                         a: pa.baseAddress!, rowPanels: panels, b: pb.baseAddress!, columns: columns, k: k,
                         c: pc.baseAddress!, ldc: columns.padded)
                 }
+                // The same product while the 8- and 16-wide tiles prefetch lines (their steps of k then run in groups
+                // of eight, the last one partial).
+                lines.withUnsafeBufferPointer { pl in
+                    prefetching.withUnsafeMutableBufferPointer { pc in
+                        PanelGEMM.multiply(
+                            a: pa.baseAddress!, rowPanels: panels, b: pb.baseAddress!, columns: columns, k: k,
+                            c: pc.baseAddress!, ldc: columns.padded,
+                            prefetch: PanelGEMM.Prefetch(start: UnsafeRawPointer(pl.baseAddress!), lines: 64))
+                    }
+                }
             }
         }
+        #expect(out.map(\.bitPattern) == prefetching.map(\.bitPattern), "rows \(rows), columns \(count), k \(k)")
         var worst = 0.0
         for r in 0..<rows {
             for j in 0..<count {
@@ -48,6 +61,17 @@ import Testing
             }
         }
         #expect(worst <= 1e-5 * Double(k), "rows \(rows), columns \(count), k \(k): max error \(worst)")
+    }
+
+    @Test func prefetchLinesAreHandedOutOnePerEightStepsOfK() {
+        let base = UnsafeRawPointer(bitPattern: 4096)!
+        var prefetch = PanelGEMM.Prefetch(start: base, lines: 10)
+        let first = prefetch.take(steps: 33)
+        #expect(first.start == base && first.lines == 5)
+        #expect(prefetch.start == base + 5 * 64 && prefetch.lines == 5)
+        #expect(prefetch.take(steps: 64).lines == 5)
+        #expect(prefetch.take(steps: 64).lines == 0 && prefetch.lines == 0)
+        #expect(PanelGEMM.Prefetch.none.lines == 0)
     }
 
     @Test func columnPanelsAreTwentyFourWideThenARoundedRest() {

@@ -54,4 +54,7 @@ void kw_winograd_f6_output_columns(const float *m, ptrdiff_t stride, ptrdiff_t c
 /// in order of l (so with dstStride 6 each store overwrites the two spare floats of the one before).
 void kw_winograd_f6_output_group(const float *e, ptrdiff_t stride, float bias, float *dst, ptrdiff_t dstStride);
 
+/// Asks for the cache line at `p` to be brought into L2 (`prefetcht1`): a hint, never a fault, whatever `p` is.
+static inline void kw_prefetch(const void *p) { __builtin_prefetch(p, 0, 2); }
+
 #endif

@@ -1,3 +1,5 @@
+import CKernels
+
 // Products of operands that the Winograd transforms write already packed, so nothing is copied between a transform and
 // its product (OpenBLAS packs both operands of every call: 12–13 % of a UNet step and 11 % of a VAE decode went to
 // its copy routines, since each of the 36 products meets its operands only once).
@@ -62,14 +64,57 @@ enum PanelGEMM {
     /// Floats of a packed A of `rows` rows (whole pairs of panels, the rows past `rows` zero) and `k` columns.
     static func packedCount(rows: Int, k: Int) -> Int { (rows + aStep - 1) / aStep * aStep * k }
 
-    /// C[0..<4·rowPanels][0..<columns.padded] = A·B, C's rows `ldc` apart.
+    /// Cache lines to bring into L2 while a product runs, one every `Prefetch.steps` steps of k of its 8- and 16-wide
+    /// register tiles (the few-tile levels' last panel of B; the 4 × 24 tile has no register to spare):
+    /// the memory a thread reads next (`Kernels.winograd`'s few-tile blocks: the next block's weights), fetched while
+    /// the products keep the core busy instead of while the next transform waits for it.
+    struct Prefetch {
+        /// The first line (a hint only: any address is safe).
+        var start: UnsafeRawPointer?
+        /// Lines from `start`, 64 bytes each.
+        var lines: Int
+
+        static var none: Prefetch { Prefetch(start: nil, lines: 0) }
+        /// Steps of k per prefetch: 8, one line per 64 multiply-adds of the 8 × 8 tile, 128 of the 4 × 16 one.
+        static let steps = 8
+
+        /// The first lines, as many as a tile over `k` steps issues, and the rest left in `self`.
+        @inline(__always) mutating func take(steps k: Int) -> Prefetch {
+            guard let start, lines > 0 else { return .none }
+            let count = min(lines, (k + Self.steps - 1) / Self.steps)
+            (self.start, lines) = (start + 64 * count, lines - count)
+            return Prefetch(start: start, lines: count)
+        }
+    }
+
+    /// `step()` k times, prefetching the next of `prefetch`'s lines before every `Prefetch.steps` of them (as nested
+    /// loops: with a test of the step in one loop the compiler spilled the 8 × 8 tile's accumulators; the 4 × 24 tile
+    /// spilled either way, so it prefetches nothing).
+    @inline(__always)
+    static func steps(_ k: Int, _ prefetch: Prefetch, _ step: () -> Void) {
+        var (i, line) = (0, 0)
+        while i < k {
+            let end = min(k, i + Prefetch.steps)
+            if line < prefetch.lines, let start = prefetch.start {
+                kw_prefetch(start + 64 * line)
+                line += 1
+            }
+            while i < end {
+                step()
+                i += 1
+            }
+        }
+    }
+
+    /// C[0..<4·rowPanels][0..<columns.padded] = A·B, C's rows `ldc` apart; `prefetch` spread over the register tiles.
     ///
     /// Panels of B are taken one at a time and met by every panel of A (blocks of A up to about 256 KiB, so a block
     /// stays in the core's L2 across the panels of B while each panel of B stays in L1).
     static func multiply(
         a: UnsafePointer<Float>, rowPanels: Int, b: UnsafePointer<Float>, columns: Columns, k: Int,
-        c: UnsafeMutablePointer<Float>, ldc: Int
+        c: UnsafeMutablePointer<Float>, ldc: Int, prefetch: Prefetch = .none
     ) {
+        var prefetch = prefetch
         let panelFloats = panelRows * k
         let block = max(2, (64 << 10) / max(1, panelFloats)) / 2 * 2  // whole pairs
         /// Panel `r` of A: its pair, then its half of each step.
@@ -84,12 +129,14 @@ enum PanelGEMM {
                 case 24:
                     for r in first..<last { kernel4x24(k, panel(r), bp, cp + r * panelRows * ldc, ldc) }
                 case 16:
-                    for r in first..<last { kernel4x16(k, panel(r), bp, cp + r * panelRows * ldc, ldc) }
+                    for r in first..<last {
+                        kernel4x16(k, panel(r), bp, cp + r * panelRows * ldc, ldc, prefetch.take(steps: k))
+                    }
                 default:
                     // Eight columns: both panels of a pair at once (eight accumulators, one load of B per step).
                     var r = first
                     while r + 1 < last {
-                        kernel8x8(k, panel(r), bp, cp + r * panelRows * ldc, ldc)
+                        kernel8x8(k, panel(r), bp, cp + r * panelRows * ldc, ldc, prefetch.take(steps: k))
                         r += 2
                     }
                     if r < last { kernel4x8(k, panel(r), bp, cp + r * panelRows * ldc, ldc) }
@@ -150,12 +197,13 @@ enum PanelGEMM {
     /// C[4][16] = A[k][4]ᵀ · B[k][16], A's steps `aStep` floats apart.
     @inline(never)
     static func kernel4x16(
-        _ k: Int, _ a: UnsafePointer<Float>, _ b: UnsafePointer<Float>, _ c: UnsafeMutablePointer<Float>, _ ldc: Int
+        _ k: Int, _ a: UnsafePointer<Float>, _ b: UnsafePointer<Float>, _ c: UnsafeMutablePointer<Float>, _ ldc: Int,
+        _ prefetch: Prefetch
     ) {
         var (c00, c01, c10, c11) = (Lanes(), Lanes(), Lanes(), Lanes())
         var (c20, c21, c30, c31) = (Lanes(), Lanes(), Lanes(), Lanes())
         var (pa, pb) = (a, b)
-        for _ in 0..<k {
+        steps(k, prefetch) {
             let (b0, b1) = (load(pb), load(pb + 8))
             var s = Lanes(repeating: pa[0])
             (c00, c01) = (c00.addingProduct(s, b0), c01.addingProduct(s, b1))
@@ -181,12 +229,13 @@ enum PanelGEMM {
     /// C[8][8] = A[k][8]ᵀ · B[k][8]: a whole pair of panels.
     @inline(never)
     static func kernel8x8(
-        _ k: Int, _ a: UnsafePointer<Float>, _ b: UnsafePointer<Float>, _ c: UnsafeMutablePointer<Float>, _ ldc: Int
+        _ k: Int, _ a: UnsafePointer<Float>, _ b: UnsafePointer<Float>, _ c: UnsafeMutablePointer<Float>, _ ldc: Int,
+        _ prefetch: Prefetch
     ) {
         var (c0, c1, c2, c3) = (Lanes(), Lanes(), Lanes(), Lanes())
         var (c4, c5, c6, c7) = (Lanes(), Lanes(), Lanes(), Lanes())
         var (pa, pb) = (a, b)
-        for _ in 0..<k {
+        steps(k, prefetch) {
             let b0 = load(pb)
             c0 = c0.addingProduct(Lanes(repeating: pa[0]), b0)
             c1 = c1.addingProduct(Lanes(repeating: pa[1]), b0)

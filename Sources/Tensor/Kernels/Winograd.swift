@@ -154,19 +154,24 @@ extension Kernels {
         let (xp, yp, wp, bp) = (x.storage.pointer, y.storage.pointer, weight.storage.pointer, bias?.storage.pointer)
 
         /// M[ξ][count, n] = U[ξ][count, Cin] · V[ξ][Cin, n] on operands the transforms packed (`PanelGEMM`): independent
-        /// products, shared out whole among the pool's threads.
+        /// products, shared out whole among the pool's threads; product ξ prefetches its 36th of `next` floats.
         func products(
             u: UnsafePointer<Float>, v: UnsafePointer<Float>, m: UnsafeMutablePointer<Float>, count: Int,
-            columns: PanelGEMM.Columns
+            columns: PanelGEMM.Columns, next: UnsafeBufferPointer<Float>? = nil
         ) {
             let rows = PanelGEMM.packedRows(count)
             let uPlane = T.plane(PanelGEMM.packedCount(rows: count, k: cin))
             let vPlane = T.plane(cin * columns.padded)
             let mPlane = T.plane(rows * columns.padded)
+            let lines = ((next?.count ?? 0) + 15) / 16
+            let perProduct = (lines + points - 1) / points
             ComputePool.shared.run(chunks: points) { xi in
+                let mine = min(perProduct, max(0, lines - xi * perProduct))
+                let prefetch = PanelGEMM.Prefetch(
+                    start: next.map { UnsafeRawPointer($0.baseAddress! + 16 * perProduct * xi) }, lines: mine)
                 PanelGEMM.multiply(
                     a: u + xi * uPlane, rowPanels: rows / PanelGEMM.panelRows, b: v + xi * vPlane, columns: columns,
-                    k: cin, c: m + xi * mPlane, ldc: columns.padded)
+                    k: cin, c: m + xi * mPlane, ldc: columns.padded, prefetch: prefetch)
             }
         }
 
@@ -236,19 +241,31 @@ extension Kernels {
         let allRows = 0..<tiling.tileRows
         tiling.transformInput(
             xp, channels: cin, tileRows: allRows, tileColumns: 0..<tiling.tilesW, columns: columns, into: v)
+        let own = tiles <= fewTiles
+        /// The weights of the block the thread that does block `b` most likely takes next (the pool hands blocks out
+        /// in order): its products bring them into L2 for that block's transform. Each few-tile block reads its
+        /// weights (442 KB for 1536 input channels) from memory, where one thread streams at about 12 GB/s, and the
+        /// transform waited on them; fetched during the products (from the 8- or 16-wide tiles of the last panel,
+        /// `PanelGEMM.Prefetch`), 1536 → 1536 at 8×8, batch 2 took 11.7–12.3 against 13.3–14.0 ms and 1152 → 1152 at
+        /// 16×16 18.2–19.2 against 18.8–19.1 (`bench kernels`, six alternating runs; the larger planes unchanged).
+        func nextWeights(after b: Int) -> UnsafeBufferPointer<Float>? {
+            let next = (b + ComputePool.shared.threadCount) * blockOut
+            guard next < cout else { return nil }
+            return UnsafeBufferPointer(start: wp + next * cin * 9, count: min(blockOut, cout - next) * cin * 9)
+        }
         /// Block `b`: its weights transformed into `u`, its products into `m`, its outputs written.
         func block(_ b: Int, u: UnsafeMutablePointer<Float>, m: UnsafeMutablePointer<Float>) {
             let first = b * blockOut
             let count = min(blockOut, cout - first)
             T.transformWeights(wp + first * cin * 9, outChannels: count, inChannels: cin, into: u)
-            products(u: u, v: v, m: m, count: count, columns: columns)
+            products(u: u, v: v, m: m, count: count, columns: columns, next: own ? nextWeights(after: b) : nil)
             tiling.transformOutput(
                 m, rows: PanelGEMM.packedRows(count), columns: columns, channels: count, firstChannel: first,
                 totalChannels: cout, tileRows: allRows, tileColumns: 0..<tiling.tilesW, bias: bp, into: yp)
         }
         // Small blocks (see `winogradBlockChannels`) each thread takes whole, so its U stays in its own cache and
         // there is no barrier between the three steps of a block.
-        eachWithBuffers(blocks, own: tiles <= fewTiles, slots: (1, 2), counts: (uCount, mCount), block)
+        eachWithBuffers(blocks, own: own, slots: (1, 2), counts: (uCount, mCount), block)
         return y
     }
 
