@@ -25,9 +25,13 @@ import Testing
         #expect(worst <= tolerance * scale, "\(what): max error \(worst) > \(tolerance * scale)")
     }
 
-    @Test func linearMatchesReference() {
+    /// (rows, in, out): OpenBLAS below `Kernels.panelLinearRows` rows; from it `panelLinear`, with a last group of X
+    /// rows partly empty, input widths not a multiple of eight, and output features ending in a partial panel (53 =
+    /// 48 + 5) or whole panels (48).
+    @Test(arguments: [(7, 13, 11), (Kernels.panelLinearRows, 16, 24), (37, 19, 53), (154, 40, 48)])
+    func linearMatchesReference(_ shape: (Int, Int, Int)) {
         var rng = rng
-        let (rows, inF, outF) = (7, 13, 11)
+        let (rows, inF, outF) = shape
         let x = tensor([1, rows, inF], &rng)
         let w = tensor([outF, inF], &rng)
         let b = tensor([outF], &rng)
@@ -234,6 +238,25 @@ import Testing
             Kernels.geluTanh(x), xs.map { 0.5 * $0 * (1 + tanh(c * ($0 + 0.044715 * $0 * $0 * $0))) },
             shape: x.shape, "gelu tanh")
         expectClose(Kernels.silu(x), xs.map { $0 / (1 + exp(-$0)) }, shape: x.shape, "silu")
+    }
+
+    /// The vectorised GELUs against double precision on a dense grid over [−12, 12] (tails included, and a count
+    /// that leaves a partial vector): within 3e−7 · max(1, |x|), float32's own resolution.
+    @Test func gelusAreWithinFloatResolution() {
+        let xs = (0..<24_003).map { Float(-12 + Double($0) * 0.001) }
+        let c = (2 / Double.pi).squareRoot()
+        let cases: [(String, (Tensor) -> Tensor, (Double) -> Double)] = [
+            ("gelu", Kernels.gelu, { 0.5 * $0 * (1 + erf($0 / 2.0.squareRoot())) }),
+            ("gelu tanh", Kernels.geluTanh, { 0.5 * $0 * (1 + tanh(c * ($0 + 0.044715 * $0 * $0 * $0))) }),
+        ]
+        for (name, kernel, exact) in cases {
+            let y = kernel(Tensor(shape: [xs.count], values: xs))
+            var worst = 0.0
+            for (x, v) in zip(xs, y.scalars) {
+                worst = max(worst, abs(Double(v) - exact(Double(x))) / max(1, abs(Double(x))))
+            }
+            #expect(worst <= 3e-7, "\(name): max error \(worst)")
+        }
     }
 
     @Test func softmaxMatchesReferenceAndIsStable() {

@@ -1,14 +1,35 @@
 import Foundation
 
 extension Kernels {
-    /// GELU, exact form (PyTorch `gelu`, approximate "none"): `0.5·x·(1 + erf(x/√2))`.
+    /// GELU, exact form (PyTorch `gelu`, approximate "none"): `0.5·x·(1 + erf(x/√2))` (`VectorMath.gelu`).
     public static func gelu(_ x: Tensor) -> Tensor {
-        map(x) { v in 0.5 * v * (1 + erff(v * 0.707_106_78)) }
+        mapLanes(x, VectorMath.gelu)
     }
 
-    /// GELU, tanh form (HF `gelu_new`, T5's gated-gelu): `0.5·x·(1 + tanh(√(2/π)·(x + 0.044715·x³)))`.
+    /// Applies `f` to every element, eight lanes at a time (the last partial vector padded with zeros), in parallel.
+    static func mapLanes(_ x: Tensor, _ f: (VectorMath.Vector) -> VectorMath.Vector) -> Tensor {
+        let y = Tensor(uninitialized: x.shape)
+        let (xp, yp) = (x.storage.pointer, y.storage.pointer)
+        ComputePool.shared.parallelFor((x.count + 7) / 8, minimumChunk: 512) { range in
+            for i in range {
+                let first = 8 * i
+                if first + 8 <= x.count {
+                    VectorMath.store(f(VectorMath.load(xp + first)), yp + first)
+                } else {
+                    var lanes = VectorMath.Vector.zero
+                    for l in 0..<(x.count - first) { lanes[l] = xp[first + l] }
+                    let out = f(lanes)
+                    for l in 0..<(x.count - first) { yp[first + l] = out[l] }
+                }
+            }
+        }
+        return y
+    }
+
+    /// GELU, tanh form (HF `gelu_new`, T5's gated-gelu): `0.5·x·(1 + tanh(√(2/π)·(x + 0.044715·x³)))`
+    /// (`VectorMath.geluTanh`).
     public static func geluTanh(_ x: Tensor) -> Tensor {
-        map(x) { v in 0.5 * v * (1 + tanhf(0.797_884_56 * (v + 0.044_715 * v * v * v))) }
+        mapLanes(x, VectorMath.geluTanh)
     }
 
     /// SiLU (swish): `x·σ(x)`.

@@ -20,6 +20,13 @@ extension Kernels {
             let rows = x.count / max(1, inFeatures)
             let y = Tensor(uninitialized: Array(x.shape.dropLast()) + [outFeatures])
             let yp = y.storage.pointer
+            if rows >= panelLinearRows && inFeatures > 0 {
+                KernelProfile.addFlops(2 * Double(rows) * Double(outFeatures) * Double(inFeatures))
+                panelLinear(
+                    x.storage.pointer, rows: rows, inFeatures: inFeatures, weight: weight.storage.pointer,
+                    outFeatures: outFeatures, bias: bias?.storage.pointer, into: yp)
+                return y
+            }
             if let bias {
                 fillRows(yp, rows: rows, with: bias.storage.pointer, width: outFeatures)
             }
