@@ -41,6 +41,23 @@ import Testing
         if c.2 > 0 { #expect(keys.reduce(0) { $0 + $1.shape.reduce(1, *) } == c.2) }
     }
 
+    /// The finiteness check finds the first bad value wherever it lies: inside a vector, in a later chunk than
+    /// another one, in the scalar tail, or nowhere.
+    @Test func firstNonFiniteFindsTheFirstBadValue() {
+        let count = 3 * (1 << 16) + 13
+        func first(_ bad: [(Int, Float)]) -> (Int, Float)? {
+            var t = Tensor(zeros: [count])
+            for (i, v) in bad { t[i] = v }
+            return WeightFile.firstNonFinite(t)
+        }
+        #expect(first([]) == nil)
+        #expect(first([(5, -.infinity)])! == (5, -.infinity))
+        let nan = first([(140_001, .nan), (70_000, .infinity), (190_000, .nan)])!
+        #expect(nan.0 == 70_000 && nan.1 == .infinity)
+        #expect(first([(count - 1, .nan)])!.0 == count - 1)
+        #expect(first([(count - 20, .greatestFiniteMagnitude)]) == nil)
+    }
+
     @Test func tinyPresetIsTheFixtureModel() throws {
         let fixture = try ModelConfig.load(path: Fixtures.kandinsky2("tiny-model/model.json"))
         #expect(ModelPreset.tiny.config == fixture)
