@@ -1,5 +1,4 @@
 import Foundation
-import Synchronization
 import Tensor
 
 /// Strict access to one component's weights: every tensor is taken by its official key with the shape the
@@ -118,35 +117,8 @@ public final class WeightFile: @unchecked Sendable {
         return out
     }
 
-    /// The first NaN or infinity of `t` and its index. Chunks of 64 Ki floats are spread over the compute pool, each
-    /// tested eight lanes at a time for an all-ones exponent, and searched one float at a time only if one has it (a
-    /// plain loop over a full-size model's 8 GB took most of its loading time).
-    static func firstNonFinite(_ t: Tensor) -> (Int, Float)? {
-        let chunk = 1 << 16
-        let count = t.count
-        let chunks = (count + chunk - 1) / chunk
-        let p = t.storage.pointer
-        let found = Mutex<Int?>(nil)
-        ComputePool.shared.run(chunks: chunks) { c in
-            let (start, end) = (c * chunk, min(count, (c + 1) * chunk))
-            let exponent = SIMD8<UInt32>(repeating: 0x7F80_0000)
-            var any = SIMD8<UInt32>()
-            var i = start
-            while i + 8 <= end {
-                let bits = UnsafeRawPointer(p + i).loadUnaligned(as: SIMD8<UInt32>.self)
-                any |= SIMD8<UInt32>(repeating: 1).replacing(with: 0, where: (bits & exponent) .!= exponent)
-                i += 8
-            }
-            var hit = any != .zero
-            while !hit && i < end {
-                hit = !p[i].isFinite
-                i += 1
-            }
-            guard hit, let first = (start..<end).first(where: { !p[$0].isFinite }) else { return }
-            found.withLock { if $0 == nil || first < $0! { $0 = first } }
-        }
-        return found.withLock { $0 }.map { ($0, p[$0]) }
-    }
+    /// The first NaN or infinity of `t` and its index (`NonFinite`).
+    static func firstNonFinite(_ t: Tensor) -> (Int, Float)? { NonFinite.first(t.storage.pointer, count: t.count) }
 }
 
 // MARK: - Layers holding weights

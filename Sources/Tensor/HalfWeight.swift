@@ -31,15 +31,12 @@ public struct HalfWeight: @unchecked Sendable {
 
     /// Index and value of the first NaN or ±∞ (exponent bits all ones), or nil.
     public func firstNonFinite() -> (Int, Float)? {
+        guard let base = raw.baseAddress else { return nil }
         let exponent: UInt16 = dtype == .f16 ? 0x7C00 : 0x7F80
-        for i in 0..<count {
+        return NonFinite.firstIndex(base, count: count, exponent: exponent, as: SIMD16<UInt16>.self).map { i in
             let bits = UInt16(littleEndian: raw.loadUnaligned(fromByteOffset: 2 * i, as: UInt16.self))
-            if bits & exponent == exponent {
-                let value = dtype == .f16 ? Float(Float16(bitPattern: bits)) : Float(bitPattern: UInt32(bits) << 16)
-                return (i, value)
-            }
+            return (i, dtype == .f16 ? Float(Float16(bitPattern: bits)) : Float(bitPattern: UInt32(bits) << 16))
         }
-        return nil
     }
 }
 
