@@ -33,7 +33,7 @@ public struct HalfWeight: @unchecked Sendable {
     public func firstNonFinite() -> (Int, Float)? {
         guard let base = raw.baseAddress else { return nil }
         let exponent: UInt16 = dtype == .f16 ? 0x7C00 : 0x7F80
-        return NonFinite.firstIndex(base, count: count, exponent: exponent, as: SIMD16<UInt16>.self).map { i in
+        return NonFinite.firstHalf(base, count: count, exponent: exponent).map { i in
             let bits = UInt16(littleEndian: raw.loadUnaligned(fromByteOffset: 2 * i, as: UInt16.self))
             return (i, dtype == .f16 ? Float(Float16(bitPattern: bits)) : Float(bitPattern: UInt32(bits) << 16))
         }

@@ -5,40 +5,55 @@ public enum NonFinite {
     /// Elements per chunk of the parallel search.
     static let chunk = 1 << 16
 
-    /// The first index in `0..<count` where the value at `bits(i)` has all of `exponent`'s bits set (a NaN or an
-    /// infinity in that format), or nil. Chunks of 64 Ki elements are spread over the compute pool and tested
-    /// `Lanes.scalarCount` at a time; only a chunk that holds one is searched element by element (a plain loop over a
-    /// full-size model's 8 GB took most of its loading time).
-    static func firstIndex<Lanes: SIMD>(
-        _ base: UnsafeRawPointer, count: Int, exponent: Lanes.Scalar, as _: Lanes.Type
-    ) -> Int? where Lanes.Scalar: FixedWidthInteger & UnsignedInteger {
-        let width = Lanes.scalarCount
-        let stride = MemoryLayout<Lanes.Scalar>.stride
-        func bad(_ i: Int) -> Bool {
-            let bits = Lanes.Scalar(littleEndian: base.loadUnaligned(fromByteOffset: stride * i, as: Lanes.Scalar.self))
-            return bits & exponent == exponent
-        }
+    /// The first index in `0..<count` for which `isBad`, or nil. Chunks of 64 Ki elements are spread over the compute
+    /// pool and first tested whole by `chunkHolds(start, end)` (a vector loop); only a chunk that holds a bad value is
+    /// searched element by element (a plain loop over a full-size model's 8 GB took most of its loading time).
+    static func firstIndex(count: Int, chunkHolds: (Int, Int) -> Bool, isBad: (Int) -> Bool) -> Int? {
         let found = Mutex<Int?>(nil)
         ComputePool.shared.run(chunks: (count + chunk - 1) / chunk) { c in
             let (start, end) = (c * chunk, min(count, (c + 1) * chunk))
-            let mask = Lanes(repeating: exponent)
-            var hits = SIMDMask<Lanes.MaskStorage>(repeating: false)
-            var i = start
-            while i + width <= end {
-                hits .|= (base.loadUnaligned(fromByteOffset: stride * i, as: Lanes.self) & mask) .== mask
-                i += width
-            }
-            guard any(hits) || (i..<end).contains(where: bad), let first = (start..<end).first(where: bad) else {
-                return
-            }
+            guard chunkHolds(start, end), let first = (start..<end).first(where: isBad) else { return }
             found.withLock { if $0.map({ first < $0 }) ?? true { $0 = first } }
         }
         return found.withLock { $0 }
     }
 
-    /// Index and value of the first NaN or ±∞ among `count` floats, or nil.
+    /// Index and value of the first NaN or ±∞ (all exponent bits set) among `count` floats, or nil.
     public static func first(_ p: UnsafePointer<Float>, count: Int) -> (Int, Float)? {
-        firstIndex(UnsafeRawPointer(p), count: count, exponent: UInt32(0x7F80_0000), as: SIMD8<UInt32>.self)
-            .map { ($0, p[$0]) }
+        let raw = UnsafeRawPointer(p)
+        func bad(_ i: Int) -> Bool { !p[i].isFinite }
+        let index = firstIndex(
+            count: count,
+            chunkHolds: { start, end in
+                let exponent = SIMD8<UInt32>(repeating: 0x7F80_0000)
+                var hits = SIMDMask<SIMD8<Int32>>(repeating: false)
+                var i = start
+                while i + 8 <= end {
+                    hits .|= (raw.loadUnaligned(fromByteOffset: 4 * i, as: SIMD8<UInt32>.self) & exponent) .== exponent
+                    i += 8
+                }
+                return any(hits) || (i..<end).contains(where: bad)
+            }, isBad: bad)
+        return index.map { ($0, p[$0]) }
+    }
+
+    /// The first of `count` little-endian 16-bit values at `raw` whose bits include all of `exponent`'s (F16's
+    /// 0x7C00, BF16's 0x7F80: a NaN or ±∞), or nil.
+    public static func firstHalf(_ raw: UnsafeRawPointer, count: Int, exponent: UInt16) -> Int? {
+        func bad(_ i: Int) -> Bool {
+            UInt16(littleEndian: raw.loadUnaligned(fromByteOffset: 2 * i, as: UInt16.self)) & exponent == exponent
+        }
+        return firstIndex(
+            count: count,
+            chunkHolds: { start, end in
+                let mask = SIMD16<UInt16>(repeating: exponent)
+                var hits = SIMDMask<SIMD16<Int16>>(repeating: false)
+                var i = start
+                while i + 16 <= end {
+                    hits .|= (raw.loadUnaligned(fromByteOffset: 2 * i, as: SIMD16<UInt16>.self) & mask) .== mask
+                    i += 16
+                }
+                return any(hits) || (i..<end).contains(where: bad)
+            }, isBad: bad)
     }
 }
