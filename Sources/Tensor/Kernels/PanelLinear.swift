@@ -82,7 +82,8 @@ extension Kernels {
     }
 
     /// `out[i · step + l] = src[l · stride + i]` for l in 0..<8 and i in 0..<k (zero for l ≥ rows): eight rows of k
-    /// floats interleaved, by 8 × 8 transposes where whole.
+    /// floats interleaved, by 8 × 8 transposes where whole (`panelLinear`'s operands, the Winograd weight transform's
+    /// groups of eight filters).
     static func interleave(
         _ src: UnsafePointer<Float>, rows: Int, stride: Int, k: Int, into out: UnsafeMutablePointer<Float>,
         step: Int = 8

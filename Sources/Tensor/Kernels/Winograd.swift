@@ -519,19 +519,9 @@ extension WinogradTiling {
             var i = 0
             while i < inChannels {
                 let n = min(chunk, inChannels - i)
-                if lanes == 8 && n % 8 == 0 {
-                    // Nine 8 × 8 transposes in registers, eight stores of eight floats each (one float at a time,
-                    // the stores held the transform back more than the reads from memory).
-                    for block in 0..<(9 * n / 8) {
-                        kw_transpose8(row + 9 * i + 8 * block, rowFloats, filters + 64 * block, 8)
-                    }
-                } else {
-                    for j in 0..<(9 * n) {
-                        for lane in 0..<8 {
-                            filters[8 * j + lane] = lane < lanes ? row[lane * rowFloats + 9 * i + j] : 0
-                        }
-                    }
-                }
+                // By 8 × 8 transposes in registers where whole, eight stores of eight floats each (one float at a
+                // time, the stores held the transform back more than the reads from memory).
+                Kernels.interleave(row + 9 * i, rows: lanes, stride: rowFloats, k: 9 * n, into: filters)
                 transformFilterGroups(filters, count: n, into: dst + i * PanelGEMM.aStep, pointStride: plane)
                 i += n
             }
