@@ -83,13 +83,8 @@ struct AttentionBlock: Sendable {
         let ch = c / heads
         let flat = x.reshaped([n, c, t])
         let qkv = self.qkv(norm(flat)).reshaped([n * heads, 3 * ch, t])
-        let q = Kernels.slice(qkv, axis: 1, 0..<ch)
-        let k = Kernels.concat(
-            [Kernels.slice(textKV, axis: 1, 0..<ch), Kernels.slice(qkv, axis: 1, ch..<(2 * ch))], axis: 2)
-        let v = Kernels.concat(
-            [Kernels.slice(textKV, axis: 1, ch..<(2 * ch)), Kernels.slice(qkv, axis: 1, (2 * ch)..<(3 * ch))], axis: 2)
         // softmax((q·ch^-¼)ᵀ(k·ch^-¼)) = softmax(qᵀk / √ch), one joint softmax over text and image keys.
-        let a = Kernels.attentionChannelsFirst(q: q, k: k, v: v, scale: 1 / Float(ch).squareRoot())
+        let a = Kernels.attentionChannelsFirst(qkv: qkv, textKV: textKV, scale: 1 / Float(ch).squareRoot())
         var out = projOut(a.reshaped([n, c, t]))
         Kernels.add(flat, into: &out)
         return out.reshaped(x.shape)

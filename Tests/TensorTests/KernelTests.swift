@@ -335,7 +335,8 @@ import Testing
         let masked = Kernels.attention(q: q, k: k, v: v, scale: scale, mask: mask)
         expectClose(masked, reference(masked: true), shape: [n, lq, dv], "attention, per-query mask")
 
-        // Channel-first operands: [N, D, L]; the result is [N, Dv, Lq].
+        // Channel-first operands: [N, D, L]; the result is [N, Dv, Lq] (37 keys: a partial pair of packed rows; 5 value
+        // channels: a partial row panel; 139 queries: five blocks of 24 and one of 19, whose last columns are padding).
         let plain = reference(masked: false)
         let first = Kernels.attentionChannelsFirst(
             q: Kernels.permute(q, [0, 2, 1]), k: Kernels.permute(k, [0, 2, 1]), v: Kernels.permute(v, [0, 2, 1]),
@@ -345,6 +346,39 @@ import Testing
             for i in 0..<lq { for c in 0..<dv { transposed[(s * dv + c) * lq + i] = plain[(s * lq + i) * dv + c] } }
         }
         expectClose(first, transposed, shape: [n, dv, lq], "attention, channels first")
+    }
+
+    /// The UNet's attention: q, k, v read in place from one qkv tensor, the text's keys and values first (13 text
+    /// tokens, so packed pairs of keys straddle the text and the image), with and without text.
+    @Test(arguments: [13, 0])
+    func qkvAttentionWithTextMatchesReference(textTokens: Int) {
+        var rng = rng
+        let (n, d, t) = (4, 9, 30)
+        let qkv = tensor([n, 3 * d, t], &rng, in: -2...2)
+        let textKV = tensor([n, 2 * d, textTokens], &rng, in: -2...2)
+        let scale: Float = 0.4
+        // key/value j of slice s: the text's first, then the image's
+        func key(_ s: Int, _ c: Int, _ j: Int) -> Double {
+            Double(j < textTokens ? textKV[s, c, j] : qkv[s, d + c, j - textTokens])
+        }
+        func value(_ s: Int, _ c: Int, _ j: Int) -> Double {
+            Double(j < textTokens ? textKV[s, d + c, j] : qkv[s, 2 * d + c, j - textTokens])
+        }
+        var ref = [Double](repeating: 0, count: n * d * t)
+        for s in 0..<n {
+            for i in 0..<t {
+                let scores = (0..<(textTokens + t)).map { j in
+                    (0..<d).reduce(0.0) { $0 + Double(qkv[s, $1, i]) * key(s, $1, j) } * Double(scale)
+                }
+                let e = scores.map { exp($0 - scores.max()!) }
+                let sum = e.reduce(0, +)
+                for c in 0..<d {
+                    ref[(s * d + c) * t + i] = (0..<(textTokens + t)).reduce(0.0) { $0 + e[$1] / sum * value(s, c, $1) }
+                }
+            }
+        }
+        let y = Kernels.attentionChannelsFirst(qkv: qkv, textKV: textTokens > 0 ? textKV : nil, scale: scale)
+        expectClose(y, ref, shape: [n, d, t], "qkv attention, \(textTokens) text tokens")
     }
 
     /// The vectorised exponential against double precision, over the range the kernels use, including the lanes

@@ -74,8 +74,8 @@ extension Kernels {
         }
     }
 
-    /// Attention with channel-first operands (GLIDE's `QKVAttentionLegacy`, the VAE's `AttnBlock`): for each of N
-    /// slices, `out[:, t] = Σ_s softmax_s(scale · q[:, t]·k[:, s]) · v[:, s]`.
+    /// Attention with channel-first operands (the VAE's `AttnBlock`): for each of N slices,
+    /// `out[:, t] = Σ_s softmax_s(scale · q[:, t]·k[:, s]) · v[:, s]`.
     ///
     /// - Parameters:
     ///   - q: `[N, D, T]`.
@@ -83,26 +83,46 @@ extension Kernels {
     ///   - v: `[N, Dv, S]`.
     /// - Returns: `[N, Dv, T]`.
     public static func attentionChannelsFirst(q: Tensor, k: Tensor, v: Tensor, scale: Float) -> Tensor {
+        let (n, d, t) = (q.shape[0], q.shape[1], q.shape[2])
+        precondition(q.rank == 3 && k.rank == 3 && v.rank == 3, "attention takes [N, D, L] tensors")
+        precondition(k.shape == [n, d, k.shape[2]], "attention keys \(k.shape) for queries \(q.shape)")
+        precondition(v.shape == [n, v.shape[1], k.shape[2]], "attention values \(v.shape) for keys \(k.shape)")
+        return attentionChannelsFirst(
+            q: AttentionOperand(q), keys: [AttentionOperand(k)], values: [AttentionOperand(v)], slices: n, channels: d,
+            queries: t, valueChannels: v.shape[1], scale: scale, operands: [q, k, v])
+    }
+
+    /// GLIDE's `QKVAttentionLegacy` with the text's keys and values (`encoder_kv`) before the image's, in one softmax:
+    /// q, k and v are the thirds of each slice of `qkv` (`[N, 3·D, T]`), and `textKV` (`[N, 2·D, S]`) holds the text's
+    /// keys then its values; all are read in place. Returns `[N, D, T]`.
+    public static func attentionChannelsFirst(qkv: Tensor, textKV: Tensor?, scale: Float) -> Tensor {
+        precondition(qkv.rank == 3 && qkv.shape[1] % 3 == 0, "attention qkv of shape \(qkv.shape)")
+        let (n, d) = (qkv.shape[0], qkv.shape[1] / 3)
+        var (keys, values) = ([AttentionOperand(qkv, firstChannel: d)], [AttentionOperand(qkv, firstChannel: 2 * d)])
+        if let textKV {
+            precondition(
+                textKV.rank == 3 && textKV.shape[0] == n && textKV.shape[1] == 2 * d,
+                "attention text keys and values \(textKV.shape) for qkv \(qkv.shape)")
+            keys.insert(AttentionOperand(textKV), at: 0)
+            values.insert(AttentionOperand(textKV, firstChannel: d), at: 0)
+        }
+        return attentionChannelsFirst(
+            q: AttentionOperand(qkv), keys: keys, values: values, slices: n, channels: d, queries: qkv.shape[2],
+            valueChannels: d, scale: scale, operands: [qkv] + (textKV.map { [$0] } ?? []))
+    }
+
+    static func attentionChannelsFirst(
+        q: AttentionOperand, keys: [AttentionOperand], values: [AttentionOperand], slices n: Int, channels d: Int,
+        queries t: Int, valueChannels dv: Int, scale: Float, operands: [Tensor]
+    ) -> Tensor {
         KernelProfile.measure(.attention) {
-            precondition(q.rank == 3 && k.rank == 3 && v.rank == 3, "attention takes [N, D, L] tensors")
-            let (n, d, t) = (q.shape[0], q.shape[1], q.shape[2])
-            let s = k.shape[2]
-            let dv = v.shape[1]
-            precondition(k.shape == [n, d, s], "attention keys \(k.shape) for queries \(q.shape)")
-            precondition(v.shape == [n, dv, s], "attention values \(v.shape) for keys \(k.shape)")
             let out = Tensor(uninitialized: [n, dv, t])
-            let (qp, kp, vp, op) = (q.storage.pointer, k.storage.pointer, v.storage.pointer, out.storage.pointer)
+            let s = keys.reduce(0) { $0 + $1.count }
             KernelProfile.addFlops(2 * Double(n * t * s) * Double(d + dv))
-            forEachQueryBlock(slices: n, queries: t, keys: s) { slice, rows, scores in
-                // S[rows, S] = scale · Q_nᵀ[rows, D] · K_n[D, S]
-                BLAS.sgemmSerial(
-                    transA: true, m: rows.count, n: s, k: d, alpha: scale, a: qp + slice * d * t + rows.lowerBound,
-                    lda: t, b: kp + slice * d * s, ldb: s, c: scores, ldc: s)
-                for i in 0..<rows.count { VectorMath.softmaxRow(scores + i * s, width: s) }
-                // O_n[Dv, rows] = V_n[Dv, S] · Pᵀ[S, rows]
-                BLAS.sgemmSerial(
-                    transB: true, m: dv, n: rows.count, k: s, a: vp + slice * dv * s, lda: s, b: scores, ldb: s,
-                    c: op + slice * dv * t + rows.lowerBound, ldc: t)
+            withExtendedLifetime(operands) {
+                packedAttention(
+                    q: q, keys: keys, values: values, slices: n, channels: d, valueChannels: dv, scale: scale,
+                    into: out.storage.pointer)
             }
             return out
         }
