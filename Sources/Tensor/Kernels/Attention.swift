@@ -83,8 +83,8 @@ extension Kernels {
     ///   - v: `[N, Dv, S]`.
     /// - Returns: `[N, Dv, T]`.
     public static func attentionChannelsFirst(q: Tensor, k: Tensor, v: Tensor, scale: Float) -> Tensor {
-        let (n, d, t) = (q.shape[0], q.shape[1], q.shape[2])
         precondition(q.rank == 3 && k.rank == 3 && v.rank == 3, "attention takes [N, D, L] tensors")
+        let (n, d, t) = (q.shape[0], q.shape[1], q.shape[2])
         precondition(k.shape == [n, d, k.shape[2]], "attention keys \(k.shape) for queries \(q.shape)")
         precondition(v.shape == [n, v.shape[1], k.shape[2]], "attention values \(v.shape) for keys \(k.shape)")
         return attentionChannelsFirst(
