@@ -44,6 +44,16 @@ public final class ComputePool: @unchecked Sendable {
     /// without the spin, 1.1 K with it).
     static let spinRounds = 20_000
 
+    /// Spins while `waiting()` holds, at most `spinRounds` rounds (the caller then sleeps if it still holds).
+    @inline(__always)
+    private static func spin(while waiting: () -> Bool) {
+        var rounds = 0
+        while waiting() && rounds < spinRounds {
+            kw_spin_pause()
+            rounds += 1
+        }
+    }
+
     private static let insideRegion = ThreadLocalFlag()
 
     /// Creates a pool of `threads` threads in all (the caller counts as one).
@@ -85,11 +95,7 @@ public final class ComputePool: @unchecked Sendable {
             drain(escaping)
             Self.insideRegion.value = false
 
-            var spins = 0
-            while activeWorkers.load(ordering: .acquiring) > 0 && spins < Self.spinRounds {
-                kw_spin_pause()
-                spins += 1
-            }
+            Self.spin { self.activeWorkers.load(ordering: .acquiring) > 0 }
             pthread_mutex_lock(&mutex)
             while activeWorkers.load(ordering: .acquiring) > 0 { pthread_cond_wait(&finished, &mutex) }
             self.body = nil
@@ -125,11 +131,7 @@ public final class ComputePool: @unchecked Sendable {
         Self.insideRegion.value = true
         var seen = 0
         while true {
-            var spins = 0
-            while published.load(ordering: .acquiring) == seen && spins < Self.spinRounds {
-                kw_spin_pause()
-                spins += 1
-            }
+            Self.spin { self.published.load(ordering: .acquiring) == seen }
             pthread_mutex_lock(&mutex)
             while generation == seen && !shuttingDown { pthread_cond_wait(&wake, &mutex) }
             if shuttingDown { break }

@@ -84,12 +84,12 @@ extension Kernels {
     /// - Returns: `[N, Dv, T]`.
     public static func attentionChannelsFirst(q: Tensor, k: Tensor, v: Tensor, scale: Float) -> Tensor {
         precondition(q.rank == 3 && k.rank == 3 && v.rank == 3, "attention takes [N, D, L] tensors")
-        let (n, d, t) = (q.shape[0], q.shape[1], q.shape[2])
+        let (n, d) = (q.shape[0], q.shape[1])
         precondition(k.shape == [n, d, k.shape[2]], "attention keys \(k.shape) for queries \(q.shape)")
         precondition(v.shape == [n, v.shape[1], k.shape[2]], "attention values \(v.shape) for keys \(k.shape)")
-        return attentionChannelsFirst(
+        return packedAttention(
             q: AttentionOperand(q), keys: [AttentionOperand(k)], values: [AttentionOperand(v)], slices: n, channels: d,
-            queries: t, valueChannels: v.shape[1], scale: scale, operands: [q, k, v])
+            valueChannels: v.shape[1], scale: scale, operands: [q, k, v])
     }
 
     /// GLIDE's `QKVAttentionLegacy` with the text's keys and values (`encoder_kv`) before the image's, in one softmax:
@@ -106,25 +106,8 @@ extension Kernels {
             keys.insert(AttentionOperand(textKV), at: 0)
             values.insert(AttentionOperand(textKV, firstChannel: d), at: 0)
         }
-        return attentionChannelsFirst(
-            q: AttentionOperand(qkv), keys: keys, values: values, slices: n, channels: d, queries: qkv.shape[2],
-            valueChannels: d, scale: scale, operands: [qkv] + (textKV.map { [$0] } ?? []))
-    }
-
-    static func attentionChannelsFirst(
-        q: AttentionOperand, keys: [AttentionOperand], values: [AttentionOperand], slices n: Int, channels d: Int,
-        queries t: Int, valueChannels dv: Int, scale: Float, operands: [Tensor]
-    ) -> Tensor {
-        KernelProfile.measure(.attention) {
-            let out = Tensor(uninitialized: [n, dv, t])
-            let s = keys.reduce(0) { $0 + $1.count }
-            KernelProfile.addFlops(2 * Double(n * t * s) * Double(d + dv))
-            withExtendedLifetime(operands) {
-                packedAttention(
-                    q: q, keys: keys, values: values, slices: n, channels: d, valueChannels: dv, scale: scale,
-                    into: out.storage.pointer)
-            }
-            return out
-        }
+        return packedAttention(
+            q: AttentionOperand(qkv), keys: keys, values: values, slices: n, channels: d, valueChannels: d,
+            scale: scale, operands: [qkv] + (textKV.map { [$0] } ?? []))
     }
 }

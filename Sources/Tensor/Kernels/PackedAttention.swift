@@ -32,14 +32,31 @@ extension Kernels {
     /// channel-first rows) and its values once as rows of A (`[Dv][keys]`, by 8 × 8 transposes). A block of 24 queries is
     /// then one panel of B: the scores come out transposed, `Sᵀ[keys][24]`, which is already the packed B of the second
     /// product; the softmax runs down its columns eight queries at a time, and the output is divided by the column
-    /// sums on its way out.
+    /// sums on its way out. Returns `[N, Dv, T]`; `operands` are the tensors the operands view, kept alive meanwhile.
     static func packedAttention(
         q: AttentionOperand, keys: [AttentionOperand], values: [AttentionOperand], slices n: Int, channels d: Int,
-        valueChannels dv: Int, scale: Float, into out: UnsafeMutablePointer<Float>
-    ) {
+        valueChannels dv: Int, scale: Float, operands: [Tensor]
+    ) -> Tensor {
         precondition(keys.count == values.count && zip(keys, values).allSatisfy { $0.count == $1.count })
         let s = keys.reduce(0) { $0 + $1.count }
         let t = q.count
+        let result = Tensor(uninitialized: [n, dv, t])
+        KernelProfile.measure(.attention) {
+            KernelProfile.addFlops(2 * Double(n * t * s) * Double(d + dv))
+            withExtendedLifetime(operands) {
+                packedAttention(
+                    q: q, keys: keys, values: values, slices: n, channels: d, valueChannels: dv, scale: scale,
+                    into: result.storage.pointer)
+            }
+        }
+        return result
+    }
+
+    private static func packedAttention(
+        q: AttentionOperand, keys: [AttentionOperand], values: [AttentionOperand], slices n: Int, channels d: Int,
+        valueChannels dv: Int, scale: Float, into out: UnsafeMutablePointer<Float>
+    ) {
+        let (s, t) = (keys.reduce(0) { $0 + $1.count }, q.count)
         let step = PanelGEMM.aStep
         let keyFloats = PanelGEMM.packedCount(rows: s, k: d)
         let sliceFloats = keyFloats + PanelGEMM.packedCount(rows: dv, k: s)
