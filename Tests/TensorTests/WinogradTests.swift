@@ -16,6 +16,8 @@ import Testing
     static func tolerance(_ algorithm: ConvAlgorithm) -> Double { algorithm == .winograd6 ? 2e-5 : 1e-5 }
     static let tolerance = 1e-5
     static let algorithms: [ConvAlgorithm] = [.winograd, .winograd6]
+    /// Without the AVX-512VL products, and with them where the processor has them (`PanelGEMM.wide`).
+    static let widths = PanelGEMM.wide ? [false, true] : [false]
 
     /// The cases' budgets are written for F(4×4)'s 36 points (`36 · channels · …`); F(6×6) needs 64 for the same
     /// blocks and bands.
@@ -94,6 +96,13 @@ import Testing
         // Whole groups of eight output channels over 36 input channels: the weight transform interleaves 32 of them
         // by 8 × 8 transposes, the last four one float at a time.
         (1, 36, 16, 8, 8, Kernels.winogradWeightBudget),
+        // 8 tiles (8×8 at batch 2) over 300 input channels, U over its budget: with AVX-512VL blocks of 24 and 20
+        // output channels (three pairs of rows, the last half empty), each in chunks of 128, 128 and 44 input
+        // channels added up in M; without, blocks of eight.
+        (2, 300, 44, 8, 8, 36 * 300 * 24),
+        // 32 tiles (16×16 at batch 2): a panel of 24 and one of 8; blocks of 16 and 14 output channels, in chunks of
+        // 128 and 22 input channels.
+        (2, 150, 30, 16, 16, 36 * 150 * 24),
     ]
 
     @Test(arguments: algorithms, cases + f6Cases)
@@ -103,14 +112,20 @@ import Testing
         let w = tensor([c.2, c.1, 3, 3], &rng)
         let b = tensor([c.2], &rng)
         let budget = Self.budget(c.5, algorithm, default: Kernels.winogradWeightBudget)
-        let y = Kernels.winogradConv3x3(x, weight: w, bias: b, weightBudget: budget, algorithm: algorithm)
-        #expect(y.shape == [c.0, c.2, c.3, c.4])
-        let error = relativeError(y, reference(x, w, b))
         let tolerance = Self.tolerance(algorithm)
-        #expect(error <= tolerance, "Winograd \(algorithm) \(c): max error / max|reference| = \(error)")
-        let noBias = Kernels.winogradConv3x3(x, weight: w, bias: nil, weightBudget: budget, algorithm: algorithm)
-        let errorNoBias = relativeError(noBias, reference(x, w, nil))
-        #expect(errorNoBias <= tolerance, "Winograd \(algorithm) \(c) without bias: \(errorNoBias)")
+        let (withBias, withoutBias) = (reference(x, w, b), reference(x, w, nil))
+        for wide in Self.widths {
+            let y = Kernels.winogradConv3x3(
+                x, weight: w, bias: b, weightBudget: budget, algorithm: algorithm, wide: wide)
+            #expect(y.shape == [c.0, c.2, c.3, c.4])
+            let error = relativeError(y, withBias)
+            #expect(
+                error <= tolerance, "Winograd \(algorithm) \(c) wide \(wide): max error / max|reference| = \(error)")
+            let noBias = Kernels.winogradConv3x3(
+                x, weight: w, bias: nil, weightBudget: budget, algorithm: algorithm, wide: wide)
+            let errorNoBias = relativeError(noBias, withoutBias)
+            #expect(errorNoBias <= tolerance, "Winograd \(algorithm) \(c) wide \(wide) without bias: \(errorNoBias)")
+        }
     }
 
     /// Geometries for F(6×6)'s tiles in particular (with F(4×4) too).
@@ -188,10 +203,17 @@ import Testing
         #expect(relativeError(y, reference(Kernels.upsampleNearest2x(x), w, nil)) <= 1e-5)
     }
 
-    @Test func fewTilesTakeBlocksOfEightOutputChannels() {
-        // 16×16 at batch 2 (32 tiles): one group of eight, whatever the input channels.
-        #expect(Kernels.winogradBlockChannels(inChannels: 1152, tiles: 32, budget: 3 << 20, points: 36) == 8)
-        #expect(Kernels.winogradBlockChannels(inChannels: 2688, tiles: 32, budget: 3 << 20, points: 36) == 8)
+    @Test func fewTilesTakeBlocksOfEightOrTwentyFourOutputChannels() {
+        // 16×16 at batch 2 (32 tiles): one group of eight, whatever the input channels; three with AVX-512VL.
+        for wide in [false, true] {
+            let group = wide ? 24 : 8
+            #expect(
+                Kernels.winogradBlockChannels(inChannels: 1152, tiles: 32, budget: 3 << 20, points: 36, wide: wide)
+                    == group)
+            #expect(
+                Kernels.winogradBlockChannels(inChannels: 2688, tiles: 32, budget: 3 << 20, points: 36, wide: wide)
+                    == group)
+        }
         // 32×32 (128 tiles): the budget decides (3·2²⁰ / (36 · 768)).
         #expect(Kernels.winogradBlockChannels(inChannels: 768, tiles: 128, budget: 3 << 20, points: 36) == 113)
         // 64×64 (512 tiles): the budget decides (3·2²⁰ / (36 · 384)).

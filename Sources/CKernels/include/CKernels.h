@@ -54,6 +54,17 @@ void kw_winograd_f6_output_columns(const float *m, ptrdiff_t stride, ptrdiff_t c
 /// in order of l (so with dstStride 6 each store overwrites the two spare floats of the one before).
 void kw_winograd_f6_output_group(const float *e, ptrdiff_t stride, float bias, float *dst, ptrdiff_t dstStride);
 
+/// Whether this processor has AVX-512F and AVX-512VL (so `kw_gemm_rows_x8` may run): checked once.
+int kw_has_avx512(void);
+
+/// C[8·pairs][8] = Aᵀ·B for `pairs` (1 to 3) consecutive pairs of `PanelGEMM`'s packed A (`[k][8]` each, `pairStride`
+/// floats apart) and one 8-wide panel of B (`[k][8]`), C's rows `ldc` apart: the 8 tiles as broadcasts, the rows as
+/// vectors, in AVX-512VL's 32 registers (24 accumulators for three pairs, 11 loads per 24 multiply-adds); the
+/// accumulators are transposed on the way out. One cache line from `prefetch` (when not null) is asked for every
+/// eight steps of k, `lines` in all. Only where `kw_has_avx512()`.
+void kw_gemm_rows_x8(ptrdiff_t k, ptrdiff_t pairs, const float *a, ptrdiff_t pairStride, const float *b, float *c,
+                     ptrdiff_t ldc, int add, const char *prefetch, ptrdiff_t lines);
+
 /// Asks for the cache line at `p` to be brought into L2 (`prefetcht1`): a hint, never a fault, whatever `p` is.
 static inline void kw_prefetch(const void *p) { __builtin_prefetch(p, 0, 2); }
 

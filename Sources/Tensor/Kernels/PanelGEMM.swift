@@ -58,6 +58,10 @@ enum PanelGEMM {
     /// Rows of C for `rows` rows of A: whole panels.
     static func packedRows(_ rows: Int) -> Int { (rows + panelRows - 1) / panelRows * panelRows }
 
+    /// Whether the processor has AVX-512VL, whose 32 registers hold three pairs of rows against an 8-wide panel of B
+    /// (`kw_gemm_rows_x8`: 11 loads per 24 multiply-adds, against the 8 × 8 tile's 9 per 8).
+    static let wide = kw_has_avx512() != 0
+
     /// Floats per step of k in a packed A: a pair of panels.
     static let aStep = 2 * panelRows
 
@@ -112,7 +116,7 @@ enum PanelGEMM {
     /// stays in the core's L2 across the panels of B while each panel of B stays in L1).
     static func multiply(
         a: UnsafePointer<Float>, rowPanels: Int, b: UnsafePointer<Float>, columns: Columns, k: Int,
-        c: UnsafeMutablePointer<Float>, ldc: Int, prefetch: Prefetch = .none
+        c: UnsafeMutablePointer<Float>, ldc: Int, prefetch: Prefetch = .none, wide: Bool = PanelGEMM.wide
     ) {
         var prefetch = prefetch
         let panelFloats = panelRows * k
@@ -127,7 +131,7 @@ enum PanelGEMM {
                 let cp = c + p * panelColumns
                 switch columns.width(p) {
                 case 24:
-                    for r in first..<last { kernel4x24(k, panel(r), bp, cp + r * panelRows * ldc, ldc) }
+                    for r in first..<last { kernel4x24(k, panel(r), bp, cp + r * panelRows * ldc, ldc, add: false) }
                 case 16:
                     for r in first..<last {
                         kernel4x16(k, panel(r), bp, cp + r * panelRows * ldc, ldc, prefetch.take(steps: k))
@@ -135,6 +139,14 @@ enum PanelGEMM {
                 default:
                     // Eight columns: both panels of a pair at once (eight accumulators, one load of B per step).
                     var r = first
+                    while wide && r + 1 < last {
+                        let pairs = min(3, (last - r) / 2)
+                        let p = prefetch.take(steps: k * pairs)
+                        kw_gemm_rows_x8(
+                            k, pairs, panel(r), aStep * k, bp, cp + r * panelRows * ldc, ldc, 0,
+                            p.start?.assumingMemoryBound(to: CChar.self), p.lines)
+                        r += 2 * pairs
+                    }
                     while r + 1 < last {
                         kernel8x8(k, panel(r), bp, cp + r * panelRows * ldc, ldc, prefetch.take(steps: k))
                         r += 2
@@ -162,7 +174,8 @@ enum PanelGEMM {
     /// C[4][24] = A[k][4]ᵀ · B[k][24], A's steps `aStep` floats apart.
     @inline(never)
     static func kernel4x24(
-        _ k: Int, _ a: UnsafePointer<Float>, _ b: UnsafePointer<Float>, _ c: UnsafeMutablePointer<Float>, _ ldc: Int
+        _ k: Int, _ a: UnsafePointer<Float>, _ b: UnsafePointer<Float>, _ c: UnsafeMutablePointer<Float>, _ ldc: Int,
+        add: Bool
     ) {
         var (c00, c01, c02, c10, c11, c12) = (Lanes(), Lanes(), Lanes(), Lanes(), Lanes(), Lanes())
         var (c20, c21, c22, c30, c31, c32) = (Lanes(), Lanes(), Lanes(), Lanes(), Lanes(), Lanes())
@@ -179,6 +192,12 @@ enum PanelGEMM {
             (c30, c31, c32) = (c30.addingProduct(s, b0), c31.addingProduct(s, b1), c32.addingProduct(s, b2))
             pa += aStep
             pb += 24
+        }
+        if add {
+            (c00, c01, c02) = (c00 + load(c), c01 + load(c + 8), c02 + load(c + 16))
+            (c10, c11, c12) = (c10 + load(c + ldc), c11 + load(c + ldc + 8), c12 + load(c + ldc + 16))
+            (c20, c21, c22) = (c20 + load(c + 2 * ldc), c21 + load(c + 2 * ldc + 8), c22 + load(c + 2 * ldc + 16))
+            (c30, c31, c32) = (c30 + load(c + 3 * ldc), c31 + load(c + 3 * ldc + 8), c32 + load(c + 3 * ldc + 16))
         }
         store(c00, c)
         store(c01, c + 8)

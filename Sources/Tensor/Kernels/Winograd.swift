@@ -53,10 +53,14 @@ extension Kernels {
     /// the UNet's largest V, 85 MB (1152 → 384 at 64×64, batch 2), stays whole.
     public static let winogradInputBudget = 24 << 20
 
-    /// Up to this many tiles each thread takes whole blocks of `fewTilesBlock` output channels.
+    /// Up to this many tiles each thread takes whole blocks of `fewTilesBlock(wide:)` output channels.
     static let fewTiles = 32
-    /// Output channels per block when the tiles are few: one group of the weight transform's eight.
-    static let fewTilesBlock = 8
+    /// Output channels per block when the tiles are few: one group of the weight transform's eight; three with
+    /// AVX-512VL (`PanelGEMM.wide`), whose products over the 8-wide panel of B take three pairs of rows at once.
+    static func fewTilesBlock(wide: Bool) -> Int { wide ? 24 : 8 }
+    /// Input channels per chunk of a few-tile block when `wide`: its transformed weights (36 · 24 · 128 floats,
+    /// 442 KB) and V's rows for it stay in L2 between the weight transform and the products.
+    static let fewTilesChunk = 128
 
     /// Output channels per block of U when the tiles are taken all at once.
     ///
@@ -67,9 +71,11 @@ extension Kernels {
     /// 30.6 ms). Not on 32×32 planes (128 tiles): there every block of eight reads all of V again (14–35 MB, out of
     /// the last-level cache from 1152 input channels), and shared blocks of ≈ 112 channels were faster (`bench unet
     /// --layers`, 1920 → 768: 0.10–0.11 against 0.14–0.15 s; 768 → 768 the same).
-    static func winogradBlockChannels(inChannels: Int, tiles: Int, budget: Int, points: Int) -> Int {
+    static func winogradBlockChannels(
+        inChannels: Int, tiles: Int, budget: Int, points: Int, wide: Bool = PanelGEMM.wide
+    ) -> Int {
         let channels = budget / (points * inChannels)
-        return max(1, tiles <= fewTiles ? min(channels, fewTilesBlock) : channels)
+        return max(1, tiles <= fewTiles ? min(channels, fewTilesBlock(wide: wide)) : channels)
     }
 
     /// Input channels per interleaving of a group's eight rows of weights (`transformWeights`): 9 KiB of interleaved
@@ -118,26 +124,32 @@ extension Kernels {
     ///   - inputBudget: the most floats of V for all tiles at once (tests force bands with U whole).
     ///   - upsampled: convolve `upsampleNearest2x(x)` instead, read from x as the input transform needs it (the
     ///     upsampled tensor, four times x, is never made).
+    ///   - wide: whether to use the AVX-512VL products (default: where the processor has them; tests also run
+    ///     without them).
     /// - Returns: `[B, Cout, H, W]` (`[B, Cout, 2H, 2W]` when `upsampled`).
     public static func winogradConv3x3(
         _ x: Tensor, weight: Tensor, bias: Tensor?, weightBudget: Int = winogradWeightBudget,
-        inputBudget: Int = winogradInputBudget, upsampled: Bool = false, algorithm: ConvAlgorithm = .winograd
+        inputBudget: Int = winogradInputBudget, upsampled: Bool = false, algorithm: ConvAlgorithm = .winograd,
+        wide: Bool? = nil
     ) -> Tensor {
+        let wide = wide ?? PanelGEMM.wide
+        precondition(!wide || PanelGEMM.wide, "AVX-512VL products asked for on a processor without AVX-512VL")
         switch algorithm {
         case .winograd6:
             return winograd(
                 WinogradF6.self, x, weight: weight, bias: bias, weightBudget: weightBudget, inputBudget: inputBudget,
-                upsampled: upsampled)
+                upsampled: upsampled, wide: wide)
         default:
             return winograd(
                 WinogradF4.self, x, weight: weight, bias: bias, weightBudget: weightBudget, inputBudget: inputBudget,
-                upsampled: upsampled)
+                upsampled: upsampled, wide: wide)
         }
     }
 
     /// `winogradConv3x3` with the tiling `T`.
     static func winograd<T: WinogradTiling>(
-        _: T.Type, _ x: Tensor, weight: Tensor, bias: Tensor?, weightBudget: Int, inputBudget: Int, upsampled: Bool
+        _: T.Type, _ x: Tensor, weight: Tensor, bias: Tensor?, weightBudget: Int, inputBudget: Int, upsampled: Bool,
+        wide: Bool
     ) -> Tensor {
         precondition(x.rank == 4, "conv2d input must be [B, C, H, W], got \(x.shape)")
         let factor = upsampled ? 2 : 1
@@ -171,7 +183,7 @@ extension Kernels {
                     start: next.map { UnsafeRawPointer($0.baseAddress! + 16 * perProduct * xi) }, lines: mine)
                 PanelGEMM.multiply(
                     a: u + xi * uPlane, rowPanels: rows / PanelGEMM.panelRows, b: v + xi * vPlane, columns: columns,
-                    k: cin, c: m + xi * mPlane, ldc: columns.padded, prefetch: prefetch)
+                    k: cin, c: m + xi * mPlane, ldc: columns.padded, prefetch: prefetch, wide: wide)
             }
         }
 
@@ -227,21 +239,30 @@ extension Kernels {
         // Many channels on small planes (the UNet's inner levels): every tile at once, the weights transformed a
         // block of output channels at a time.
         let tiles = tiling.count
-        let perBlock = winogradBlockChannels(inChannels: cin, tiles: tiles, budget: weightBudget, points: points)
+        let perBlock = winogradBlockChannels(
+            inChannels: cin, tiles: tiles, budget: weightBudget, points: points, wide: wide)
         let evenBlocks = (cout + perBlock - 1) / perBlock
         // Blocks of (nearly) equal size, in whole groups of eight output channels (the weight transform's) from eight.
         let even = (cout + evenBlocks - 1) / evenBlocks
         let blockOut = even < 8 ? even : min(cout, (even + 7) / 8 * 8)
         let blocks = (cout + blockOut - 1) / blockOut
-        let blockRows = PanelGEMM.packedRows(blockOut)
         let columns = PanelGEMM.Columns(tiles)
+        let own = tiles <= fewTiles
+        // With AVX-512VL and a last panel of eight tiles (the 8×8 and 16×16 levels at batch 2), each block of up to
+        // 24 output channels goes `fewTilesChunk` input channels at a time (`chunkedProducts`): whole, its U was
+        // 5.3 MB for 1536 input channels, written to and read back from the last-level cache, and the next block's
+        // weights, prefetched into L2 during the products, did not stay there. `bench kernels`, five alternating
+        // runs: 1536 → 1536 at 8×8, batch 2, best 10.5–10.8 against 11.8–12.5 ms (blocks of eight, 8 × 8 tile);
+        // 1152 → 1152 at 16×16 17.8–19.3 against 18.1–19.2 ms.
+        let chunked = own && wide && columns.tail == 8 && blockOut <= fewTilesBlock(wide: true)
+        // M's rows: whole pairs when chunked (the AVX-512VL products write both panels of a pair).
+        let blockRows = chunked ? PanelGEMM.packedCount(rows: blockOut, k: 1) : PanelGEMM.packedRows(blockOut)
         let uCount = points * T.plane(PanelGEMM.packedCount(rows: blockOut, k: cin))
         let mCount = points * T.plane(blockRows * columns.padded) + winogradSlack
         let v = scratch.buffer(0, count: points * T.plane(cin * columns.padded))
         let allRows = 0..<tiling.tileRows
         tiling.transformInput(
             xp, channels: cin, tileRows: allRows, tileColumns: 0..<tiling.tilesW, columns: columns, into: v)
-        let own = tiles <= fewTiles
         /// The weights of the block the thread that does block `b` most likely takes next (the pool hands blocks out
         /// in order): its products bring them into L2 for that block's transform. Each few-tile block reads its
         /// weights (442 KB for 1536 input channels) from memory, where one thread streams at about 12 GB/s, and the
@@ -257,11 +278,53 @@ extension Kernels {
         func block(_ b: Int, u: UnsafeMutablePointer<Float>, m: UnsafeMutablePointer<Float>) {
             let first = b * blockOut
             let count = min(blockOut, cout - first)
-            T.transformWeights(wp + first * cin * 9, outChannels: count, inChannels: cin, into: u)
-            products(u: u, v: v, m: m, count: count, columns: columns, next: own ? nextWeights(after: b) : nil)
+            if chunked {
+                chunkedProducts(first: first, count: count, u: u, m: m)
+            } else {
+                T.transformWeights(wp + first * cin * 9, outChannels: count, inChannels: cin, into: u)
+                products(u: u, v: v, m: m, count: count, columns: columns, next: own ? nextWeights(after: b) : nil)
+            }
             tiling.transformOutput(
-                m, rows: PanelGEMM.packedRows(count), columns: columns, channels: count, firstChannel: first,
-                totalChannels: cout, tileRows: allRows, tileColumns: 0..<tiling.tilesW, bias: bp, into: yp)
+                m, rows: chunked ? PanelGEMM.packedCount(rows: count, k: 1) : PanelGEMM.packedRows(count),
+                columns: columns,
+                channels: count, firstChannel: first, totalChannels: cout, tileRows: allRows,
+                tileColumns: 0..<tiling.tilesW, bias: bp, into: yp)
+        }
+        /// M[ξ] = U[ξ]·V[ξ] for output channels `first..<first + count`, `fewTilesChunk` input channels at a time:
+        /// each chunk's weights transformed into `u` and met at once by the products, which add into M (rows in
+        /// whole pairs) and fetch the next chunk's weights, one row of filters per point (the first chunk of the
+        /// thread's next block after the last).
+        func chunkedProducts(first: Int, count: Int, u: UnsafeMutablePointer<Float>, m: UnsafeMutablePointer<Float>) {
+            let (pairs, ldm, kc) = (PanelGEMM.packedCount(rows: count, k: 1) / 8, columns.padded, fewTilesChunk)
+            let (vPlane, mPlane) = (T.plane(cin * ldm), T.plane(8 * pairs * ldm))
+            let tail = columns.fullPanels * PanelGEMM.panelColumns
+            let nextBlock = first + ComputePool.shared.threadCount * blockOut
+            var c0 = 0
+            while c0 < cin {
+                let n = min(kc, cin - c0)
+                T.transformWeights(
+                    wp + first * cin * 9 + c0 * 9, outChannels: count, inChannels: n, rowFloats: cin * 9, into: u)
+                let uPlane = T.plane(PanelGEMM.packedCount(rows: count, k: n))
+                let (nextFirst, nextC0, nextRows) =
+                    c0 + n < cin ? (first, c0 + n, count) : (nextBlock, 0, max(0, min(blockOut, cout - nextBlock)))
+                let lines = (min(kc, cin - nextC0) * 9 * MemoryLayout<Float>.size + 63) / 64
+                for xi in 0..<points {
+                    let (ux, vx, mx) = (u + xi * uPlane, v + xi * vPlane, m + xi * mPlane)
+                    for p in 0..<columns.fullPanels {
+                        let bp = vx + p * PanelGEMM.panelColumns * cin + c0 * PanelGEMM.panelColumns
+                        for r in 0..<2 * pairs {
+                            PanelGEMM.kernel4x24(
+                                n, ux + r / 2 * PanelGEMM.aStep * n + r % 2 * PanelGEMM.panelRows, bp,
+                                mx + p * PanelGEMM.panelColumns + r * PanelGEMM.panelRows * ldm, ldm, add: c0 > 0)
+                        }
+                    }
+                    let fetch = xi < nextRows ? UnsafeRawPointer(wp + (nextFirst + xi) * cin * 9 + nextC0 * 9) : nil
+                    kw_gemm_rows_x8(
+                        n, pairs, ux, PanelGEMM.aStep * n, vx + tail * cin + c0 * 8, mx + tail, ldm, c0 > 0 ? 1 : 0,
+                        fetch?.assumingMemoryBound(to: CChar.self), fetch == nil ? 0 : lines)
+                }
+                c0 += n
+            }
         }
         // Small blocks (see `winogradBlockChannels`) each thread takes whole, so its U stays in its own cache and
         // there is no barrier between the three steps of a block.
@@ -503,10 +566,11 @@ extension WinogradTiling {
     /// (72 · Cin floats, out of L1 from 64 input channels) and transforming them in Swift: 1536 → 1536 at 8×8, batch 2
     /// (`bench kernels`, five alternating runs) best 14.0 against 13.5 ms, median 14.1 against 13.5.
     static func transformWeights(
-        _ w: UnsafePointer<Float>, outChannels: Int, inChannels: Int, into u: UnsafeMutablePointer<Float>
+        _ w: UnsafePointer<Float>, outChannels: Int, inChannels: Int, rowFloats: Int? = nil,
+        into u: UnsafeMutablePointer<Float>
     ) {
         let plane = Self.plane(PanelGEMM.packedCount(rows: outChannels, k: inChannels))
-        let rowFloats = inChannels * 9
+        let rowFloats = rowFloats ?? inChannels * 9
         ComputePool.shared.run(chunks: (outChannels + 7) / 8) { group in
             let first = group * 8
             let lanes = min(8, outChannels - first)
