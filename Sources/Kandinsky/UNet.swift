@@ -25,6 +25,11 @@ struct ResBlock: Sendable {
 
     /// - Parameter activatedEmbedding: `SiLU(emb)`, `[N, time_embed_dim]` (the same for every block of a forward).
     func callAsFunction(_ x: Tensor, activatedEmbedding: Tensor) -> Tensor {
+        self(x, modulation: embedding(activatedEmbedding))
+    }
+
+    /// - Parameter modulation: `emb_layers(SiLU(emb))`, `[N, 2 · out]`: scale, then shift.
+    func callAsFunction(_ x: Tensor, modulation: Tensor) -> Tensor {
         var input = x
         let a = inNorm(x, silu: true)
         var h: Tensor
@@ -39,7 +44,6 @@ struct ResBlock: Sendable {
             input = Kernels.avgPool2x2(x)
         }
         // GN(h)·(1 + scale) + shift, then SiLU; scale and shift are the two halves of emb_layers(SiLU(emb)).
-        let modulation = embedding(activatedEmbedding)
         h = Kernels.groupNorm(
             consume h, groups: outNorm.groups, weight: outNorm.weight, bias: outNorm.bias, eps: outNorm.eps,
             modulation: modulation, silu: true)
@@ -124,15 +128,62 @@ public struct TextConditioning: Sendable {
     public var tokens: Tensor
     /// Every attention block's text keys and values, in traversal order.
     var keysValues: [Tensor]
+    /// The ResBlocks' time modulations for the timesteps of a sampling run (`expect(timesteps:)`), or nil.
+    var steps: StepModulations?
 
     public var batch: Int { pooled.shape[0] }
+
+    /// Tells the UNet which timesteps this run's forwards will take (one per forward, the same for every row), so
+    /// that it computes every ResBlock's `emb_layers(SiLU(emb))` for `window` of them at once, in one pass over
+    /// those layers' weights (440 MB for the full-size UNet) instead of one per forward. A forward at a timestep not
+    /// in the list computes its own.
+    public mutating func expect(timesteps: [Float], window: Int = StepModulations.defaultWindow) {
+        steps = StepModulations(timesteps: timesteps, window: window)
+    }
+}
+
+/// Every ResBlock's `emb_layers(SiLU(emb))` for a window of the timesteps a sampling run visits, computed together on
+/// the first forward that needs one of them and dropped when the run moves past them.
+public final class StepModulations: @unchecked Sendable {
+    /// Timesteps per window: 25 keep 25 · 70 K floats per row (14 MB for two rows of the full-size UNet).
+    public static let defaultWindow = 25
+    let timesteps: [Float]
+    let window: Int
+    private let lock = NSLock()
+    /// The current window: per timestep, per ResBlock, `[N, 2 · out]`.
+    private var cached: [Float: [Tensor]] = [:]
+    /// Windows computed so far (tests check that a run computes as few as it should).
+    private(set) var windows = 0
+
+    init(timesteps: [Float], window: Int) {
+        precondition(window >= 1, "window of \(window) timesteps")
+        (self.timesteps, self.window) = (timesteps, window)
+    }
+
+    /// The modulations at `t`: from the current window, or from a new one computed by `compute` (from t's place in
+    /// the list onwards); nil when t is not in the list.
+    func modulations(at t: Float, compute: ([Float]) -> [[Tensor]]) -> [Tensor]? {
+        lock.lock()
+        defer { lock.unlock() }
+        if let hit = cached[t] { return hit }
+        guard let first = timesteps.firstIndex(of: t) else { return nil }
+        var upcoming: [Float] = []
+        for u in timesteps[first...] where !upcoming.contains(u) {
+            upcoming.append(u)
+            if upcoming.count == window { break }
+        }
+        cached = [:]
+        for (u, table) in zip(upcoming, compute(upcoming)) { cached[u] = table }
+        windows += 1
+        return cached[t]
+    }
 }
 
 /// `Text2ImUNet` (and `InpaintText2ImUNet`) of Kandinsky 2.0 (spec §4).
 public final class Text2ImUNet: @unchecked Sendable {
     enum Layer: Sendable {
         case conv(Conv2d)
-        case res(ResBlock)
+        case res(ResBlock, index: Int)
         case attention(AttentionBlock, index: Int)
     }
 
@@ -147,6 +198,8 @@ public final class Text2ImUNet: @unchecked Sendable {
     let proj2: AttentionPooling
     let lnModel1: LayerNorm, lnModel2: LayerNorm, lnModel3: LayerNorm
     let attentionBlocks: [AttentionBlock]
+    /// Every ResBlock, in traversal order (the index of `Layer.res`).
+    let resBlocks: [ResBlock]
 
     /// Width of the mT5 hidden state, hard-coded in the official module.
     public static let mt5Width = 512
@@ -161,6 +214,14 @@ public final class Text2ImUNet: @unchecked Sendable {
         let encoderChannels = config.modelDim
         inputChannels = config.inpainting ? 2 * config.inChannels + 1 : config.inChannels
         var attention: [AttentionBlock] = []
+        var res: [ResBlock] = []
+
+        func resBlock(
+            _ p: String, _ channels: Int, _ out: Int, resample: ResBlock.Resample = .none
+        ) throws(KandinskyError) -> Layer {
+            res.append(try ResBlock(w, p, channels: channels, out: out, embedDim: embedDim, resample: resample))
+            return .res(res[res.count - 1], index: res.count - 1)
+        }
 
         func attentionBlock(_ p: String, _ ch: Int, upsampling: Bool) throws(KandinskyError) -> Layer {
             let block = try AttentionBlock(
@@ -179,7 +240,7 @@ public final class Text2ImUNet: @unchecked Sendable {
             for _ in 0..<config.numResBlocks {
                 let p = "input_blocks.\(input.count)"
                 var layers: [Layer] = [
-                    .res(try ResBlock(w, "\(p).0", channels: ch, out: mult * mc, embedDim: embedDim))
+                    try resBlock("\(p).0", ch, mult * mc)
                 ]
                 ch = mult * mc
                 if attentionAt.contains(ds) { layers.append(try attentionBlock("\(p).1", ch, upsampling: false)) }
@@ -189,7 +250,7 @@ public final class Text2ImUNet: @unchecked Sendable {
             if level != mults.count - 1 {
                 let p = "input_blocks.\(input.count)"
                 input.append([
-                    .res(try ResBlock(w, "\(p).0", channels: ch, out: ch, embedDim: embedDim, resample: .down))
+                    try resBlock("\(p).0", ch, ch, resample: .down)
                 ])
                 skipChannels.append(ch)
                 ds *= 2
@@ -199,9 +260,9 @@ public final class Text2ImUNet: @unchecked Sendable {
 
         // MARK: middle
         middleBlock = [
-            .res(try ResBlock(w, "middle_block.0", channels: ch, out: ch, embedDim: embedDim)),
+            try resBlock("middle_block.0", ch, ch),
             try attentionBlock("middle_block.1", ch, upsampling: false),
-            .res(try ResBlock(w, "middle_block.2", channels: ch, out: ch, embedDim: embedDim)),
+            try resBlock("middle_block.2", ch, ch),
         ]
 
         // MARK: output blocks
@@ -211,15 +272,12 @@ public final class Text2ImUNet: @unchecked Sendable {
                 let p = "output_blocks.\(output.count)"
                 let skip = skipChannels.removeLast()
                 var layers: [Layer] = [
-                    .res(try ResBlock(w, "\(p).0", channels: ch + skip, out: mc * mult, embedDim: embedDim))
+                    try resBlock("\(p).0", ch + skip, mc * mult)
                 ]
                 ch = mc * mult
                 if attentionAt.contains(ds) { layers.append(try attentionBlock("\(p).1", ch, upsampling: true)) }
                 if level > 0 && i == config.numResBlocks {
-                    layers.append(
-                        .res(
-                            try ResBlock(
-                                w, "\(p).\(layers.count)", channels: ch, out: ch, embedDim: embedDim, resample: .up)))
+                    layers.append(try resBlock("\(p).\(layers.count)", ch, ch, resample: .up))
                     ds /= 2
                 }
                 output.append(layers)
@@ -227,6 +285,7 @@ public final class Text2ImUNet: @unchecked Sendable {
         }
         outputBlocks = output
         attentionBlocks = attention
+        resBlocks = res
 
         timeEmbed0 = try Linear(w, "time_embed.0", in: mc, out: embedDim)
         timeEmbed2 = try Linear(w, "time_embed.2", in: embedDim, out: embedDim)
@@ -278,6 +337,24 @@ public final class Text2ImUNet: @unchecked Sendable {
         return out
     }
 
+    /// Every ResBlock's `emb_layers(SiLU(emb))` for each timestep of `steps` (all N rows at that timestep), or, with
+    /// `steps` empty, for one forward whose rows take `rowTimesteps`: per entry, per ResBlock, `[N, 2 · out]`. All
+    /// of them in one pass over each block's weights (`[S · N, time_embed_dim]` rows at once), each row computed the
+    /// same, bit for bit, whatever the window and batch around it: a forward gives the same with or without
+    /// `TextConditioning.expect`, and a batched image stays the image its request gives alone.
+    public func modulationTable(_ steps: [Float], rowTimesteps: [Float] = [], text: TextConditioning) -> [[Tensor]] {
+        let n = text.batch
+        let rows = steps.isEmpty ? rowTimesteps : steps.flatMap { Array(repeating: $0, count: n) }
+        let count = steps.isEmpty ? 1 : steps.count
+        let temb = Self.timestepEmbedding(rows, dim: config.numChannels)
+        let pooled = count == 1 ? text.pooled : Kernels.concat(Array(repeating: text.pooled, count: count), axis: 0)
+        let hidden = Kernels.silu(timeEmbed0(temb, rowIndependent: true))
+        let activated = Kernels.silu(Kernels.add(timeEmbed2(hidden, rowIndependent: true), pooled))
+        let all = resBlocks.map { $0.embedding(activated, rowIndependent: true) }
+        if count == 1 { return [all] }
+        return (0..<count).map { s in all.map { Kernels.slice($0, axis: 0, s * n..<(s + 1) * n) } }
+    }
+
     /// One forward pass: ε (channels 0..<4) and the variance interpolation value (4..<8).
     ///
     /// - Parameters:
@@ -299,16 +376,21 @@ public final class Text2ImUNet: @unchecked Sendable {
         }
         precondition(h.shape[1] == inputChannels, "UNet input has \(h.shape[1]) channels, expected \(inputChannels)")
 
-        let temb = Self.timestepEmbedding(timesteps, dim: config.numChannels)
-        let emb = Kernels.add(timeEmbed2(Kernels.silu(timeEmbed0(temb))), text.pooled)
-        let activated = Kernels.silu(emb)
+        let modulations: [Tensor]
+        if let steps = text.steps, let t = timesteps.first, timesteps.allSatisfy({ $0 == t }),
+            let table = steps.modulations(at: t, compute: { modulationTable($0, text: text) })
+        {
+            modulations = table
+        } else {
+            modulations = modulationTable([], rowTimesteps: timesteps, text: text)[0]
+        }
 
         func run(_ layers: [Layer], _ h: Tensor) -> Tensor {
             var h = h
             for layer in layers {
                 switch layer {
                 case .conv(let conv): h = conv(h)
-                case .res(let block): h = block(h, activatedEmbedding: activated)
+                case .res(let block, let index): h = block(h, modulation: modulations[index])
                 case .attention(let block, let index): h = block(h, textKV: text.keysValues[index])
                 }
             }

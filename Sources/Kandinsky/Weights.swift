@@ -152,7 +152,10 @@ public struct Linear: Sendable {
         self.bias = bias ? try w.tensor("\(prefix).bias", [outFeatures]) : nil
     }
 
-    public func callAsFunction(_ x: Tensor) -> Tensor { Kernels.linear(x, weight: weight, bias: bias) }
+    /// - Parameter rowIndependent: each row's result the same whichever other rows come with it (`Kernels.linear`).
+    public func callAsFunction(_ x: Tensor, rowIndependent: Bool = false) -> Tensor {
+        Kernels.linear(x, weight: weight, bias: bias, rowIndependent: rowIndependent)
+    }
 }
 
 /// `nn.Conv2d` (zero padding, square stride).

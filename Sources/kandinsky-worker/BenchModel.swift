@@ -156,7 +156,7 @@ enum ModelBench {
                     format: "%@: best %.3f s  median %.3f s  %.1f effective GFLOP/s (%.2f × sgemm)", r.name, r.best,
                     r.median, r.gflops, r.gflops / peak.gflops))
             let total = r.best
-            let parts = r.breakdown.sorted { $0.value > $1.value }.map { key, seconds in
+            let parts = r.breakdown.filter { $0.value >= 5e-4 }.sorted { $0.value > $1.value }.map { key, seconds in
                 let share = String(format: "%@ %.3f s (%.0f %%", key, seconds, 100 * seconds / max(1e-9, total))
                 guard let flops = r.breakdownFlops[key], seconds > 0 else { return share + ")" }
                 return share + String(format: ", %.0f GFLOP/s)", flops / seconds / 1e9)
@@ -206,7 +206,10 @@ enum ModelBench {
         )
     }
 
-    static func unetStep(_ options: ModelBenchOptions) throws -> ModelBenchResult {
+    /// One guided UNet step as a sampling run takes it (the ResBlocks' time modulations computed in advance), and
+    /// the computation of those modulations for a window of `StepModulations.defaultWindow` timesteps, which a run
+    /// pays once per window.
+    static func unetStep(_ options: ModelBenchOptions) throws -> (step: ModelBenchResult, window: ModelBenchResult) {
         let unet = try options.load({ try $0.unet(checkFinite: false).module }) {
             var c = $1.unet
             c.inpainting = false
@@ -215,15 +218,24 @@ enum ModelBench {
         let rows = 2 * options.batch
         let size = options.latentSize!
         let t = textInputs(try options.config, rows: rows)
-        let text = unet.textConditioning(full1: t.full1, pooled1: t.pooled1, full2: t.full2)
+        var text = unet.textConditioning(full1: t.full1, pooled1: t.pooled1, full2: t.full2)
         let x = KernelBenchmark.random([rows, unet.inputChannels, size.height, size.width], seed: 14)
         let timesteps = [Float](repeating: 500, count: rows)
-        return ModelBench.measure(
+        text.expect(timesteps: [500])  // computed in the warm-up run
+        let step = ModelBench.measure(
             "UNet forward, \(rows) rows (\(options.batch) image\(options.batch > 1 ? "s" : "") per guided step), "
                 + "\(size.height)×\(size.width) latent", repeats: options.repeats
         ) {
             _ = unet(x, timesteps: timesteps, text: text)
         }
+        let window = (0..<StepModulations.defaultWindow).map { Float(980 - 40 * $0) }
+        let modulations = ModelBench.measure(
+            "ResBlock time modulations, \(window.count) timesteps × \(rows) rows (once per \(window.count) steps)",
+            repeats: options.repeats
+        ) {
+            _ = unet.modulationTable(window, text: text)
+        }
+        return (step, modulations)
     }
 
     static func vaeDecode(_ options: ModelBenchOptions) throws -> ModelBenchResult {
@@ -269,7 +281,8 @@ extension Bench {
 
         func run() throws {
             print(options.prepare())
-            try ModelBench.report([try ModelBench.unetStep(options)], options: options)
+            let unet = try ModelBench.unetStep(options)
+            try ModelBench.report([unet.step, unet.window], options: options)
         }
     }
 
@@ -300,7 +313,8 @@ extension Bench {
     struct Pipeline: ParsableCommand {
         static let configuration = CommandConfiguration(
             commandName: "pipeline",
-            abstract: "Estimate a whole generation from its parts: text encoders + steps × UNet step + VAE decode.",
+            abstract:
+                "Estimate a whole generation from its parts: text encoders + steps × UNet step + time modulations + VAE decode.",
             discussion: """
                 The estimate adds the measured medians; the sampler's own arithmetic (a few element-wise passes over \
                 the latent per step) is left out. median_s in --json is the 50-step DDIM estimate.
@@ -313,21 +327,26 @@ extension Bench {
         func run() throws {
             print(options.prepare())
             let text = try ModelBench.textEncoders(options)
-            let unet = try ModelBench.unetStep(options)
+            let (unet, window) = try ModelBench.unetStep(options)
             let vae = try ModelBench.vaeDecode(options)
             let fixed = text.map(\.median).reduce(0, +) + vae.median
-            func estimate(_ n: Int) -> Double { fixed + Double(n) * unet.median }
+            /// Windows of time modulations a run of n steps computes.
+            func windows(_ n: Int) -> Double {
+                Double((n + StepModulations.defaultWindow - 1) / StepModulations.defaultWindow)
+            }
+            func estimate(_ n: Int) -> Double { fixed + Double(n) * unet.median + windows(n) * window.median }
             var total = ModelBenchResult(
-                name: "pipeline estimate, \(steps) steps", best: fixed + Double(steps) * unet.best,
-                median: estimate(steps), flops: text.map(\.flops).reduce(0, +) + Double(steps) * unet.flops + vae.flops,
-                breakdown: [:])
-            for part in text + [unet, vae] {
-                let weight = part.name == unet.name ? Double(steps) : 1
+                name: "pipeline estimate, \(steps) steps",
+                best: fixed + Double(steps) * unet.best + windows(steps) * window.best, median: estimate(steps),
+                flops: text.map(\.flops).reduce(0, +) + Double(steps) * unet.flops + windows(steps) * window.flops
+                    + vae.flops, breakdown: [:])
+            for part in text + [unet, window, vae] {
+                let weight = part.name == unet.name ? Double(steps) : part.name == window.name ? windows(steps) : 1
                 for (key, value) in part.breakdown { total.breakdown[key, default: 0] += weight * value }
             }
             // dpmpp_2m evaluates the UNet once per step, like DDIM.
             try ModelBench.report(
-                [total] + text + [unet, vae], options: options,
+                [total] + text + [unet, window, vae], options: options,
                 extra: ["dpmpp_2m_20_steps_estimate_s": (estimate(20) * 1000).rounded() / 1000])
         }
     }

@@ -133,7 +133,7 @@ struct Forward: ParsableCommand {
             inpaint = (known, mask)
         }
         let denoise = KandinskyPipeline.guidedDenoiser(
-            unet: unet, text: text, scales: images.map(\.guidanceScale), inpaint: inpaint)
+            unet: unet, text: text, scales: images.map(\.guidanceScale), inpaint: inpaint, timesteps: run.timesteps)
         let x = Kernels.slice(xT, axis: 0, 0..<b)
         if input.entries["step_noise"] != nil {
             let recorded = try input.tensor("step_noise")

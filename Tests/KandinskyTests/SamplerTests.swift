@@ -60,14 +60,16 @@ import Testing
         }
     }
 
-    /// The fixtures' text conditioning (conditional row, then the empty prompt's row) and guidance.
+    /// The fixtures' text conditioning (conditional row, then the empty prompt's row) and guidance, with the ResBlocks'
+    /// time modulations computed for the run's timesteps in advance, as `generate` does.
     func denoiser(
-        _ f: SafetensorsFile, unet: Text2ImUNet, inpaint: (image: Tensor, mask: Tensor)? = nil
+        _ f: SafetensorsFile, unet: Text2ImUNet, inpaint: (image: Tensor, mask: Tensor)? = nil, timesteps: [Int]
     ) throws -> Denoiser {
         let text = unet.textConditioning(
             full1: try f.tensor("full_emb1"), pooled1: try f.tensor("pooled_emb1"), full2: try f.tensor("full_emb2"))
         return KandinskyPipeline.guidedDenoiser(
-            unet: unet, text: text, scales: [try f.tensor("guidance_scale").scalars[0]], inpaint: inpaint)
+            unet: unet, text: text, scales: [try f.tensor("guidance_scale").scalars[0]], inpaint: inpaint,
+            timesteps: timesteps)
     }
 
     /// The release case's guidance scale, eta and thresholding percentile.
@@ -88,6 +90,28 @@ import Testing
         return RecordedNoise(draws: [draws])
     }
 
+    /// Forwards whose ResBlock modulations come from windows computed in advance (`TextConditioning.expect`) give
+    /// exactly what plain forwards give, window after window, with one window per `window` distinct timesteps in order; a
+    /// timestep the run did not announce is computed on its own.
+    @Test func timeModulationsComputedInWindowsMatchPlainForwards() throws {
+        let f = try fixture("sampler.case")
+        let unet = try model.unet().module
+        let plain = unet.textConditioning(
+            full1: try f.tensor("full_emb1"), pooled1: try f.tensor("pooled_emb1"), full2: try f.tensor("full_emb2"))
+        var windowed = plain
+        let timesteps: [Float] = [981, 761, 541, 541, 321, 101]
+        windowed.expect(timesteps: timesteps, window: 2)
+        let x = Kernels.slice(try f.tensor("x_T"), axis: 0, 0..<1)
+        let rows = Kernels.concat([x, x], axis: 0)
+        for t in timesteps + [500] {
+            let ours = unet(rows, timesteps: [t, t], text: windowed)
+            let reference = unet(rows, timesteps: [t, t], text: plain)
+            #expect(ours.scalars == reference.scalars, "t = \(t): \(ours.relativeMaxError(to: reference))")
+        }
+        // 981 and 761, then 541 and 321 (541 twice in the list), then 101; 500 was not announced.
+        #expect(windowed.steps?.windows == 3)
+    }
+
     @Test(arguments: [SamplerKind.ddimLDM, .plms])
     func todaysSamplersMatchOfficial(kind: SamplerKind) throws {
         let f = try fixture("sampler.case")
@@ -98,7 +122,7 @@ import Testing
         #expect(run.timesteps.reversed() == (try f.integers("ddim_timesteps").values))
         var noise = SeededNoise(seeds: [0])
         var calls = 0
-        let denoise = try denoiser(f, unet: unet)
+        let denoise = try denoiser(f, unet: unet, timesteps: run.timesteps)
         run.progress = { _, _ in true }
         let x = Kernels.slice(try f.tensor("x_T"), axis: 0, 0..<1)
         let out = try run.sample(
@@ -120,7 +144,7 @@ import Testing
         #expect(run.timesteps.reversed() == (try f.integers("\(prefix)_timestep_map").values))
         var noise = try recordedDraws(f, "\(prefix)_step_noise", steps: steps)
         let x = Kernels.slice(try f.tensor("x_T"), axis: 0, 0..<1)
-        let out = try run.sample(from: x, denoise: try denoiser(f, unet: unet), noise: &noise)
+        let out = try run.sample(from: x, denoise: try denoiser(f, unet: unet, timesteps: run.timesteps), noise: &noise)
         expectMatch(out, try f.tensor("\(prefix)_out"), prefix)
     }
 
@@ -137,7 +161,9 @@ import Testing
         run.known = KnownRegion(latent: known, mask: mask)
         var noise = try recordedDraws(f, "\(prefix)_step_noise", steps: steps)
         let x = Kernels.slice(try f.tensor("x_T"), axis: 0, 0..<1)
-        let out = try run.sample(from: x, denoise: try denoiser(f, unet: unet, inpaint: (known, mask)), noise: &noise)
+        let out = try run.sample(
+            from: x, denoise: try denoiser(f, unet: unet, inpaint: (known, mask), timesteps: run.timesteps),
+            noise: &noise)
         expectMatch(out, try f.tensor("\(prefix)_out"), prefix)
     }
 

@@ -173,9 +173,15 @@ public final class KandinskyPipeline: @unchecked Sendable {
 
     /// The guided model function of `generate_img`: the UNet on `[x; x]` with conditional then unconditional
     /// text rows; `ε = ε_u + g·(ε_c − ε_u)` per image on channels 0..<4; v from the conditional rows, unguided.
+    ///
+    /// - Parameter timesteps: the run's timesteps (`SamplingRun.timesteps`), when known: the ResBlocks' time
+    ///   modulations are then computed for several of them at once (`TextConditioning.expect(timesteps:)`).
     public static func guidedDenoiser(
-        unet: Text2ImUNet, text: TextConditioning, scales: [Float], inpaint: (image: Tensor, mask: Tensor)? = nil
+        unet: Text2ImUNet, text: TextConditioning, scales: [Float], inpaint: (image: Tensor, mask: Tensor)? = nil,
+        timesteps: [Int]? = nil
     ) -> Denoiser {
+        var text = text
+        if let timesteps { text.expect(timesteps: timesteps.map(Float.init)) }
         // The inpainting inputs are the same at every step: masked and doubled once, here.
         let extra: (image: Tensor, mask: Tensor)? = inpaint.map { inpaint in
             let image = Kernels.mulChannelsPlane(inpaint.image, inpaint.mask)
@@ -287,7 +293,7 @@ public final class KandinskyPipeline: @unchecked Sendable {
             }
         }
         let denoise = Self.guidedDenoiser(
-            unet: model, text: text, scales: images.map(\.guidanceScale), inpaint: inpaint)
+            unet: model, text: text, scales: images.map(\.guidanceScale), inpaint: inpaint, timesteps: run.timesteps)
         let latents =
             (mode == .imageToImage && run.startStep == 0)
             ? start : try run.sample(from: start, denoise: denoise, noise: &noise)

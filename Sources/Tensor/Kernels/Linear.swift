@@ -9,7 +9,11 @@ extension Kernels {
     ///   - weight: `[out, in]`.
     ///   - bias: `[out]`, or nil.
     /// - Returns: `[..., out]`.
-    public static func linear(_ x: Tensor, weight: Tensor, bias: Tensor?) -> Tensor {
+    ///
+    /// - Parameter rowIndependent: take `PanelGEMM`'s path whatever the row count, so that each row's result is the
+    ///   same bit for bit whichever other rows come with it (OpenBLAS's small-matrix kernels, used under
+    ///   `panelLinearRows` rows, sum in an order that depends on the row count).
+    public static func linear(_ x: Tensor, weight: Tensor, bias: Tensor?, rowIndependent: Bool = false) -> Tensor {
         KernelProfile.measure(.linear) {
             precondition(weight.rank == 2, "linear weight must be [out, in], got \(weight.shape)")
             let (outFeatures, inFeatures) = (weight.shape[0], weight.shape[1])
@@ -20,7 +24,7 @@ extension Kernels {
             let rows = x.count / max(1, inFeatures)
             let y = Tensor(uninitialized: Array(x.shape.dropLast()) + [outFeatures])
             let yp = y.storage.pointer
-            if rows >= panelLinearRows && inFeatures > 0 {
+            if (rows >= panelLinearRows || rowIndependent) && inFeatures > 0 {
                 KernelProfile.addFlops(2 * Double(rows) * Double(outFeatures) * Double(inFeatures))
                 panelLinear(
                     x.storage.pointer, rows: rows, inFeatures: inFeatures, weight: weight.storage.pointer,
