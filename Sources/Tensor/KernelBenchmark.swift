@@ -57,6 +57,24 @@ public enum KernelBenchmark {
             keys: keys)
     }
 
+    /// The UNet's largest kernel-1 convolutions (batch 2): the attention blocks' qkv and proj_out at 32×32 and 16×16.
+    public static let pointwiseCases = [(768, 2304, 1024), (768, 768, 1024), (1152, 3456, 256)].map {
+        cin, cout, length in
+        (name: "conv1d \(cin)→\(cout) L\(length) b2", cin: cin, cout: cout, length: length)
+    }
+
+    /// One kernel-1 convolution case through `Kernels.conv1x1`.
+    public static func pointwise(
+        _ c: (name: String, cin: Int, cout: Int, length: Int), repeats: Int = 5
+    ) -> Result {
+        let x = random([2, c.cin, c.length], seed: 9)
+        let w = random([c.cout, c.cin, 1], seed: 10)
+        let bias = random([c.cout], seed: 11)
+        let (best, median) = time(repeats: repeats) { _ = Kernels.conv1x1(x, weight: w, bias: bias) }
+        let flops = 2.0 * Double(2 * c.length * c.cin * c.cout)
+        return Result(name: c.name, bestSeconds: best, medianSeconds: median, gflops: flops / best / 1e9)
+    }
+
     /// One attention case through `Kernels.attentionChannelsFirst`.
     public static func attention(_ c: AttentionCase, repeats: Int = 5) -> Result {
         let q = random([c.slices, c.width, c.queries], seed: 6)

@@ -10,7 +10,9 @@ struct Bench: ParsableCommand {
 
     struct Kernels: ParsableCommand {
         static let configuration = CommandConfiguration(
-            abstract: "sgemm, 3×3 convolution and attention GFLOP/s at the models' shapes, measured in the same run.")
+            abstract:
+                "sgemm, 3×3 and kernel-1 convolution and attention GFLOP/s at the models' shapes, measured in the same run."
+        )
 
         @Option(help: "Timed repetitions of each case (after one warm-up).")
         var repeats = 5
@@ -28,7 +30,7 @@ struct Bench: ParsableCommand {
 
         @Option(
             help:
-                "Only the convolution and attention cases whose name contains this text (e.g. 16×16, b8, im2col, attention)."
+                "Only the convolution and attention cases whose name contains this text (e.g. 16×16, b8, im2col, conv1d, attention)."
         )
         var only: String?
 
@@ -60,6 +62,9 @@ struct Bench: ParsableCommand {
             }
             let attentions = measure(KernelBenchmark.attentionCases, name: \.name, peak: peak.gflops) {
                 KernelBenchmark.attention($0, repeats: repeats)
+            }
+            _ = measure(KernelBenchmark.pointwiseCases, name: \.name, peak: peak.gflops) {
+                KernelBenchmark.pointwise($0, repeats: repeats)
             }
             if json {
                 var object: [String: Any] = [
