@@ -337,16 +337,15 @@ public final class Text2ImUNet: @unchecked Sendable {
         return out
     }
 
-    /// Every ResBlock's `emb_layers(SiLU(emb))` for each timestep of `steps` (all N rows at that timestep), or, with
-    /// `steps` empty, for one forward whose rows take `rowTimesteps`: per entry, per ResBlock, `[N, 2 · out]`. All
-    /// of them in one pass over each block's weights (`[S · N, time_embed_dim]` rows at once), each row computed the
-    /// same, bit for bit, whatever the window and batch around it: a forward gives the same with or without
-    /// `TextConditioning.expect`, and a batched image stays the image its request gives alone.
-    public func modulationTable(_ steps: [Float], rowTimesteps: [Float] = [], text: TextConditioning) -> [[Tensor]] {
+    /// Every ResBlock's `emb_layers(SiLU(emb))` for several forwards, each given its N rows' timesteps: per forward,
+    /// per ResBlock, `[N, 2 · out]`. All of them in one pass over each block's weights (`[S · N, time_embed_dim]`
+    /// rows at once), each row computed the same, bit for bit, whatever the rows around it: a forward gives the same
+    /// with or without `TextConditioning.expect`, and a batched image stays the image its request gives alone.
+    public func modulationTable(_ forwards: [[Float]], text: TextConditioning) -> [[Tensor]] {
         let n = text.batch
-        let rows = steps.isEmpty ? rowTimesteps : steps.flatMap { Array(repeating: $0, count: n) }
-        let count = steps.isEmpty ? 1 : steps.count
-        let temb = Self.timestepEmbedding(rows, dim: config.numChannels)
+        precondition(forwards.allSatisfy { $0.count == n }, "timesteps for other than \(n) rows")
+        let count = forwards.count
+        let temb = Self.timestepEmbedding(forwards.flatMap { $0 }, dim: config.numChannels)
         let pooled = count == 1 ? text.pooled : Kernels.concat(Array(repeating: text.pooled, count: count), axis: 0)
         let hidden = Kernels.silu(timeEmbed0(temb, rowIndependent: true))
         let activated = Kernels.silu(Kernels.add(timeEmbed2(hidden, rowIndependent: true), pooled))
@@ -378,11 +377,12 @@ public final class Text2ImUNet: @unchecked Sendable {
 
         let modulations: [Tensor]
         if let steps = text.steps, let t = timesteps.first, timesteps.allSatisfy({ $0 == t }),
-            let table = steps.modulations(at: t, compute: { modulationTable($0, text: text) })
+            let table = steps.modulations(
+                at: t, compute: { modulationTable($0.map { Array(repeating: $0, count: n) }, text: text) })
         {
             modulations = table
         } else {
-            modulations = modulationTable([], rowTimesteps: timesteps, text: text)[0]
+            modulations = modulationTable([timesteps], text: text)[0]
         }
 
         func run(_ layers: [Layer], _ h: Tensor) -> Tensor {

@@ -233,7 +233,7 @@ enum ModelBench {
             "ResBlock time modulations, \(window.count) timesteps × \(rows) rows (once per \(window.count) steps)",
             repeats: options.repeats
         ) {
-            _ = unet.modulationTable(window, text: text)
+            _ = unet.modulationTable(window.map { Array(repeating: $0, count: rows) }, text: text)
         }
         return (step, modulations)
     }

@@ -293,7 +293,8 @@ extension Kernels {
         /// M[ξ] = U[ξ]·V[ξ] for output channels `first..<first + count`, `fewTilesChunk` input channels at a time:
         /// each chunk's weights transformed into `u` and met at once by the products, which add into M (rows in
         /// whole pairs) and fetch the next chunk's weights, one row of filters per point (the first chunk of the
-        /// thread's next block after the last).
+        /// thread's next block after the last). Not through `PanelGEMM.multiply`: a chunk's B panels are rows
+        /// `c0..<c0 + n` of V's panels of `cin` rows, and each product fetches a whole row of filters.
         func chunkedProducts(first: Int, count: Int, u: UnsafeMutablePointer<Float>, m: UnsafeMutablePointer<Float>) {
             let (pairs, ldm, kc) = (PanelGEMM.packedCount(rows: count, k: 1) / 8, columns.padded, fewTilesChunk)
             let (vPlane, mPlane) = (T.plane(cin * ldm), T.plane(8 * pairs * ldm))
