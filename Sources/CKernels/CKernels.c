@@ -94,6 +94,32 @@ void kw_gemm_rows_x8(ptrdiff_t k, ptrdiff_t pairs, const float *a, ptrdiff_t pai
     }
 }
 
+// One step of k of the 8 × 24 tile: three vectors of B, eight broadcasts of A, 24 multiply-adds. The steps come in
+// runs of four, fully unrolled.
+KW_AVX512 static inline void kw_8x24_step(__m256 acc[8][3], const float *a, const float *b) {
+    __m256 b0 = _mm256_loadu_ps(b), b1 = _mm256_loadu_ps(b + 8), b2 = _mm256_loadu_ps(b + 16);
+    for (int r = 0; r < 8; r++) {
+        __m256 s = _mm256_broadcast_ss(a + r);
+        acc[r][0] = _mm256_fmadd_ps(s, b0, acc[r][0]);
+        acc[r][1] = _mm256_fmadd_ps(s, b1, acc[r][1]);
+        acc[r][2] = _mm256_fmadd_ps(s, b2, acc[r][2]);
+    }
+}
+
+KW_AVX512 void kw_gemm_8x24(ptrdiff_t k, const float *a, const float *b, float *c, ptrdiff_t ldc) {
+    __m256 acc[8][3];
+    for (int r = 0; r < 8; r++)
+        for (int j = 0; j < 3; j++) acc[r][j] = _mm256_setzero_ps();
+    ptrdiff_t i = 0;
+    for (; i + 4 <= k; i += 4) {
+        _Pragma("clang loop unroll(full)") for (int u = 0; u < 4; u++)
+            kw_8x24_step(acc, a + 8 * (i + u), b + 24 * (i + u));
+    }
+    for (; i < k; i++) kw_8x24_step(acc, a + 8 * i, b + 24 * i);
+    for (int r = 0; r < 8; r++)
+        for (int j = 0; j < 3; j++) _mm256_storeu_ps(c + r * ldc + 8 * j, acc[r][j]);
+}
+
 // The first `count` floats of v at p (all eight at once when count is 8).
 __attribute__((target("avx2"))) static inline void kw_store_first(float *p, __m256 v, ptrdiff_t count) {
     if (count >= 8) {
@@ -280,6 +306,15 @@ void kw_gemm_rows_x8(ptrdiff_t k, ptrdiff_t pairs, const float *a, ptrdiff_t pai
             float sum = 0;
             for (ptrdiff_t i = 0; i < k; i++) sum += a[row / 8 * pairStride + 8 * i + row % 8] * b[8 * i + t];
             c[row * ldc + t] = add ? c[row * ldc + t] + sum : sum;
+        }
+}
+
+void kw_gemm_8x24(ptrdiff_t k, const float *a, const float *b, float *c, ptrdiff_t ldc) {
+    for (int row = 0; row < 8; row++)
+        for (int t = 0; t < 24; t++) {
+            float sum = 0;
+            for (ptrdiff_t i = 0; i < k; i++) sum += a[8 * i + row] * b[24 * i + t];
+            c[row * ldc + t] = sum;
         }
 }
 

@@ -435,6 +435,28 @@ import Testing
         expectClose(Kernels.concatChannels([x, y]), cat, shape: [2, 5, 5, 7], tolerance: 0, "concat")
     }
 
+    /// A concatenation large enough to be copied by several threads, in ranges that start and end inside the parts'
+    /// runs (one part empty): every value where a plain loop puts it.
+    @Test func largeConcatenationMatchesPlainCopy() {
+        let shapes = [[3, 7, 20_011], [3, 0, 20_011], [3, 11, 20_011], [3, 1, 20_011]]
+        let parts = shapes.enumerated().map { i, shape in
+            Tensor(shape: shape, values: (0..<shape.reduce(1, *)).map { Float(i * 1_000_000 + $0) })
+        }
+        var expected: [Float] = []
+        for o in 0..<3 {
+            for (p, shape) in zip(parts, shapes) {
+                let n = shape[1] * shape[2]
+                expected += p.scalars[(o * n)..<((o + 1) * n)]
+            }
+        }
+        let y = Kernels.concat(parts, axis: 1)
+        #expect(y.shape == [3, 19, 20_011])
+        let got = y.scalars
+        // The first misplaced value, if any (a failure prints this instead of two arrays of 1.1 M floats).
+        let wrong = got.indices.first { got[$0] != expected[$0] }
+        #expect(got.count == expected.count && wrong == nil, "first wrong value at \(wrong.map(String.init) ?? "-")")
+    }
+
     @Test func elementwiseAndChannelBroadcast() {
         var rng = rng
         let a = tensor([2, 3, 4, 5], &rng)

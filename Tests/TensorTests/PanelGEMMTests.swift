@@ -10,10 +10,14 @@ import Testing
     static let cases = [
         // (rows, columns, k)
         (1, 1, 1), (4, 24, 3), (5, 30, 7), (8, 8, 5), (12, 8, 1), (13, 53, 9), (7, 16, 2), (16, 72, 33),
+        (20, 48, 6), (20, 48, 4_100),
     ]
 
-    @Test(arguments: cases)
-    func matchesPlainProduct(_ c: (Int, Int, Int)) {
+    /// Both sets of register tiles where the processor has AVX-512VL, the AVX2 ones alone elsewhere.
+    static let tileSets = PanelGEMM.wide ? [false, true] : [false]
+
+    @Test(arguments: cases, tileSets)
+    func matchesPlainProduct(_ c: (Int, Int, Int), wide: Bool) {
         let (rows, count, k) = c
         var rng = SeededGenerator(seed: 11)
         let a = rng.floats(rows * k, in: -1...1)  // [rows][k]
@@ -37,7 +41,7 @@ import Testing
                 out.withUnsafeMutableBufferPointer { pc in
                     PanelGEMM.multiply(
                         a: pa.baseAddress!, rowPanels: panels, b: pb.baseAddress!, columns: columns, k: k,
-                        c: pc.baseAddress!, ldc: columns.padded)
+                        c: pc.baseAddress!, ldc: columns.padded, wide: wide)
                 }
                 // The same product while the 8- and 16-wide tiles prefetch lines (their steps of k then run in groups
                 // of eight, the last one partial).
@@ -46,12 +50,15 @@ import Testing
                         PanelGEMM.multiply(
                             a: pa.baseAddress!, rowPanels: panels, b: pb.baseAddress!, columns: columns, k: k,
                             c: pc.baseAddress!, ldc: columns.padded,
-                            prefetch: PanelGEMM.Prefetch(start: UnsafeRawPointer(pl.baseAddress!), lines: 64))
+                            prefetch: PanelGEMM.Prefetch(start: UnsafeRawPointer(pl.baseAddress!), lines: 64),
+                            wide: wide)
                     }
                 }
             }
         }
-        #expect(out.map(\.bitPattern) == prefetching.map(\.bitPattern), "rows \(rows), columns \(count), k \(k)")
+        #expect(
+            out.map(\.bitPattern) == prefetching.map(\.bitPattern),
+            "rows \(rows), columns \(count), k \(k), wide \(wide)")
         var worst = 0.0
         for r in 0..<rows {
             for j in 0..<count {
@@ -60,7 +67,7 @@ import Testing
                 worst = max(worst, abs(Double(out[r * columns.padded + j]) - sum))
             }
         }
-        #expect(worst <= 1e-5 * Double(k), "rows \(rows), columns \(count), k \(k): max error \(worst)")
+        #expect(worst <= 1e-5 * Double(k), "rows \(rows), columns \(count), k \(k), wide \(wide): max error \(worst)")
     }
 
     @Test func prefetchLinesAreHandedOutOnePerEightStepsOfK() {

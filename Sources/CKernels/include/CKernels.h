@@ -66,6 +66,11 @@ int kw_has_avx512(void);
 void kw_gemm_rows_x8(ptrdiff_t k, ptrdiff_t pairs, const float *a, ptrdiff_t pairStride, const float *b, float *c,
                      ptrdiff_t ldc, int add, const char *prefetch, ptrdiff_t lines);
 
+/// C[8][24] = Aᵀ·B for one pair of `PanelGEMM`'s packed A (`[k][8]`) and one 24-wide panel of B (`[k][24]`), C's
+/// rows `ldc` apart: 24 accumulators in AVX-512VL's 32 registers, 11 loads per 24 multiply-adds (the 4 × 24 tile's
+/// 7 per 12), so each step of B is read once for eight rows. Only where `kw_has_avx512()`.
+void kw_gemm_8x24(ptrdiff_t k, const float *a, const float *b, float *c, ptrdiff_t ldc);
+
 /// Asks for the cache line at `p` to be brought into L2 (`prefetcht1`): a hint, never a fault, whatever `p` is.
 static inline void kw_prefetch(const void *p) { __builtin_prefetch(p, 0, 2); }
 
