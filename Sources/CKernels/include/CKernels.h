@@ -54,7 +54,8 @@ void kw_winograd_f6_output_columns(const float *m, ptrdiff_t stride, ptrdiff_t c
 /// in order of l (so with dstStride 6 each store overwrites the two spare floats of the one before).
 void kw_winograd_f6_output_group(const float *e, ptrdiff_t stride, float bias, float *dst, ptrdiff_t dstStride);
 
-/// Whether this processor has AVX-512F and AVX-512VL (so `kw_gemm_rows_x8` may run): checked once.
+/// Whether this processor has AVX-512F and AVX-512VL (so `kw_gemm_rows_x8` and `kw_gemm_8x24` may run, and the F(4×4)
+/// filter transform takes its 32-register build): checked once.
 int kw_has_avx512(void);
 
 /// C[8·pairs][8] = Aᵀ·B for `pairs` (1 to 3) consecutive pairs of `PanelGEMM`'s packed A (`[k][8]` each, `pairStride`

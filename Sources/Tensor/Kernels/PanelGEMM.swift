@@ -62,7 +62,8 @@ enum PanelGEMM {
     static func packedRows(_ rows: Int) -> Int { (rows + panelRows - 1) / panelRows * panelRows }
 
     /// Whether the processor has AVX-512VL, whose 32 registers hold three pairs of rows against an 8-wide panel of B
-    /// (`kw_gemm_rows_x8`: 11 loads per 24 multiply-adds, against the 8 × 8 tile's 9 per 8).
+    /// (`kw_gemm_rows_x8`: 11 loads per 24 multiply-adds, against the 8 × 8 tile's 9 per 8) and a pair of rows
+    /// against a 24-wide one (`kw_gemm_8x24`: 11 per 24, against the 4 × 24 tile's 7 per 12).
     static let wide = kw_has_avx512() != 0
 
     /// Floats per step of k in a packed A: a pair of panels.
