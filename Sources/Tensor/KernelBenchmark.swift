@@ -100,6 +100,36 @@ public enum KernelBenchmark {
         return (samples[0], samples[samples.count / 2])
     }
 
+    /// The machine's speed at a moment: sgemm `n`³ (best of `repeats`) on operands kept between samples, so a
+    /// benchmark can take one before and after each of its runs and pair each run with the speed of the cores while
+    /// it ran (on shared cores that speed wanders by a fifth within minutes; one sample at the end of a benchmark
+    /// can miss a slow or fast period of its runs).
+    public final class SgemmProbe {
+        let n: Int
+        let a: Tensor, b: Tensor, c: Tensor
+
+        public init(n: Int = 2048) {
+            self.n = n
+            (a, b, c) = (
+                KernelBenchmark.random([n, n], seed: 1), KernelBenchmark.random([n, n], seed: 2), Tensor(zeros: [n, n])
+            )
+            _ = gflops(repeats: 1)  // every page of the operands touched now, not during a benchmark's runs
+        }
+
+        /// GFLOP/s of the best of `repeats` products.
+        public func gflops(repeats: Int = 2) -> Double {
+            var best = Double.infinity
+            for _ in 0..<max(1, repeats) {
+                let start = DispatchTime.now().uptimeNanoseconds
+                BLAS.sgemm(
+                    m: n, n: n, k: n, a: a.storage.pointer, lda: n, b: b.storage.pointer, ldb: n,
+                    c: c.storage.pointer, ldc: n)
+                best = min(best, Double(DispatchTime.now().uptimeNanoseconds - start) / 1e9)
+            }
+            return 2 * Double(n) * Double(n) * Double(n) / best / 1e9
+        }
+    }
+
     /// sgemm of `n`×`n`×`n`.
     public static func sgemm(n: Int = 2048, repeats: Int = 5) -> Result {
         var r = sgemm(m: n, n: n, k: n, repeats: repeats)

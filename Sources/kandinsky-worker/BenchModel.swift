@@ -89,6 +89,12 @@ struct ModelBenchResult {
     var residentAfterWarmUp = 0.0, residentAtEnd = 0.0
     /// Time per convolution shape in the fastest run.
     var shapes: [String: KernelProfile.ShapeTotal] = [:]
+    /// Each timed run's seconds and the sgemm GFLOP/s of the cores while it ran (the mean of the samples taken just
+    /// before and just after it).
+    var runs: [(seconds: Double, sgemm: Double)] = []
+    /// Seconds × that sgemm, in GFLOP: the sgemm work the cores could have done in the time, the fastest run's and
+    /// the median; a time comparable across periods of a shared machine's speed. A sum for a whole-pipeline estimate.
+    var sgemmWork: (best: Double, median: Double) = (0, 0)
 
     var gflops: Double { flops / best / 1e9 }
 }
@@ -105,6 +111,9 @@ enum ModelBench {
         var flops = 0.0
         var breakdownFlops: [String: Double] = [:]
         var residentAfterWarmUp = 0.0
+        let probe = Self.probe  // allocated before the warm-up, so the resident memory measured after it holds it
+        var runs: [(seconds: Double, sgemm: Double)] = []
+        var before = 0.0
         for run in 0...repeats {
             KernelProfile.reset()
             let start = DispatchTime.now().uptimeNanoseconds
@@ -112,9 +121,13 @@ enum ModelBench {
             let seconds = Double(DispatchTime.now().uptimeNanoseconds - start) / 1e9
             if run == 0 {  // warm-up: scratch buffers, page faults
                 residentAfterWarmUp = residentMegabytes
+                before = probe.gflops()
                 continue
             }
             samples.append(seconds)
+            let after = probe.gflops()
+            runs.append((seconds, (before + after) / 2))
+            before = after
             if seconds > samples.min()! { continue }
             let totals = KernelProfile.totals
             breakdown = Dictionary(uniqueKeysWithValues: totals.map { ($0.key.rawValue, $0.value) })
@@ -127,11 +140,16 @@ enum ModelBench {
                 })
         }
         samples.sort()
+        let work = runs.map { $0.seconds * $0.sgemm }.sorted()
         return ModelBenchResult(
             name: name, best: samples[0], median: samples[samples.count / 2], flops: flops, breakdown: breakdown,
             breakdownFlops: breakdownFlops, residentAfterWarmUp: residentAfterWarmUp, residentAtEnd: residentMegabytes,
-            shapes: shapes)
+            shapes: shapes, runs: runs, sgemmWork: (work[0], work[work.count / 2]))
     }
+
+    /// The sgemm 2048³ that every benchmark of the process samples around its runs (its operands, 48 MB, allocated
+    /// once).
+    nonisolated(unsafe) static let probe = KernelBenchmark.SgemmProbe()
 
     /// Resident set size of this process now, in MiB (`/proc/self/statm`; 0 where it cannot be read).
     static var residentMegabytes: Double {
@@ -149,12 +167,20 @@ enum ModelBench {
     }
 
     static func report(_ results: [ModelBenchResult], options: ModelBenchOptions, extra: [String: Any] = [:]) throws {
-        let peak = KernelBenchmark.sgemm(repeats: 3)
+        let peak = probe.gflops(repeats: 3)
         for r in results {
             print(
                 String(
                     format: "%@: best %.3f s  median %.3f s  %.1f effective GFLOP/s (%.2f × sgemm)", r.name, r.best,
-                    r.median, r.gflops, r.gflops / peak.gflops))
+                    r.median, r.gflops, r.gflops / peak))
+            if r.sgemmWork.best > 0 {
+                let runs = r.runs.map { String(format: "%.3f s at %.0f", $0.seconds, $0.sgemm) }
+                print(
+                    String(
+                        format: "  against the sgemm sampled around each run: %.2f × sgemm best, %.2f × median%@",
+                        r.flops / 1e9 / r.sgemmWork.best, r.flops / 1e9 / r.sgemmWork.median,
+                        runs.isEmpty ? "" : " (" + runs.joined(separator: ", ") + " GFLOP/s)"))
+            }
             let total = r.best
             let parts = r.breakdown.filter { $0.value >= 5e-4 }.sorted { $0.value > $1.value }.map { key, seconds in
                 let share = String(format: "%@ %.3f s (%.0f %%", key, seconds, 100 * seconds / max(1e-9, total))
@@ -167,7 +193,7 @@ enum ModelBench {
                 print(
                     String(
                         format: "    %@ ×%d: %.3f s (%.0f %%), %.0f GFLOP/s (%.2f × sgemm)", shape, entry.calls,
-                        entry.seconds, 100 * entry.seconds / max(1e-9, total), gflops, gflops / peak.gflops))
+                        entry.seconds, 100 * entry.seconds / max(1e-9, total), gflops, gflops / peak))
             }
             print(
                 String(
@@ -175,16 +201,19 @@ enum ModelBench {
                     r.residentAfterWarmUp, r.residentAtEnd, options.repeats, r.residentAtEnd - r.residentAfterWarmUp))
         }
         for (key, value) in extra.sorted(by: { $0.key < $1.key }) { print("  \(key): \(value)") }
-        print(String(format: "sgemm 2048³ in the same run: %.1f GFLOP/s", peak.gflops))
+        print(String(format: "sgemm 2048³ in the same run: %.1f GFLOP/s", peak))
         print(String(format: "peak RSS: %.0f MiB", peakRSSMegabytes))
         guard options.json, let main = results.first else { return }
         func round3(_ v: Double) -> Double { (v * 1000).rounded() / 1000 }
+        func round6(_ v: Double) -> Double { (v * 1e6).rounded() / 1e6 }
         var object: [String: Any] = [
             "median_s": round3(main.median), "best_s": round3(main.best), "gflops": round3(main.gflops),
-            "sgemm_gflops": round3(peak.gflops), "peak_rss_mb": round3(peakRSSMegabytes), "threads": BLAS.threads,
+            "sgemm_gflops": round3(peak), "peak_rss_mb": round3(peakRSSMegabytes), "threads": BLAS.threads,
             "breakdown": main.breakdown.mapValues(round3),
             "breakdown_gflop": main.breakdownFlops.mapValues { round3($0 / 1e9) },
             "rss_after_warmup_mb": round3(main.residentAfterWarmUp), "rss_end_mb": round3(main.residentAtEnd),
+            "sgemm_work_gflop": ["best": round6(main.sgemmWork.best), "median": round6(main.sgemmWork.median)],
+            "runs": main.runs.map { ["s": round6($0.seconds), "sgemm_gflops": round6($0.sgemm)] },
         ]
         if results.count > 1 {
             object["parts"] = Dictionary(
@@ -335,11 +364,19 @@ extension Bench {
                 Double((n + StepModulations.defaultWindow - 1) / StepModulations.defaultWindow)
             }
             func estimate(_ n: Int) -> Double { fixed + Double(n) * unet.median + windows(n) * window.median }
+            // The same sums of each part's time × the sgemm sampled around its runs.
+            let fixedWork = text.map(\.sgemmWork.median).reduce(0, +) + vae.sgemmWork.median
+            func work(_ n: Int) -> Double {
+                fixedWork + Double(n) * unet.sgemmWork.median + windows(n) * window.sgemmWork.median
+            }
+            let bestWork =
+                text.map(\.sgemmWork.best).reduce(0, +) + vae.sgemmWork.best + Double(steps) * unet.sgemmWork.best
+                + windows(steps) * window.sgemmWork.best
             var total = ModelBenchResult(
                 name: "pipeline estimate, \(steps) steps",
                 best: fixed + Double(steps) * unet.best + windows(steps) * window.best, median: estimate(steps),
                 flops: text.map(\.flops).reduce(0, +) + Double(steps) * unet.flops + windows(steps) * window.flops
-                    + vae.flops, breakdown: [:])
+                    + vae.flops, breakdown: [:], sgemmWork: (bestWork, work(steps)))
             for part in text + [unet, window, vae] {
                 let weight = part.name == unet.name ? Double(steps) : part.name == window.name ? windows(steps) : 1
                 for (key, value) in part.breakdown { total.breakdown[key, default: 0] += weight * value }
@@ -347,7 +384,10 @@ extension Bench {
             // dpmpp_2m evaluates the UNet once per step, like DDIM.
             try ModelBench.report(
                 [total] + text + [unet, window, vae], options: options,
-                extra: ["dpmpp_2m_20_steps_estimate_s": (estimate(20) * 1000).rounded() / 1000])
+                extra: [
+                    "dpmpp_2m_20_steps_estimate_s": (estimate(20) * 1000).rounded() / 1000,
+                    "dpmpp_2m_20_steps_sgemm_work_gflop": (work(20) * 1000).rounded() / 1000,
+                ])
         }
     }
 }

@@ -22,4 +22,31 @@ import Testing
         let ratio = try #require(object["conv3x3_over_sgemm"] as? Double)
         #expect(abs(ratio - picked / sgemm) <= 0.011, "ratio \(ratio) for \(picked) / \(sgemm) GFLOP/s")
     }
+
+    /// `bench unet --json` pairs each timed run with the sgemm sampled around it, and its `sgemm_work_gflop` (what
+    /// `Ops/bench-report` scales the official times by) is the fastest and the median of those runs' seconds × sgemm.
+    @Test func modelBenchPairsEachRunWithTheSgemmAroundIt() throws {
+        let dir = try TemporaryDirectory(prefix: "kd-bench")
+        defer { dir.remove() }
+        let process = try WorkerProcess(
+            name: "bench",
+            command: ["bench", "unet", "--preset", "tiny", "--latent", "32x32", "--repeats", "3", "--json"],
+            logDirectory: dir.path, captureOutput: true)
+        #expect(eventually(timeout: 120) { !process.isRunning })
+        #expect(process.terminate() == 0, "\(process.log)")
+        let last = try #require(process.output.split(separator: "\n").last, "no output: \(process.log)")
+        let object = try #require(try JSONSerialization.jsonObject(with: Data(last.utf8)) as? [String: Any])
+        let runs = try #require(object["runs"] as? [[String: Double]], "\(object)")
+        #expect(runs.count == 3, "\(runs)")
+        let pairs = runs.compactMap { run in run["s"].flatMap { s in run["sgemm_gflops"].map { (s, $0) } } }
+        #expect(pairs.count == 3 && pairs.allSatisfy { $0.0 >= 0 && $0.1 > 1 }, "\(runs)")
+        let work = pairs.map { $0.0 * $0.1 }.sorted()
+        let reported = try #require(object["sgemm_work_gflop"] as? [String: Double], "\(object)")
+        // Within the rounding of the printed figures (six decimals): half a microsecond × the sgemm, and so on.
+        let tolerance = { (value: Double) in 1e-6 * (pairs.map(\.1).max() ?? 0) + 1e-5 * value + 1e-5 }
+        #expect(abs((reported["best"] ?? -1) - work[0]) <= tolerance(work[0]), "\(reported) against \(work)")
+        #expect(abs((reported["median"] ?? -1) - work[1]) <= tolerance(work[1]), "\(reported) against \(work)")
+        let best = try #require(object["best_s"] as? Double)
+        #expect(pairs.map(\.0).min().map { abs($0 - best) <= 6e-4 } == true, "best \(best) of \(pairs)")
+    }
 }
