@@ -89,8 +89,9 @@ struct ModelBenchResult {
     var residentAfterWarmUp = 0.0, residentAtEnd = 0.0
     /// Time per convolution shape in the fastest run.
     var shapes: [String: KernelProfile.ShapeTotal] = [:]
-    /// Each timed run's seconds and the sgemm GFLOP/s of the cores while it ran (the mean of the samples taken just
-    /// before and just after it).
+    /// Each timed run's seconds and the sgemm GFLOP/s of the cores while it ran: the faster of the samples taken just
+    /// before and just after it (a sample lasts a fifth of a second and a brief slowdown can catch it; the mean of the
+    /// two let one such sample flatter a run: a VAE decode came out at 3.20 × sgemm, its median run 2.60 ×).
     var runs: [(seconds: Double, sgemm: Double)] = []
     /// Seconds × that sgemm, in GFLOP: the sgemm work the cores could have done in the time, the fastest run's and
     /// the median; a time comparable across periods of a shared machine's speed. A sum for a whole-pipeline estimate.
@@ -126,7 +127,7 @@ enum ModelBench {
             }
             samples.append(seconds)
             let after = probe.gflops()
-            runs.append((seconds, (before + after) / 2))
+            runs.append((seconds, max(before, after)))
             before = after
             if seconds > samples.min()! { continue }
             let totals = KernelProfile.totals
