@@ -87,9 +87,10 @@ public enum KernelBenchmark {
         return Result(name: c.name, bestSeconds: best, medianSeconds: median, gflops: c.flops / best / 1e9)
     }
 
-    /// Times `body` `repeats` times after one warm-up run; returns the best and the median seconds.
-    public static func time(repeats: Int, _ body: () -> Void) -> (best: Double, median: Double) {
-        body()
+    /// Times `body` `repeats` times, after one warm-up run unless `warmUp` is false; returns the best and the median
+    /// seconds.
+    public static func time(repeats: Int, warmUp: Bool = true, _ body: () -> Void) -> (best: Double, median: Double) {
+        if warmUp { body() }
         var samples: [Double] = []
         for _ in 0..<max(1, repeats) {
             let start = DispatchTime.now().uptimeNanoseconds
@@ -116,15 +117,12 @@ public enum KernelBenchmark {
             _ = gflops(repeats: 1)  // every page of the operands touched now, not during a benchmark's runs
         }
 
-        /// GFLOP/s of the best of `repeats` products.
+        /// GFLOP/s of the best of `repeats` products (no warm-up: the operands stay warm between samples).
         public func gflops(repeats: Int = 2) -> Double {
-            var best = Double.infinity
-            for _ in 0..<max(1, repeats) {
-                let start = DispatchTime.now().uptimeNanoseconds
+            let (best, _) = KernelBenchmark.time(repeats: repeats, warmUp: false) {
                 BLAS.sgemm(
                     m: n, n: n, k: n, a: a.storage.pointer, lda: n, b: b.storage.pointer, ldb: n,
                     c: c.storage.pointer, ldc: n)
-                best = min(best, Double(DispatchTime.now().uptimeNanoseconds - start) / 1e9)
             }
             return 2 * Double(n) * Double(n) * Double(n) / best / 1e9
         }
