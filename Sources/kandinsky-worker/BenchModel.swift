@@ -126,19 +126,21 @@ enum ModelBench {
                 continue
             }
             samples.append(seconds)
+            if seconds <= samples.min()! {
+                let totals = KernelProfile.totals
+                breakdown = Dictionary(uniqueKeysWithValues: totals.map { ($0.key.rawValue, $0.value) })
+                breakdown["other"] = max(0, seconds - totals.values.reduce(0, +))
+                flops = KernelProfile.flops
+                shapes = KernelProfile.shapeTotals
+                breakdownFlops = Dictionary(
+                    uniqueKeysWithValues: KernelProfile.flopTotals.filter { $0.value > 0 }.map {
+                        ($0.key.rawValue, $0.value)
+                    })
+            }
+            // Only after the run's profile is read: the probe's products would count among the run's FLOPs.
             let after = probe.gflops()
             runs.append((seconds, max(before, after)))
             before = after
-            if seconds > samples.min()! { continue }
-            let totals = KernelProfile.totals
-            breakdown = Dictionary(uniqueKeysWithValues: totals.map { ($0.key.rawValue, $0.value) })
-            breakdown["other"] = max(0, seconds - totals.values.reduce(0, +))
-            flops = KernelProfile.flops
-            shapes = KernelProfile.shapeTotals
-            breakdownFlops = Dictionary(
-                uniqueKeysWithValues: KernelProfile.flopTotals.filter { $0.value > 0 }.map {
-                    ($0.key.rawValue, $0.value)
-                })
         }
         samples.sort()
         let work = runs.map { $0.seconds * $0.sgemm }.sorted()

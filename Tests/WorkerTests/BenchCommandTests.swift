@@ -48,5 +48,11 @@ import Testing
         #expect(abs((reported["median"] ?? -1) - work[1]) <= tolerance(work[1]), "\(reported) against \(work)")
         let best = try #require(object["best_s"] as? Double)
         #expect(pairs.map(\.0).min().map { abs($0 - best) <= 6e-4 } == true, "best \(best) of \(pairs)")
+        // The fastest run's FLOPs (its GFLOP/s × its seconds) are its kernels' (the breakdown's, within what no
+        // category holds): the sgemm sampled after a run (34 GFLOP) is not counted in it.
+        let gflops = try #require(object["gflops"] as? Double)
+        let kernels = try #require(object["breakdown_gflop"] as? [String: Double]).values.reduce(0, +)
+        let runFlop = gflops * (pairs.map(\.0).min() ?? 0)
+        #expect(kernels > 0 && abs(runFlop - kernels) <= 0.1 * kernels, "\(runFlop) GFLOP a run, kernels \(kernels)")
     }
 }
