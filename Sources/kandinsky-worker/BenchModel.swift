@@ -348,8 +348,9 @@ extension Bench {
             abstract:
                 "Estimate a whole generation from its parts: text encoders + steps × UNet step + time modulations + VAE decode.",
             discussion: """
-                The estimate adds the measured medians; the sampler's own arithmetic (a few element-wise passes over \
-                the latent per step) is left out. median_s in --json is the 50-step DDIM estimate.
+                The estimate adds the parts' measured medians (best_s: their fastest runs); the sampler's own \
+                arithmetic (a few element-wise passes over the latent per step) is left out. median_s in --json is the \
+                50-step DDIM estimate.
                 """)
         @OptionGroup var options: ModelBenchOptions
 
@@ -361,25 +362,18 @@ extension Bench {
             let text = try ModelBench.textEncoders(options)
             let (unet, window) = try ModelBench.unetStep(options)
             let vae = try ModelBench.vaeDecode(options)
-            let fixed = text.map(\.median).reduce(0, +) + vae.median
             /// Windows of time modulations a run of n steps computes.
             func windows(_ n: Int) -> Double {
                 Double((n + StepModulations.defaultWindow - 1) / StepModulations.defaultWindow)
             }
-            func estimate(_ n: Int) -> Double { fixed + Double(n) * unet.median + windows(n) * window.median }
-            // The same sums of each part's time × the sgemm sampled around its runs.
-            let fixedWork = text.map(\.sgemmWork.median).reduce(0, +) + vae.sgemmWork.median
-            func work(_ n: Int) -> Double {
-                fixedWork + Double(n) * unet.sgemmWork.median + windows(n) * window.sgemmWork.median
+            /// A run of n steps summed from its parts' `figure` (seconds, FLOPs, sgemm work, fastest or median alike).
+            func sum(_ n: Int, _ figure: (ModelBenchResult) -> Double) -> Double {
+                text.map(figure).reduce(0, +) + figure(vae) + Double(n) * figure(unet) + windows(n) * figure(window)
             }
-            let bestWork =
-                text.map(\.sgemmWork.best).reduce(0, +) + vae.sgemmWork.best + Double(steps) * unet.sgemmWork.best
-                + windows(steps) * window.sgemmWork.best
             var total = ModelBenchResult(
-                name: "pipeline estimate, \(steps) steps",
-                best: fixed + Double(steps) * unet.best + windows(steps) * window.best, median: estimate(steps),
-                flops: text.map(\.flops).reduce(0, +) + Double(steps) * unet.flops + windows(steps) * window.flops
-                    + vae.flops, breakdown: [:], sgemmWork: (bestWork, work(steps)))
+                name: "pipeline estimate, \(steps) steps", best: sum(steps, \.best), median: sum(steps, \.median),
+                flops: sum(steps, \.flops), breakdown: [:],
+                sgemmWork: (sum(steps, \.sgemmWork.best), sum(steps, \.sgemmWork.median)))
             for part in text + [unet, window, vae] {
                 let weight = part.name == unet.name ? Double(steps) : part.name == window.name ? windows(steps) : 1
                 for (key, value) in part.breakdown { total.breakdown[key, default: 0] += weight * value }
@@ -388,8 +382,8 @@ extension Bench {
             try ModelBench.report(
                 [total] + text + [unet, window, vae], options: options,
                 extra: [
-                    "dpmpp_2m_20_steps_estimate_s": (estimate(20) * 1000).rounded() / 1000,
-                    "dpmpp_2m_20_steps_sgemm_work_gflop": (work(20) * 1000).rounded() / 1000,
+                    "dpmpp_2m_20_steps_estimate_s": (sum(20, \.median) * 1000).rounded() / 1000,
+                    "dpmpp_2m_20_steps_sgemm_work_gflop": (sum(20, \.sgemmWork.median) * 1000).rounded() / 1000,
                 ])
         }
     }
