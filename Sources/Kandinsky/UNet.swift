@@ -354,6 +354,15 @@ public final class Text2ImUNet: @unchecked Sendable {
         return (0..<count).map { s in all.map { Kernels.slice($0, axis: 0, s * n..<(s + 1) * n) } }
     }
 
+    /// The freed activations a forward keeps for the next one (`TensorStorage.keepFreedBuffers`): 192 MiB a row at a
+    /// 64×64 latent, in proportion to the plane. Below the default 512 MiB up to 2 rows; at 8 rows (4 images a guided
+    /// step) 512 MiB and 1 GiB held too few, and every step page-faulted and zeroed its activations again (`bench unet
+    /// --batch 4 --repeats 2`, the full-size model: 16.1 and 16.0 s best against 14.6 s with 1.5 GiB, which 2 GiB did
+    /// not better; peak RSS 6.79, 7.17 and 7.29 GB).
+    static func reusedActivationBytes(rows: Int, height: Int, width: Int) -> Int {
+        (192 << 20) * rows * height * width / (64 * 64)
+    }
+
     /// One forward pass: ε (channels 0..<4) and the variance interpolation value (4..<8).
     ///
     /// - Parameters:
@@ -374,6 +383,7 @@ public final class Text2ImUNet: @unchecked Sendable {
             h = Kernels.concatChannels([x, inpaint.image, inpaint.mask])
         }
         precondition(h.shape[1] == inputChannels, "UNet input has \(h.shape[1]) channels, expected \(inputChannels)")
+        TensorStorage.keepFreedBuffers(upTo: Self.reusedActivationBytes(rows: n, height: x.shape[2], width: x.shape[3]))
 
         let modulations: [Tensor]
         if let steps = text.steps, let t = timesteps.first, timesteps.allSatisfy({ $0 == t }),

@@ -6,7 +6,8 @@ import Foundation
 /// anything over 32 MiB with a fresh `mmap`, so every one of them was page-faulted and zeroed by the kernel again
 /// (17 % of a 512×512 VAE decode in `clear_page` and page-fault handling). The cache hands back the most recently
 /// freed block of the same rounded size; past `limitBytes` the oldest blocks are returned to the system, so the cache
-/// never holds more than that.
+/// never holds more than that. A workload with larger activations raises the limit for itself (`keep(upTo:)`) until
+/// the next `trim()`.
 final class BlockCache: @unchecked Sendable {
     /// Blocks smaller than this go straight to `malloc` (its own free lists serve them well).
     static let minimumBytes = 1 << 20
@@ -19,15 +20,23 @@ final class BlockCache: @unchecked Sendable {
     /// kernel against 1.46–1.53 s (about 0.05 s a step), for 70–130 MiB more peak resident memory in the UNet.
     static let shared = BlockCache(limitBytes: 512 << 20)
 
+    /// The limit a `trim()` goes back to.
+    let defaultLimitBytes: Int
     /// The most bytes kept while unused.
-    let limitBytes: Int
+    var limitBytes: Int {
+        pthread_mutex_lock(&mutex)
+        defer { pthread_mutex_unlock(&mutex) }
+        return limit
+    }
+    private var limit: Int
     private var mutex = pthread_mutex_t()
     /// Free blocks, oldest first.
     private var blocks: [(bytes: Int, pointer: UnsafeMutableRawPointer)] = []
     private var cachedBytes = 0
 
     init(limitBytes: Int) {
-        self.limitBytes = limitBytes
+        defaultLimitBytes = limitBytes
+        limit = limitBytes
         pthread_mutex_init(&mutex, nil)
     }
 
@@ -52,7 +61,7 @@ final class BlockCache: @unchecked Sendable {
             if reused != nil {
                 cachedBytes -= size
             } else {
-                while cachedBytes + size > limitBytes, !blocks.isEmpty {
+                while cachedBytes + size > limit, !blocks.isEmpty {
                     let oldest = blocks.removeFirst()
                     cachedBytes -= oldest.bytes
                     evicted.append(oldest.pointer)
@@ -75,15 +84,19 @@ final class BlockCache: @unchecked Sendable {
     /// Takes back a block from `allocate(bytes:)`.
     func release(_ pointer: UnsafeMutableRawPointer, bytes: Int) {
         let size = Self.blockSize(bytes)
-        guard size >= Self.minimumBytes, size <= limitBytes else {
+        guard size >= Self.minimumBytes else {
             pointer.deallocate()
             return
         }
         var evicted: [UnsafeMutableRawPointer] = []
         pthread_mutex_lock(&mutex)
-        blocks.append((size, pointer))
-        cachedBytes += size
-        while cachedBytes > limitBytes, !blocks.isEmpty {
+        if size > limit {
+            evicted.append(pointer)
+        } else {
+            blocks.append((size, pointer))
+            cachedBytes += size
+        }
+        while cachedBytes > limit, !blocks.isEmpty {
             let oldest = blocks.removeFirst()
             cachedBytes -= oldest.bytes
             evicted.append(oldest.pointer)
@@ -92,12 +105,21 @@ final class BlockCache: @unchecked Sendable {
         for block in evicted { block.deallocate() }
     }
 
-    /// Returns every cached block to the system (after a generation, so an idle worker holds only its weights).
+    /// Raises the limit to `bytes` (never lowers it) until the next `trim()`.
+    func keep(upTo bytes: Int) {
+        pthread_mutex_lock(&mutex)
+        limit = max(limit, bytes)
+        pthread_mutex_unlock(&mutex)
+    }
+
+    /// Returns every cached block to the system (after a generation, so an idle worker holds only its weights) and
+    /// the limit to its default.
     func trim() {
         pthread_mutex_lock(&mutex)
         let all = blocks
         blocks.removeAll()
         cachedBytes = 0
+        limit = defaultLimitBytes
         pthread_mutex_unlock(&mutex)
         for block in all { block.pointer.deallocate() }
     }

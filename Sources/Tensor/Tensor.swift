@@ -34,6 +34,12 @@ public final class TensorStorage: @unchecked Sendable {
         BlockCache.shared.trim()
     }
 
+    /// Keeps up to `bytes` of freed large buffers for reuse (512 MiB otherwise) until the next
+    /// `releaseCachedBuffers()`: for a workload whose activations outgrow the default (see `BlockCache`).
+    public static func keepFreedBuffers(upTo bytes: Int) {
+        BlockCache.shared.keep(upTo: bytes)
+    }
+
     /// Wraps memory that `owner` keeps alive (a memory map); the storage never writes to it.
     public init(readOnly pointer: UnsafePointer<Float>, count: Int, owner: AnyObject) {
         self.pointer = UnsafeMutablePointer(mutating: pointer)

@@ -507,6 +507,27 @@ import Testing
         #expect(cache.heldBytes == 6 * mib)
     }
 
+    @Test func blockCacheLimitIsRaisedUntilTheNextTrim() {
+        let mib = 1 << 20
+        let cache = BlockCache(limitBytes: 4 * mib)
+        defer { cache.trim() }
+        let (a, b) = (cache.allocate(bytes: 3 * mib), cache.allocate(bytes: 3 * mib))
+        cache.keep(upTo: 8 * mib)
+        // A smaller request does not lower it.
+        cache.keep(upTo: 2 * mib)
+        #expect(cache.limitBytes == 8 * mib)
+        cache.release(a, bytes: 3 * mib)
+        cache.release(b, bytes: 3 * mib)
+        #expect(cache.heldBytes == 6 * mib)
+        // A trim gives everything back and the limit returns to its default: past it, nothing is kept.
+        cache.trim()
+        #expect(cache.heldBytes == 0 && cache.limitBytes == 4 * mib)
+        let (c, d) = (cache.allocate(bytes: 3 * mib), cache.allocate(bytes: 6 * mib))
+        cache.release(c, bytes: 3 * mib)
+        cache.release(d, bytes: 6 * mib)
+        #expect(cache.heldBytes == 3 * mib)
+    }
+
     @Test func computePoolRunsEveryChunkOnce() {
         let pool = ComputePool(threads: 3)
         let hits = UnsafeMutablePointer<Int>.allocate(capacity: 1000)
