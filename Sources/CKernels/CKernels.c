@@ -41,6 +41,27 @@ int kw_has_avx512(void) {
     return known;
 }
 
+// Twelve independent chains of eight-lane multiply-adds (enough to keep two pipes of four cycles' latency busy) for
+// `iterations` rounds, on registers only; returns a value computed from them, so the loop stays.
+__attribute__((target("avx2,fma"))) static float kw_fma_loop(ptrdiff_t iterations) {
+    __m256 acc[12];
+    for (int i = 0; i < 12; i++) acc[i] = _mm256_set1_ps(0.001f * (float)i);
+    const __m256 m = _mm256_set1_ps(0.9999f), c = _mm256_set1_ps(0.0001f);
+    for (ptrdiff_t n = 0; n < iterations; n++) {
+        _Pragma("clang loop unroll(full)") for (int i = 0; i < 12; i++) acc[i] = _mm256_fmadd_ps(acc[i], m, c);
+    }
+    __m256 sum = acc[0];
+    for (int i = 1; i < 12; i++) sum = _mm256_add_ps(sum, acc[i]);
+    return sum[0];
+}
+
+static int kw_has_fma(void) {
+    __builtin_cpu_init();
+    return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+}
+
+#define KW_FMA_FLOPS_PER_ROUND (12.0 * 8 * 2)
+#define KW_FMA_PEAK
 #define KW_AVX512 __attribute__((target("avx2,fma,avx512f,avx512vl")))
 
 // `PAIRS` pairs of A against eight columns of B; acc[t][p] holds rows 8p…8p+7 of column t. The steps of k come in
@@ -479,4 +500,60 @@ void kw_winograd_f4_filters(const float *g, ptrdiff_t count, float *dst, ptrdiff
     if (kw_has_avx512()) return kw_f4_filters_wide(g, count, dst, dstStep, pointStride);
 #endif
     kw_f4_filters(g, count, dst, dstStep, pointStride);
+}
+
+// MARK: - The multiply-add peak
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <time.h>
+
+struct kw_fma_job {
+    ptrdiff_t iterations;
+    atomic_int *go;
+    volatile float result;
+};
+
+// Waits for the start, then runs its rounds.
+static void *kw_fma_thread(void *argument) {
+    struct kw_fma_job *job = argument;
+    while (!atomic_load_explicit(job->go, memory_order_acquire)) {}
+#ifdef KW_FMA_PEAK
+    if (job->iterations > 0) job->result = kw_fma_loop(job->iterations);
+#endif
+    return NULL;
+}
+
+static double kw_seconds(void) {
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec;
+}
+
+double kw_fma_peak(int threads, ptrdiff_t iterations) {
+#ifdef KW_FMA_PEAK
+    enum { most = 256 };
+    if (!kw_has_fma() || threads < 1 || threads > most || iterations < 1) return -1;
+    pthread_t ids[most];
+    struct kw_fma_job jobs[most];
+    atomic_int go = 0;
+    int started = 0;
+    for (; started < threads; started++) {
+        jobs[started] = (struct kw_fma_job){iterations, &go, 0};
+        if (pthread_create(&ids[started], NULL, kw_fma_thread, &jobs[started]) != 0) break;
+    }
+    if (started < threads) {
+        for (int i = 0; i < started; i++) jobs[i].iterations = 0;
+    }
+    atomic_store_explicit(&go, 1, memory_order_release);
+    double begin = kw_seconds();
+    for (int i = 0; i < started; i++) pthread_join(ids[i], NULL);
+    double elapsed = kw_seconds() - begin;
+    if (started < threads) return -1;
+    return (double)threads * (double)iterations * KW_FMA_FLOPS_PER_ROUND / elapsed / 1e9;
+#else
+    (void)threads;
+    (void)iterations;
+    return -1;
+#endif
 }

@@ -1,3 +1,4 @@
+import CKernels
 import Foundation
 
 /// Figures for `kandinsky-worker bench kernels`: sgemm throughput and 3×3 convolution throughput at the UNet's
@@ -126,6 +127,15 @@ public enum KernelBenchmark {
             }
             return 2 * Double(n) * Double(n) * Double(n) / best / 1e9
         }
+    }
+
+    /// The cores' multiply-add peak in GFLOP/s: `threads` threads started together, each on register-only fused
+    /// multiply-adds (`kw_fma_peak`, ≈ 0.2 s a run on a core of 100 GFLOP/s), the best of `repeats` runs; nil where the
+    /// processor has no AVX2 and FMA. No kernel that reads memory can pass it: what a kernel leaves below it is what
+    /// there is left to win.
+    public static func fmaPeak(threads: Int, repeats: Int = 3) -> Double? {
+        let best = (0..<max(1, repeats)).map { _ in kw_fma_peak(Int32(threads), 100_000_000) }.max() ?? -1
+        return best > 0 ? best : nil
     }
 
     /// sgemm of `n`×`n`×`n`.

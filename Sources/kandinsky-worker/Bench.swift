@@ -46,6 +46,15 @@ struct Bench: ParsableCommand {
             )
             let peak = KernelBenchmark.sgemm(repeats: repeats)
             report(peak, peak: peak.gflops)
+            let fma = KernelBenchmark.fmaPeak(threads: BLAS.threads)
+            if let fma {
+                print(
+                    String(
+                        format: "%-28@ %7.1f GFLOP/s; sgemm %.2f × that", "multiply-add peak (registers only)", fma,
+                        peak.gflops / fma))
+            } else {
+                print("multiply-add peak: not measured (needs AVX2 and FMA)")
+            }
             for shape in gemm {
                 let transB = shape.hasSuffix("t")
                 let dims = shape.trimmingCharacters(in: CharacterSet(charactersIn: "t")).split(separator: ",")
@@ -74,6 +83,10 @@ struct Bench: ParsableCommand {
                         uniqueKeysWithValues: attentions.map { ($0.name, round2($0.gflops)) }),
                     "threads": BLAS.threads,
                 ]
+                if let fma {
+                    object["fma_peak_gflops"] = round2(fma)
+                    object["sgemm_over_fma_peak"] = round2(peak.gflops / fma)
+                }
                 // The slowest convolution through the algorithm conv2d picks, against the peak, when any ran (not with
                 // --only attention or im2col): the forced alternatives are there for comparison (with them, this was
                 // always an im2col case's ≈ 0.9).

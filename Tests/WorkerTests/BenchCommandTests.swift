@@ -21,6 +21,13 @@ import Testing
         let picked = try #require(convs.first { $0.key.contains(" (") }?.value, "\(convs)")
         let ratio = try #require(object["conv3x3_over_sgemm"] as? Double)
         #expect(abs(ratio - picked / sgemm) <= 0.011, "ratio \(ratio) for \(picked) / \(sgemm) GFLOP/s")
+        // The cores' multiply-add peak where the processor has AVX2 and FMA, with sgemm's share of it; said otherwise.
+        if let fma = object["fma_peak_gflops"] as? Double {
+            let share = try #require(object["sgemm_over_fma_peak"] as? Double)
+            #expect(fma > 0 && abs(share - sgemm / fma) <= 0.011, "sgemm \(sgemm) of \(fma) GFLOP/s: \(share)")
+        } else {
+            #expect(process.output.contains("multiply-add peak: not measured"), "\(process.output)")
+        }
     }
 
     /// `bench unet --json` pairs each timed run with the sgemm sampled around it, and its `sgemm_work_gflop` (what

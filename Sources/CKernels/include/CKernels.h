@@ -54,6 +54,11 @@ void kw_winograd_f6_output_columns(const float *m, ptrdiff_t stride, ptrdiff_t c
 /// in order of l (so with dstStride 6 each store overwrites the two spare floats of the one before).
 void kw_winograd_f6_output_group(const float *e, ptrdiff_t stride, float bias, float *dst, ptrdiff_t dstStride);
 
+/// GFLOP/s of `threads` threads started together, each running `iterations` rounds of twelve independent eight-lane
+/// fused multiply-adds on registers only (no memory): the cores' multiply-add peak, against which a kernel's speed
+/// says how much is left. -1 where the processor has no AVX2 and FMA (or off x86-64), or a thread could not start.
+double kw_fma_peak(int threads, ptrdiff_t iterations);
+
 /// Whether this processor has AVX-512F and AVX-512VL (so `kw_gemm_rows_x8` and `kw_gemm_8x24` may run, and the F(4×4)
 /// filter transform takes its 32-register build): checked once.
 int kw_has_avx512(void);
