@@ -78,6 +78,7 @@ static int kw_has_fma(void) {
         }                                                                                                              \
     }                                                                                                                  \
     KW_AVX512 static void kw_gemm_rows_x8_##PAIRS(ptrdiff_t k, const float *a, ptrdiff_t pairStride, const float *b,  \
+                                                 ptrdiff_t bStride,                                                    \
                                                  float *c, ptrdiff_t ldc, int add, const char *prefetch, ptrdiff_t lines) {  \
         __m256 acc[8][PAIRS];                                                                                          \
         for (int t = 0; t < 8; t++)                                                                                    \
@@ -88,9 +89,9 @@ static int kw_has_fma(void) {
         for (ptrdiff_t line = 0; i + 8 <= k; i += 8) {                                                                 \
             for (ptrdiff_t q = 0; q < per && line < lines; q++, line++) __builtin_prefetch(prefetch + 64 * line, 0, 2); \
             _Pragma("clang loop unroll(full)") for (int u = 0; u < 8; u++)                                             \
-                kw_rows_x8_step_##PAIRS(acc, a + 8 * (i + u), pairStride, b + 8 * (i + u));                           \
+                kw_rows_x8_step_##PAIRS(acc, a + 8 * (i + u), pairStride, b + bStride * (i + u));                     \
         }                                                                                                              \
-        for (; i < k; i++) kw_rows_x8_step_##PAIRS(acc, a + 8 * i, pairStride, b + 8 * i);                            \
+        for (; i < k; i++) kw_rows_x8_step_##PAIRS(acc, a + 8 * i, pairStride, b + bStride * i);                      \
         for (int p = 0; p < PAIRS; p++) {                                                                              \
             __m256 r[8];                                                                                               \
             for (int t = 0; t < 8; t++) r[t] = acc[t][p];                                                              \
@@ -106,12 +107,13 @@ KW_ROWS_X8(1)
 KW_ROWS_X8(2)
 KW_ROWS_X8(3)
 
-void kw_gemm_rows_x8(ptrdiff_t k, ptrdiff_t pairs, const float *a, ptrdiff_t pairStride, const float *b, float *c,
+void kw_gemm_rows_x8(ptrdiff_t k, ptrdiff_t pairs, const float *a, ptrdiff_t pairStride, const float *b,
+                     ptrdiff_t bStride, float *c,
                      ptrdiff_t ldc, int add, const char *prefetch, ptrdiff_t lines) {
     switch (pairs) {
-    case 1: kw_gemm_rows_x8_1(k, a, pairStride, b, c, ldc, add, prefetch, lines); break;
-    case 2: kw_gemm_rows_x8_2(k, a, pairStride, b, c, ldc, add, prefetch, lines); break;
-    default: kw_gemm_rows_x8_3(k, a, pairStride, b, c, ldc, add, prefetch, lines); break;
+    case 1: kw_gemm_rows_x8_1(k, a, pairStride, b, bStride, c, ldc, add, prefetch, lines); break;
+    case 2: kw_gemm_rows_x8_2(k, a, pairStride, b, bStride, c, ldc, add, prefetch, lines); break;
+    default: kw_gemm_rows_x8_3(k, a, pairStride, b, bStride, c, ldc, add, prefetch, lines); break;
     }
 }
 
@@ -319,13 +321,14 @@ void kw_winograd_f6_output_group(const float *e, ptrdiff_t stride, float bias, f
 
 int kw_has_avx512(void) { return 0; }
 
-void kw_gemm_rows_x8(ptrdiff_t k, ptrdiff_t pairs, const float *a, ptrdiff_t pairStride, const float *b, float *c,
+void kw_gemm_rows_x8(ptrdiff_t k, ptrdiff_t pairs, const float *a, ptrdiff_t pairStride, const float *b,
+                     ptrdiff_t bStride, float *c,
                      ptrdiff_t ldc, int add, const char *prefetch, ptrdiff_t lines) {
     (void)prefetch, (void)lines;
     for (ptrdiff_t row = 0; row < 8 * pairs; row++)
         for (int t = 0; t < 8; t++) {
             float sum = 0;
-            for (ptrdiff_t i = 0; i < k; i++) sum += a[row / 8 * pairStride + 8 * i + row % 8] * b[8 * i + t];
+            for (ptrdiff_t i = 0; i < k; i++) sum += a[row / 8 * pairStride + 8 * i + row % 8] * b[bStride * i + t];
             c[row * ldc + t] = add ? c[row * ldc + t] + sum : sum;
         }
 }

@@ -103,6 +103,11 @@ import Testing
         // 32 tiles (16×16 at batch 2): a panel of 24 and one of 8; blocks of 16 and 14 output channels, in chunks of
         // 128 and 22 input channels.
         (2, 150, 30, 16, 16, 36 * 150 * 24),
+        // 16 tiles (8×8 at batch 4): one panel of 16, taken by the chunked products eight columns at a time; blocks
+        // of 24 and 20 output channels in chunks of 128, 128 and 44 input channels.
+        (4, 300, 44, 8, 8, 36 * 300 * 24),
+        // 12 tiles: a panel of 16 with four columns of padding.
+        (3, 140, 30, 8, 8, 36 * 140 * 24),
     ]
 
     @Test(arguments: algorithms, cases + f6Cases)

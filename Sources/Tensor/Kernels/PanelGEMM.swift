@@ -158,7 +158,7 @@ enum PanelGEMM {
                         let pairs = min(3, (last - r) / 2)
                         let p = prefetch.take(steps: k * pairs)
                         kw_gemm_rows_x8(
-                            k, pairs, panel(r), aStep * k, bp, cp + r * panelRows * ldc, ldc, 0,
+                            k, pairs, panel(r), aStep * k, bp, 8, cp + r * panelRows * ldc, ldc, 0,
                             p.start?.assumingMemoryBound(to: CChar.self), p.lines)
                         r += 2 * pairs
                     }
