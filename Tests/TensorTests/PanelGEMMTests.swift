@@ -11,6 +11,8 @@ import Testing
         // (rows, columns, k)
         (1, 1, 1), (4, 24, 3), (5, 30, 7), (8, 8, 5), (12, 8, 1), (13, 53, 9), (7, 16, 2), (16, 72, 33),
         (20, 48, 6), (20, 48, 4_100),
+        // A 16-wide last panel against a pair and a lone row panel, and against three pairs and a lone one.
+        (12, 40, 9), (28, 16, 5),
     ]
 
     /// Both sets of register tiles where the processor has AVX-512VL, the AVX2 ones alone elsewhere.
