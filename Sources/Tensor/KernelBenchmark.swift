@@ -20,13 +20,13 @@ public enum KernelBenchmark {
         public var gflops: Double
     }
 
-    /// The UNet's 3×3 shapes at each level, batch 2 (one guided step) and 8 at the innermost, and the VAE decoder's
+    /// The UNet's 3×3 shapes at each level, batch 2 (one guided step) and 4 and 8 at the innermost, and the VAE decoder's
     /// three largest planes, through `conv2d`'s choice of algorithm and through the other; GFLOP/s are effective
     /// (direct-method FLOPs over time).
     public static let convCases =
         [
-            (384, 64, 2), (768, 32, 2), (1152, 16, 2), (1536, 8, 2), (1536, 8, 8), (512, 128, 1), (256, 256, 1),
-            (128, 512, 1),
+            (384, 64, 2), (768, 32, 2), (1152, 16, 2), (1536, 8, 2), (1536, 8, 4), (1536, 8, 8), (512, 128, 1),
+            (256, 256, 1), (128, 512, 1),
         ].flatMap { channels, size, batch in
             let picked = Kernels.convAlgorithm(
                 kernel: (3, 3), stride: 1, padding: .uniform(1), batch: batch, outH: size, outW: size,
