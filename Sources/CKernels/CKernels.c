@@ -60,6 +60,7 @@ static int kw_has_fma(void) {
     return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
 }
 
+// Floating-point operations per round of `kw_fma_loop`; `kw_fma_peak` (after the processor-specific code) runs it.
 #define KW_FMA_FLOPS_PER_ROUND (12.0 * 8 * 2)
 #define KW_FMA_PEAK
 #define KW_AVX512 __attribute__((target("avx2,fma,avx512f,avx512vl")))
@@ -78,8 +79,8 @@ static int kw_has_fma(void) {
         }                                                                                                              \
     }                                                                                                                  \
     KW_AVX512 static void kw_gemm_rows_x8_##PAIRS(ptrdiff_t k, const float *a, ptrdiff_t pairStride, const float *b,  \
-                                                 ptrdiff_t bStride,                                                    \
-                                                 float *c, ptrdiff_t ldc, int add, const char *prefetch, ptrdiff_t lines) {  \
+                                                 ptrdiff_t bStride, float *c, ptrdiff_t ldc, int add,                 \
+                                                 const char *prefetch, ptrdiff_t lines) {                             \
         __m256 acc[8][PAIRS];                                                                                          \
         for (int t = 0; t < 8; t++)                                                                                    \
             for (int p = 0; p < PAIRS; p++) acc[t][p] = _mm256_setzero_ps();                                          \
@@ -108,8 +109,7 @@ KW_ROWS_X8(2)
 KW_ROWS_X8(3)
 
 void kw_gemm_rows_x8(ptrdiff_t k, ptrdiff_t pairs, const float *a, ptrdiff_t pairStride, const float *b,
-                     ptrdiff_t bStride, float *c,
-                     ptrdiff_t ldc, int add, const char *prefetch, ptrdiff_t lines) {
+                     ptrdiff_t bStride, float *c, ptrdiff_t ldc, int add, const char *prefetch, ptrdiff_t lines) {
     switch (pairs) {
     case 1: kw_gemm_rows_x8_1(k, a, pairStride, b, bStride, c, ldc, add, prefetch, lines); break;
     case 2: kw_gemm_rows_x8_2(k, a, pairStride, b, bStride, c, ldc, add, prefetch, lines); break;
@@ -322,8 +322,7 @@ void kw_winograd_f6_output_group(const float *e, ptrdiff_t stride, float bias, f
 int kw_has_avx512(void) { return 0; }
 
 void kw_gemm_rows_x8(ptrdiff_t k, ptrdiff_t pairs, const float *a, ptrdiff_t pairStride, const float *b,
-                     ptrdiff_t bStride, float *c,
-                     ptrdiff_t ldc, int add, const char *prefetch, ptrdiff_t lines) {
+                     ptrdiff_t bStride, float *c, ptrdiff_t ldc, int add, const char *prefetch, ptrdiff_t lines) {
     (void)prefetch, (void)lines;
     for (ptrdiff_t row = 0; row < 8 * pairs; row++)
         for (int t = 0; t < 8; t++) {

@@ -64,14 +64,13 @@ double kw_fma_peak(int threads, ptrdiff_t iterations);
 int kw_has_avx512(void);
 
 /// C[8·pairs][8] = Aᵀ·B for `pairs` (1 to 3) consecutive pairs of `PanelGEMM`'s packed A (`[k][8]` each, `pairStride`
-/// floats apart) and eight columns of B (step i of k at `b + i · bStride`: 8 for an 8-wide panel), C's rows `ldc` apart: the 8 tiles as broadcasts, the rows as
-/// vectors, in AVX-512VL's 32 registers (24 accumulators for three pairs, 11 loads per 24 multiply-adds); the
-/// accumulators are transposed on the way out, added to C's values when `add`. The `lines` cache lines from
-/// `prefetch` (when not null) are asked for spread evenly over the runs of eight steps of k. Only where
-/// `kw_has_avx512()`.
+/// floats apart) and eight columns of B (step i of k at `b + i · bStride`: 8 for an 8-wide panel, 16 for either half
+/// of a 16-wide one), C's rows `ldc` apart: the 8 tiles as broadcasts, the rows as vectors, in AVX-512VL's 32
+/// registers (24 accumulators for three pairs, 11 loads per 24 multiply-adds); the accumulators are transposed on the
+/// way out, added to C's values when `add`. The `lines` cache lines from `prefetch` (when not null) are asked for
+/// spread evenly over the runs of eight steps of k. Only where `kw_has_avx512()`.
 void kw_gemm_rows_x8(ptrdiff_t k, ptrdiff_t pairs, const float *a, ptrdiff_t pairStride, const float *b,
-                     ptrdiff_t bStride, float *c,
-                     ptrdiff_t ldc, int add, const char *prefetch, ptrdiff_t lines);
+                     ptrdiff_t bStride, float *c, ptrdiff_t ldc, int add, const char *prefetch, ptrdiff_t lines);
 
 /// C[8][24] = Aᵀ·B for one pair of `PanelGEMM`'s packed A (`[k][8]`) and one 24-wide panel of B (`[k][24]`), C's
 /// rows `ldc` apart: 24 accumulators in AVX-512VL's 32 registers, 11 loads per 24 multiply-adds (the 4 × 24 tile's
