@@ -108,6 +108,9 @@ import Testing
         (4, 300, 44, 8, 8, 36 * 300 * 24),
         // 12 tiles: a panel of 16 with four columns of padding.
         (3, 140, 30, 8, 8, 36 * 140 * 24),
+        // 20 tiles: a last panel of 24 with four columns of padding; 24 tiles: one whole panel and none after it.
+        (5, 140, 30, 8, 8, 36 * 140 * 24),
+        (6, 140, 30, 8, 8, 36 * 140 * 24),
     ]
 
     @Test(arguments: algorithms, cases + f6Cases)

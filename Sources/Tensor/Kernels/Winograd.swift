@@ -248,16 +248,17 @@ extension Kernels {
         let blocks = (cout + blockOut - 1) / blockOut
         let columns = PanelGEMM.Columns(tiles)
         let own = tiles <= fewTiles
-        // With AVX-512VL and a last panel of eight or sixteen tiles (the 8×8 and 16×16 levels at batch 2, the 8×8
-        // level at batch 4), each block of up to 24 output channels goes `fewTilesChunk` input channels at a time
-        // (`chunkedProducts`): whole, its U was 5.3 MB for 1536 input channels, written to and read back from the
-        // last-level cache, and the next block's weights, prefetched into L2 during the products, did not stay there.
-        // `bench kernels`, five alternating runs: 1536 → 1536 at 8×8, batch 2, best 10.5–10.8 against 11.8–12.5 ms
-        // (blocks of eight, 8 × 8 tile); 1152 → 1152 at 16×16 17.8–19.3 against 18.1–19.2 ms. The 16-wide panel (16
-        // tiles: 8×8 at 4 rows) was left to the unchunked blocks at first, whose U is 10.6 MB for 3072 input channels:
-        // chunked, `bench unet --batch 2 --layers` (two alternating rounds) took 0.26 against 0.31 s for the 13
-        // 1536 → 1536 layers and 0.12 against 0.23 s for the three 3072 → 1536.
-        let chunked = own && wide && (columns.tail == 8 || columns.tail == 16) && blockOut <= fewTilesBlock(wide: true)
+        // With AVX-512VL and few tiles (the 8×8 and 16×16 levels at batch 2, the 8×8 level at batch 4 and 6), each
+        // block of up to 24 output channels goes `fewTilesChunk` input channels at a time (`chunkedProducts`): whole,
+        // its U was 5.3 MB for 1536 input channels, written to and read back from the last-level cache, and the next
+        // block's weights, prefetched into L2 during the products, did not stay there. `bench kernels`, five
+        // alternating runs: 1536 → 1536 at 8×8, batch 2, best 10.5–10.8 against 11.8–12.5 ms (blocks of eight, 8 × 8
+        // tile); 1152 → 1152 at 16×16 17.8–19.3 against 18.1–19.2 ms. At first only a last panel of eight tiles was
+        // chunked; with 16 tiles (8×8 at 4 rows, U 10.6 MB for 3072 input channels) chunking took the 13 1536 → 1536
+        // layers from 0.31 to 0.26 s and the three 3072 → 1536 from 0.23 to 0.12 s (`bench unet --batch 2 --layers`,
+        // two alternating rounds), and with one whole panel and none after it (24 tiles, 8×8 at 6 rows) the level from
+        // 0.81–0.95 to 0.63–0.72 s (`--batch 3`).
+        let chunked = own && wide && blockOut <= fewTilesBlock(wide: true)
         // M's rows: whole pairs when chunked (the AVX-512VL products write both panels of a pair).
         let blockRows = chunked ? PanelGEMM.packedCount(rows: blockOut, k: 1) : PanelGEMM.packedRows(blockOut)
         let uCount = points * T.plane(PanelGEMM.packedCount(rows: blockOut, k: cin))
@@ -323,13 +324,12 @@ extension Kernels {
                         }
                     }
                     let fetch = xi < nextRows ? UnsafeRawPointer(wp + (nextFirst + xi) * cin * 9 + nextC0 * 9) : nil
-                    // The last panel (8 or 16 wide) eight columns at a time; the first eight fetch.
+                    // The last, partial panel (8, 16 or 24 wide) eight columns at a time; the first eight fetch.
                     let width = columns.tail
                     for g in stride(from: 0, to: width, by: 8) {
                         kw_gemm_rows_x8(
                             n, pairs, ux, PanelGEMM.aStep * n, vx + tail * cin + c0 * width + g, width, mx + tail + g,
-                            ldm, c0 > 0 ? 1 : 0, g == 0 ? fetch?.assumingMemoryBound(to: CChar.self) : nil,
-                            g == 0 && fetch != nil ? lines : 0)
+                            ldm, c0 > 0 ? 1 : 0, g == 0 ? fetch?.assumingMemoryBound(to: CChar.self) : nil, lines)
                     }
                 }
                 c0 += n
