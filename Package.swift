@@ -63,7 +63,7 @@ let package = Package(
         .target(
             name: "Worker",
             dependencies: [
-                "Kandinsky", "JobQueue", "ResultStore", "Systemd", .product(name: "Yams", package: "Yams"),
+                "Tensor", "Kandinsky", "JobQueue", "ResultStore", "Systemd", .product(name: "Yams", package: "Yams"),
                 .product(name: "NIOCore", package: "swift-nio"), .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOHTTP1", package: "swift-nio"),
                 .product(name: "Prometheus", package: "swift-prometheus"),
@@ -89,7 +89,7 @@ let package = Package(
         .testTarget(
             name: "WorkerTests",
             dependencies: [
-                "Worker", "JobQueue", "Kandinsky", "ResultStore", "TestSupport",
+                "Worker", "JobQueue", "Kandinsky", "ResultStore", "Tensor", "TestSupport",
                 .product(name: "Logging", package: "swift-log"),
             ]),
         .testTarget(name: "SystemdTests", dependencies: ["Systemd", "TestSupport"]),

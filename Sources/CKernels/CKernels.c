@@ -55,13 +55,27 @@ __attribute__((target("avx2,fma"))) static float kw_fma_loop(ptrdiff_t iteration
     return sum[0];
 }
 
+// The same with sixteen-lane vectors (AVX-512F).
+__attribute__((target("avx2,fma,avx512f"))) static float kw_fma_loop16(ptrdiff_t iterations) {
+    __m512 acc[12];
+    for (int i = 0; i < 12; i++) acc[i] = _mm512_set1_ps(0.001f * (float)i);
+    const __m512 m = _mm512_set1_ps(0.9999f), c = _mm512_set1_ps(0.0001f);
+    for (ptrdiff_t n = 0; n < iterations; n++) {
+        _Pragma("clang loop unroll(full)") for (int i = 0; i < 12; i++) acc[i] = _mm512_fmadd_ps(acc[i], m, c);
+    }
+    __m512 sum = acc[0];
+    for (int i = 1; i < 12; i++) sum = _mm512_add_ps(sum, acc[i]);
+    return sum[0];
+}
+
 static int kw_has_fma(void) {
     __builtin_cpu_init();
     return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
 }
 
-// Floating-point operations per round of `kw_fma_loop`; `kw_fma_peak` (after the processor-specific code) runs it.
-#define KW_FMA_FLOPS_PER_ROUND (12.0 * 8 * 2)
+// Floating-point operations per round of `kw_fma_loop` per lane; `kw_fma_peak` (after the processor-specific code)
+// runs it or `kw_fma_loop16`.
+#define KW_FMA_FLOPS_PER_LANE_ROUND (12.0 * 2)
 #define KW_FMA_PEAK
 #define KW_AVX512 __attribute__((target("avx2,fma,avx512f,avx512vl")))
 
@@ -141,6 +155,37 @@ KW_AVX512 void kw_gemm_8x24(ptrdiff_t k, const float *a, const float *b, float *
     for (; i < k; i++) kw_8x24_step(acc, a + 8 * i, b + 24 * i);
     for (int r = 0; r < 8; r++)
         for (int j = 0; j < 3; j++) _mm256_storeu_ps(c + r * ldc + 8 * j, acc[r][j]);
+}
+
+// One step of k of the 8 × 48 tile: two neighbouring panels of 24 columns (b and b2) as three 16-lane vectors
+// (columns 16–23 of the first and 0–7 of the second joined in one), eight broadcasts of A, 24 multiply-adds.
+KW_AVX512 static inline void kw_8x48_step(__m512 acc[8][3], const float *a, const float *b, const float *b2) {
+    __m512 x0 = _mm512_loadu_ps(b);
+    __m512 x1 = _mm512_castpd_ps(_mm512_insertf64x4(_mm512_castpd256_pd512(_mm256_castps_pd(_mm256_loadu_ps(b + 16))),
+                                                    _mm256_castps_pd(_mm256_loadu_ps(b2)), 1));
+    __m512 x2 = _mm512_loadu_ps(b2 + 8);
+    for (int r = 0; r < 8; r++) {
+        __m512 s = _mm512_set1_ps(a[r]);
+        acc[r][0] = _mm512_fmadd_ps(s, x0, acc[r][0]);
+        acc[r][1] = _mm512_fmadd_ps(s, x1, acc[r][1]);
+        acc[r][2] = _mm512_fmadd_ps(s, x2, acc[r][2]);
+    }
+}
+
+// Every element of C is the same chain of multiply-adds over k, in the same order, as in `kw_gemm_8x24`.
+KW_AVX512 void kw_gemm_8x48(ptrdiff_t k, const float *a, const float *b, float *c, ptrdiff_t ldc) {
+    __m512 acc[8][3];
+    for (int r = 0; r < 8; r++)
+        for (int j = 0; j < 3; j++) acc[r][j] = _mm512_setzero_ps();
+    const float *b2 = b + 24 * k;
+    ptrdiff_t i = 0;
+    for (; i + 4 <= k; i += 4) {
+        _Pragma("clang loop unroll(full)") for (int u = 0; u < 4; u++)
+            kw_8x48_step(acc, a + 8 * (i + u), b + 24 * (i + u), b2 + 24 * (i + u));
+    }
+    for (; i < k; i++) kw_8x48_step(acc, a + 8 * i, b + 24 * i, b2 + 24 * i);
+    for (int r = 0; r < 8; r++)
+        for (int j = 0; j < 3; j++) _mm512_storeu_ps(c + r * ldc + 16 * j, acc[r][j]);
 }
 
 // The first `count` floats of v at p (all eight at once when count is 8).
@@ -341,6 +386,11 @@ void kw_gemm_8x24(ptrdiff_t k, const float *a, const float *b, float *c, ptrdiff
         }
 }
 
+void kw_gemm_8x48(ptrdiff_t k, const float *a, const float *b, float *c, ptrdiff_t ldc) {
+    kw_gemm_8x24(k, a, b, c, ldc);
+    kw_gemm_8x24(k, a, b + 24 * k, c + 24, ldc);
+}
+
 static void kw_f6_output_scalar(float m[8]) {
     float p = m[1] + m[2], q = m[1] - m[2], s = m[3] + m[4], d = m[3] - m[4], u = m[5] + m[6], w = m[5] - m[6];
     float o[6] = {m[0] + p + s + u, q + 2 * d + 0.5f * w, p + 4 * s + 0.25f * u, q + 8 * d + 0.125f * w,
@@ -512,6 +562,7 @@ void kw_winograd_f4_filters(const float *g, ptrdiff_t count, float *dst, ptrdiff
 
 struct kw_fma_job {
     ptrdiff_t iterations;
+    int lanes;
     atomic_int *go;
     volatile float result;
 };
@@ -521,7 +572,8 @@ static void *kw_fma_thread(void *argument) {
     struct kw_fma_job *job = argument;
     while (!atomic_load_explicit(job->go, memory_order_acquire)) {}
 #ifdef KW_FMA_PEAK
-    if (job->iterations > 0) job->result = kw_fma_loop(job->iterations);
+    if (job->iterations > 0)
+        job->result = job->lanes == 16 ? kw_fma_loop16(job->iterations) : kw_fma_loop(job->iterations);
 #endif
     return NULL;
 }
@@ -532,16 +584,17 @@ static double kw_seconds(void) {
     return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec;
 }
 
-double kw_fma_peak(int threads, ptrdiff_t iterations) {
+double kw_fma_peak(int threads, ptrdiff_t iterations, int lanes) {
 #ifdef KW_FMA_PEAK
     enum { most = 256 };
     if (!kw_has_fma() || threads < 1 || threads > most || iterations < 1) return -1;
+    if (lanes != 8 && (lanes != 16 || !kw_has_avx512())) return -1;
     pthread_t ids[most];
     struct kw_fma_job jobs[most];
     atomic_int go = 0;
     int started = 0;
     for (; started < threads; started++) {
-        jobs[started] = (struct kw_fma_job){iterations, &go, 0};
+        jobs[started] = (struct kw_fma_job){iterations, lanes, &go, 0};
         if (pthread_create(&ids[started], NULL, kw_fma_thread, &jobs[started]) != 0) break;
     }
     if (started < threads) {
@@ -552,10 +605,11 @@ double kw_fma_peak(int threads, ptrdiff_t iterations) {
     for (int i = 0; i < started; i++) pthread_join(ids[i], NULL);
     double elapsed = kw_seconds() - begin;
     if (started < threads) return -1;
-    return (double)threads * (double)iterations * KW_FMA_FLOPS_PER_ROUND / elapsed / 1e9;
+    return (double)threads * (double)iterations * lanes * KW_FMA_FLOPS_PER_LANE_ROUND / elapsed / 1e9;
 #else
     (void)threads;
     (void)iterations;
+    (void)lanes;
     return -1;
 #endif
 }

@@ -1,4 +1,5 @@
 import COpenBLAS
+import Foundation
 
 /// The one place that calls OpenBLAS. Every product in the kernels goes through `sgemm` here.
 ///
@@ -80,5 +81,56 @@ public enum BLAS {
     public static var coreName: String {
         guard let name = openblas_get_corename() else { return "unknown" }
         return String(cString: name)
+    }
+
+    /// `coreName`, and where `kandinsky-worker` chose it (see `coreTypeForProcessor`), what OpenBLAS had detected.
+    public static var coreDescription: String {
+        let environment = ProcessInfo.processInfo.environment
+        guard let detected = environment[detectedCoreVariable], environment[coreTypeVariable] != nil else {
+            return coreName
+        }
+        return "\(coreName) (set by kandinsky-worker; OpenBLAS detected \(detected))"
+    }
+
+    /// The variable OpenBLAS reads once, as it loads, to take a kernel family by name instead of detecting one.
+    public static let coreTypeVariable = "OPENBLAS_CORETYPE"
+    /// Where `kandinsky-worker` keeps what OpenBLAS detected when it restarted itself with `OPENBLAS_CORETYPE` set.
+    public static let detectedCoreVariable = "KANDINSKY_WORKER_BLAS_DETECTED"
+
+    /// The widest vector instructions of OpenBLAS's x86-64 kernel families, by name as `openblas_get_corename`
+    /// gives them: 2 for AVX-512 (SkylakeX and later), 1 for AVX2 with FMA; the rest (Prescott, Nehalem,
+    /// Sandybridge, …: SSE and AVX without FMA) 0.
+    static func vectorLevel(core: String) -> Int {
+        switch core.lowercased() {
+        case "skylakex", "cooperlake", "sapphirerapids": 2
+        case "haswell", "zen", "excavator": 1
+        default: 0
+        }
+    }
+
+    /// The widest vector instructions a processor with these flags offers OpenBLAS's kernels, as in
+    /// `vectorLevel(core:)`.
+    static func vectorLevel(flags: Set<String>) -> Int {
+        if ["avx512f", "avx512cd", "avx512bw", "avx512dq", "avx512vl"].allSatisfy(flags.contains) { return 2 }
+        return flags.contains("avx2") && flags.contains("fma") ? 1 : 0
+    }
+
+    /// The `OPENBLAS_CORETYPE` to restart with, or nil: where OpenBLAS picked a family for older processors than this
+    /// one, because its detection does not know the model yet (Debian 12's 0.3.21 gives an Emerald Rapids Xeon its
+    /// SSE3 Prescott kernel: sgemm at 35–40 GFLOP/s on 2 cores where its SkylakeX kernel reaches 230–260), the
+    /// family that the processor's flags (`/proc/cpuinfo`) allow: SkylakeX for AVX-512 (F, CD, BW, DQ and VL, what
+    /// OpenBLAS's AVX-512 kernels use), Haswell for AVX2 with FMA. Never where `OPENBLAS_CORETYPE` is set already:
+    /// an operator's choice stands, and the restarted process sees its own.
+    public static func coreTypeForProcessor(
+        detected: String, flags: Set<String>, environment: [String: String]
+    ) -> String? {
+        #if arch(x86_64)
+            guard environment[coreTypeVariable] == nil else { return nil }
+            let level = vectorLevel(flags: flags)
+            guard level > vectorLevel(core: detected) else { return nil }
+            return level == 2 ? "SkylakeX" : "Haswell"
+        #else
+            return nil
+        #endif
     }
 }

@@ -129,12 +129,18 @@ public enum KernelBenchmark {
         }
     }
 
+    /// Whether the Winograd products take pairs of whole panels in sixteen-lane vectors (`PanelGEMM.sixteenLanes`).
+    public static var sixteenLaneProducts: Bool { PanelGEMM.sixteenLanes }
+
     /// The cores' multiply-add peak in GFLOP/s: `threads` threads started together, each on register-only fused
-    /// multiply-adds (`kw_fma_peak`, ≈ 0.2 s a run on a core of 100 GFLOP/s), the best of `repeats` runs; nil where the
+    /// multiply-adds in the widest vectors the processor has (16 lanes with AVX-512, else 8; `kw_fma_peak`, ≈ 0.2 s a
+    /// run on a core of 100 GFLOP/s), the best of `repeats` runs; nil where the
     /// processor has no AVX2 and FMA. No kernel that reads memory can pass it: what a kernel leaves below it is what
     /// there is left to win.
     public static func fmaPeak(threads: Int, repeats: Int = 3) -> Double? {
-        let best = (0..<max(1, repeats)).map { _ in kw_fma_peak(Int32(threads), 100_000_000) }.max() ?? -1
+        let lanes: Int32 = PanelGEMM.wide ? 16 : 8
+        let iterations = 100_000_000 / Int(lanes / 8)
+        let best = (0..<max(1, repeats)).map { _ in kw_fma_peak(Int32(threads), iterations, lanes) }.max() ?? -1
         return best > 0 ? best : nil
     }
 

@@ -5,6 +5,7 @@ import Logging
 import ResultStore
 import ServiceLifecycle
 import Systemd
+import Tensor
 
 /// `kandinsky-worker serve`: a prelude (configuration, Redis, model load, warm-up), then the worker's loops until
 /// SIGTERM or SIGINT.
@@ -176,7 +177,9 @@ public final class WorkerDaemon: @unchecked Sendable {
             lastBeat = Date()
         }
         metrics.ready.set(1.0)
-        log("worker \(name) ready: queues \(c.queues.joined(separator: ", ")), store \(c.storeRoot)")
+        log(
+            "worker \(name) ready: queues \(c.queues.joined(separator: ", ")), store \(c.storeRoot); "
+                + "\(BLAS.threads) compute threads, OpenBLAS kernel \(BLAS.coreDescription)")
         notify(["READY=1", "STATUS=ready: 0 jobs done"])
         return worker
     }

@@ -42,7 +42,7 @@ struct Bench: ParsableCommand {
         func run() throws {
             if let threads { BLAS.threads = threads }
             print(
-                "OpenBLAS \(BLAS.coreName) kernel, \(BLAS.threads) threads; compute pool \(ComputePool.shared.threadCount) threads"
+                "OpenBLAS \(BLAS.coreDescription) kernel, \(BLAS.threads) threads; compute pool \(ComputePool.shared.threadCount) threads"
             )
             let peak = KernelBenchmark.sgemm(repeats: repeats)
             report(peak, peak: peak.gflops)
@@ -50,8 +50,9 @@ struct Bench: ParsableCommand {
             if let fma {
                 print(
                     String(
-                        format: "%-28@ %7.1f GFLOP/s; sgemm %.2f × that", "multiply-add peak (registers only)", fma,
-                        peak.gflops / fma))
+                        format: "%-28@ %7.1f GFLOP/s; sgemm %.2f × that; Winograd products in %d-lane tiles",
+                        "multiply-add peak (registers only)", fma, peak.gflops / fma,
+                        KernelBenchmark.sixteenLaneProducts ? 16 : 8))
             } else {
                 print("multiply-add peak: not measured (needs AVX2 and FMA)")
             }

@@ -53,7 +53,7 @@ struct ModelBenchOptions: ParsableArguments {
     func prepare() -> String {
         if let threads { BLAS.threads = threads }
         let source = model.map { "model \($0)" } ?? "preset \(preset) (zero weights in memory)"
-        return "OpenBLAS \(BLAS.coreName) kernel; \(BLAS.threads) threads; \(source)"
+        return "OpenBLAS \(BLAS.coreDescription) kernel; \(BLAS.threads) threads; \(source)"
     }
 
     var config: ModelConfig {

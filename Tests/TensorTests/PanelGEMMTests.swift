@@ -15,15 +15,17 @@ import Testing
         (12, 40, 9), (28, 16, 5),
     ]
 
-    /// Both sets of register tiles where the processor has AVX-512VL, the AVX2 ones alone elsewhere.
-    static let tileSets = PanelGEMM.wide ? [false, true] : [false]
+    /// Every set of register tiles the processor can run: with AVX-512VL the wide ones too, with and without the
+    /// sixteen-lane 8 × 48 tile (which is used only where it is faster, but runs on any AVX-512 processor).
+    static let tileSets = PanelGEMM.wide ? [Tiles.avx2, .wide, .sixteen] : [.avx2]
 
-    @Test(arguments: cases, tileSets)
-    func matchesPlainProduct(_ c: (Int, Int, Int), wide: Bool) {
-        let (rows, count, k) = c
-        var rng = SeededGenerator(seed: 11)
-        let a = rng.floats(rows * k, in: -1...1)  // [rows][k]
-        let b = rng.floats(k * count, in: -1...1)  // [k][count]
+    enum Tiles: CaseIterable, Sendable { case avx2, wide, sixteen }
+
+    /// C = A·B through `PanelGEMM.multiply` with `tiles`, C's padding columns NaN.
+    static func product(
+        _ a: [Float], rows: Int, _ b: [Float], columns count: Int, k: Int, tiles: Tiles,
+        prefetch lines: UnsafeRawPointer? = nil
+    ) -> [Float] {
         let columns = PanelGEMM.Columns(count)
         let panels = PanelGEMM.packedRows(rows) / PanelGEMM.panelRows
         var packedA = [Float](repeating: 0, count: PanelGEMM.packedCount(rows: rows, k: k))
@@ -36,31 +38,43 @@ import Testing
             for j in 0..<count { packedB[columns.offset(row: i, column: j, rows: k)] = b[i * count + j] }
         }
         var out = [Float](repeating: .nan, count: panels * PanelGEMM.panelRows * columns.padded)
-        var prefetching = out
-        let lines = [Float](repeating: 0, count: 16 * 64)
+        let prefetch = lines.map { PanelGEMM.Prefetch(start: $0, lines: 64) } ?? .none
         packedA.withUnsafeBufferPointer { pa in
             packedB.withUnsafeBufferPointer { pb in
                 out.withUnsafeMutableBufferPointer { pc in
                     PanelGEMM.multiply(
                         a: pa.baseAddress!, rowPanels: panels, b: pb.baseAddress!, columns: columns, k: k,
-                        c: pc.baseAddress!, ldc: columns.padded, wide: wide)
-                }
-                // The same product while the 8- and 16-wide tiles prefetch lines (their steps of k then run in groups
-                // of eight, the last one partial).
-                lines.withUnsafeBufferPointer { pl in
-                    prefetching.withUnsafeMutableBufferPointer { pc in
-                        PanelGEMM.multiply(
-                            a: pa.baseAddress!, rowPanels: panels, b: pb.baseAddress!, columns: columns, k: k,
-                            c: pc.baseAddress!, ldc: columns.padded,
-                            prefetch: PanelGEMM.Prefetch(start: UnsafeRawPointer(pl.baseAddress!), lines: 64),
-                            wide: wide)
-                    }
+                        c: pc.baseAddress!, ldc: columns.padded, prefetch: prefetch, wide: tiles != .avx2,
+                        sixteen: tiles == .sixteen)
                 }
             }
         }
+        return out
+    }
+
+    @Test(arguments: cases, tileSets)
+    func matchesPlainProduct(_ c: (Int, Int, Int), tiles: Tiles) {
+        let (rows, count, k) = c
+        var rng = SeededGenerator(seed: 11)
+        let a = rng.floats(rows * k, in: -1...1)  // [rows][k]
+        let b = rng.floats(k * count, in: -1...1)  // [k][count]
+        let columns = PanelGEMM.Columns(count)
+        let out = Self.product(a, rows: rows, b, columns: count, k: k, tiles: tiles)
+        // The same product while the 8- and 16-wide tiles prefetch lines (their steps of k then run in groups of
+        // eight, the last one partial).
+        let lines = [Float](repeating: 0, count: 16 * 64)
+        let prefetching = lines.withUnsafeBufferPointer { pl in
+            Self.product(
+                a, rows: rows, b, columns: count, k: k, tiles: tiles, prefetch: UnsafeRawPointer(pl.baseAddress!))
+        }
+        if tiles == .sixteen {
+            // The 8 × 48 tile runs each element's multiply-adds in the 8 × 24 tile's order: the same bits.
+            let eight = Self.product(a, rows: rows, b, columns: count, k: k, tiles: .wide)
+            #expect(out.map(\.bitPattern) == eight.map(\.bitPattern), "rows \(rows), columns \(count), k \(k)")
+        }
         #expect(
             out.map(\.bitPattern) == prefetching.map(\.bitPattern),
-            "rows \(rows), columns \(count), k \(k), wide \(wide)")
+            "rows \(rows), columns \(count), k \(k), tiles \(tiles)")
         var worst = 0.0
         for r in 0..<rows {
             for j in 0..<count {
@@ -69,7 +83,7 @@ import Testing
                 worst = max(worst, abs(Double(out[r * columns.padded + j]) - sum))
             }
         }
-        #expect(worst <= 1e-5 * Double(k), "rows \(rows), columns \(count), k \(k), wide \(wide): max error \(worst)")
+        #expect(worst <= 1e-5 * Double(k), "rows \(rows), columns \(count), k \(k), tiles \(tiles): max error \(worst)")
     }
 
     @Test func prefetchLinesAreHandedOutOnePerEightStepsOfK() {

@@ -2,6 +2,9 @@ import Foundation
 import TestSupport
 import Testing
 
+@testable import Tensor
+@testable import Worker
+
 /// `kandinsky-worker bench kernels --json` as a report reads it: the real binary on one UNet shape.
 @Suite struct BenchCommandTests {
     @Test func kernelsRatioIsTheSlowestPickedAlgorithmsNotAForcedAlternative() throws {
@@ -12,6 +15,15 @@ import Testing
             logDirectory: dir.path, captureOutput: true)
         #expect(eventually(timeout: 120) { !process.isRunning })
         #expect(process.terminate() == 0, "\(process.log)")
+        // The OpenBLAS kernel it ran: as wide as the processor allows (the worker restarts itself with
+        // OPENBLAS_CORETYPE set where OpenBLAS's detection fell short), or the family the environment chose.
+        let header = try #require(process.output.split(separator: "\n").first, "no output: \(process.log)")
+        let core = try #require(header.split(separator: " ").dropFirst().first.map(String.init), "\(header)")
+        if let chosen = ProcessInfo.processInfo.environment["OPENBLAS_CORETYPE"] {
+            #expect(!header.contains("set by kandinsky-worker"), "\(header) with OPENBLAS_CORETYPE=\(chosen)")
+        } else if let flags = ProcessorCheck.flags() {
+            #expect(BLAS.vectorLevel(core: core) >= BLAS.vectorLevel(flags: flags), "\(header)")
+        }
         let last = try #require(process.output.split(separator: "\n").last, "no output: \(process.log)")
         let object = try #require(try JSONSerialization.jsonObject(with: Data(last.utf8)) as? [String: Any])
         let sgemm = try #require(object["sgemm_gflops"] as? Double)
@@ -41,6 +53,15 @@ import Testing
             logDirectory: dir.path, captureOutput: true)
         #expect(eventually(timeout: 120) { !process.isRunning })
         #expect(process.terminate() == 0, "\(process.log)")
+        // The OpenBLAS kernel it ran: as wide as the processor allows (the worker restarts itself with
+        // OPENBLAS_CORETYPE set where OpenBLAS's detection fell short), or the family the environment chose.
+        let header = try #require(process.output.split(separator: "\n").first, "no output: \(process.log)")
+        let core = try #require(header.split(separator: " ").dropFirst().first.map(String.init), "\(header)")
+        if let chosen = ProcessInfo.processInfo.environment["OPENBLAS_CORETYPE"] {
+            #expect(!header.contains("set by kandinsky-worker"), "\(header) with OPENBLAS_CORETYPE=\(chosen)")
+        } else if let flags = ProcessorCheck.flags() {
+            #expect(BLAS.vectorLevel(core: core) >= BLAS.vectorLevel(flags: flags), "\(header)")
+        }
         let last = try #require(process.output.split(separator: "\n").last, "no output: \(process.log)")
         let object = try #require(try JSONSerialization.jsonObject(with: Data(last.utf8)) as? [String: Any])
         let runs = try #require(object["runs"] as? [[String: Double]], "\(object)")

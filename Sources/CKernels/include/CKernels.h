@@ -54,10 +54,11 @@ void kw_winograd_f6_output_columns(const float *m, ptrdiff_t stride, ptrdiff_t c
 /// in order of l (so with dstStride 6 each store overwrites the two spare floats of the one before).
 void kw_winograd_f6_output_group(const float *e, ptrdiff_t stride, float bias, float *dst, ptrdiff_t dstStride);
 
-/// GFLOP/s of `threads` threads started together, each running `iterations` rounds of twelve independent eight-lane
-/// fused multiply-adds on registers only (no memory): the cores' multiply-add peak, against which a kernel's speed
-/// says how much is left. -1 where the processor has no AVX2 and FMA (or off x86-64), or a thread could not start.
-double kw_fma_peak(int threads, ptrdiff_t iterations);
+/// GFLOP/s of `threads` threads started together, each running `iterations` rounds of twelve independent fused
+/// multiply-adds of `lanes` (8 or 16) lanes on registers only (no memory): the cores' multiply-add peak, against
+/// which a kernel's speed says how much is left. -1 where the processor has no AVX2 and FMA (or off x86-64), for
+/// 16 lanes no AVX-512 (`kw_has_avx512`), or where a thread could not start.
+double kw_fma_peak(int threads, ptrdiff_t iterations, int lanes);
 
 /// Whether this processor has AVX-512F and AVX-512VL (so `kw_gemm_rows_x8` and `kw_gemm_8x24` may run, and the F(4×4)
 /// filter transform takes its 32-register build): checked once.
@@ -76,6 +77,12 @@ void kw_gemm_rows_x8(ptrdiff_t k, ptrdiff_t pairs, const float *a, ptrdiff_t pai
 /// rows `ldc` apart: 24 accumulators in AVX-512VL's 32 registers, 11 loads per 24 multiply-adds (the 4 × 24 tile's
 /// 7 per 12), so each step of B is read once for eight rows. Only where `kw_has_avx512()`.
 void kw_gemm_8x24(ptrdiff_t k, const float *a, const float *b, float *c, ptrdiff_t ldc);
+
+/// C[8][48] = Aᵀ·B for one pair of packed A and two neighbouring 24-wide panels of B (the second at `b + 24 · k`),
+/// in sixteen-lane vectors: 24 accumulators, 12 loads per 24 multiply-adds of 16 lanes. Each element of C is the
+/// same chain of multiply-adds as in `kw_gemm_8x24`, so the two give the same bits. Only where `kw_has_avx512()`;
+/// faster only where the cores multiply-add 16 lanes at about twice the rate of 8 (two 512-bit units).
+void kw_gemm_8x48(ptrdiff_t k, const float *a, const float *b, float *c, ptrdiff_t ldc);
 
 /// Asks for the cache line at `p` to be brought into L2 (`prefetcht1`): a hint, never a fault, whatever `p` is.
 static inline void kw_prefetch(const void *p) { __builtin_prefetch(p, 0, 2); }

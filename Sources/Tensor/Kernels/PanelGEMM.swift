@@ -66,6 +66,24 @@ enum PanelGEMM {
     /// against a 24-wide one (`kw_gemm_8x24`: 11 per 24, against the 4 × 24 tile's 7 per 12).
     static let wide = kw_has_avx512() != 0
 
+    /// Whether to multiply pairs of 24-wide panels in sixteen-lane vectors (`kw_gemm_8x48`): where the processor has
+    /// AVX-512VL and its cores multiply-add sixteen lanes at least 1.5 times as fast as eight (`fmaLaneRatio`),
+    /// i.e. have two 512-bit units. On an Emerald Rapids Xeon (2.0 ×) the UNet's 64×64 and 32×32 levels took
+    /// 30.5–30.6 ms against 41.1–41.6 (384 → 384) and 29.2–30.5 against 37.5–37.6 (768 → 768; `bench kernels`,
+    /// two alternating rounds). Where 512-bit multiply-adds run as two halves (Zen 4) the tile would do the same
+    /// work in as many cycles, and the choice leaves the results' bits as they are either way.
+    public static let sixteenLanes = wide && fmaLaneRatio() >= 1.5
+
+    /// The rate of sixteen-lane multiply-adds over eight-lane ones on one core (`kw_fma_peak`, best of three runs of
+    /// ≈ 2 ms each); 0 without AVX-512.
+    static func fmaLaneRatio() -> Double {
+        func best(_ lanes: Int32) -> Double {
+            (0..<3).map { _ in kw_fma_peak(1, 1_000_000, lanes) }.max() ?? -1
+        }
+        let (eight, sixteen) = (best(8), best(16))
+        return eight > 0 && sixteen > 0 ? sixteen / eight : 0
+    }
+
     /// Floats per step of k in a packed A: a pair of panels.
     static let aStep = 2 * panelRows
 
@@ -115,13 +133,15 @@ enum PanelGEMM {
     }
 
     /// C[0..<4·rowPanels][0..<columns.padded] = A·B, C's rows `ldc` apart; `prefetch` spread over the register tiles;
-    /// `wide`: the AVX-512VL tiles (pairs of row panels against 24- and 8-wide panels of B).
+    /// `wide`: the AVX-512VL tiles (pairs of row panels against 24- and 8-wide panels of B); `sixteen` (with `wide`):
+    /// pairs of whole 24-wide panels in sixteen-lane vectors (`kw_gemm_8x48`).
     ///
     /// Panels of B are taken one at a time and met by every panel of A (blocks of A up to about 256 KiB, so a block
     /// stays in the core's L2 across the panels of B while each panel of B stays in L1).
     static func multiply(
         a: UnsafePointer<Float>, rowPanels: Int, b: UnsafePointer<Float>, columns: Columns, k: Int,
-        c: UnsafeMutablePointer<Float>, ldc: Int, prefetch: Prefetch = .none, wide: Bool = PanelGEMM.wide
+        c: UnsafeMutablePointer<Float>, ldc: Int, prefetch: Prefetch = .none, wide: Bool = PanelGEMM.wide,
+        sixteen: Bool = PanelGEMM.sixteenLanes
     ) {
         var prefetch = prefetch
         let panelFloats = panelRows * k
@@ -131,9 +151,28 @@ enum PanelGEMM {
         var first = 0
         while first < rowPanels {
             let last = min(rowPanels, first + block)
-            for p in 0..<columns.panels {
+            var p = 0
+            while p < columns.panels {
                 let bp = b + p * panelColumns * k
                 let cp = c + p * panelColumns
+                defer { p += 1 }
+                if wide && sixteen && p + 1 < columns.fullPanels {
+                    // Two whole panels at once in sixteen-lane vectors (`kw_gemm_8x48`).
+                    var r = first
+                    while r + 1 < last {
+                        kw_gemm_8x48(k, panel(r), bp, cp + r * panelRows * ldc, ldc)
+                        r += 2
+                    }
+                    while r < last {
+                        kernel4x24(k, panel(r), bp, cp + r * panelRows * ldc, ldc, add: false)
+                        kernel4x24(
+                            k, panel(r), bp + panelColumns * k, cp + panelColumns + r * panelRows * ldc, ldc,
+                            add: false)
+                        r += 1
+                    }
+                    p += 1
+                    continue
+                }
                 switch columns.width(p) {
                 case 24:
                     // With AVX-512VL both panels of a pair at once (`kw_gemm_8x24`: each step of B read once for
