@@ -131,6 +131,64 @@ void kw_gemm_rows_x8(ptrdiff_t k, ptrdiff_t pairs, const float *a, ptrdiff_t pai
     }
 }
 
+// `2Q` consecutive pairs of A against eight columns of B in sixteen-lane vectors: acc[t][q] holds rows 16q…16q+15 of
+// column t (pair 2q in the low half, 2q + 1 in the high one). Each element is the same chain of multiply-adds as in
+// `kw_gemm_rows_x8`.
+#define KW_ROWS_X16(Q)                                                                                                \
+    KW_AVX512 static inline void kw_rows_x16_step_##Q(__m512 acc[8][Q], const float *a, ptrdiff_t pairStride,        \
+                                                      const float *b) {                                               \
+        __m512 av[Q];                                                                                                  \
+        for (int q = 0; q < Q; q++)                                                                                    \
+            av[q] = _mm512_castpd_ps(_mm512_insertf64x4(                                                               \
+                _mm512_castpd256_pd512(_mm256_castps_pd(_mm256_loadu_ps(a + 2 * q * pairStride))),                    \
+                _mm256_castps_pd(_mm256_loadu_ps(a + (2 * q + 1) * pairStride)), 1));                                 \
+        for (int t = 0; t < 8; t++) {                                                                                  \
+            __m512 bt = _mm512_set1_ps(b[t]);                                                                          \
+            for (int q = 0; q < Q; q++) acc[t][q] = _mm512_fmadd_ps(av[q], bt, acc[t][q]);                            \
+        }                                                                                                              \
+    }                                                                                                                  \
+    KW_AVX512 static void kw_gemm_rows_x16_##Q(ptrdiff_t k, const float *a, ptrdiff_t pairStride, const float *b,    \
+                                              ptrdiff_t bStride, float *c, ptrdiff_t ldc, int add,                    \
+                                              const char *prefetch, ptrdiff_t lines) {                                \
+        __m512 acc[8][Q];                                                                                              \
+        for (int t = 0; t < 8; t++)                                                                                    \
+            for (int q = 0; q < Q; q++) acc[t][q] = _mm512_setzero_ps();                                              \
+        ptrdiff_t i = 0;                                                                                               \
+        if (!prefetch) lines = 0;                                                                                      \
+        ptrdiff_t per = k >= 8 ? (lines * 8 + k - 1) / k : lines;                                                      \
+        for (ptrdiff_t line = 0; i + 8 <= k; i += 8) {                                                                 \
+            for (ptrdiff_t q = 0; q < per && line < lines; q++, line++) __builtin_prefetch(prefetch + 64 * line, 0, 2); \
+            _Pragma("clang loop unroll(full)") for (int u = 0; u < 8; u++)                                             \
+                kw_rows_x16_step_##Q(acc, a + 8 * (i + u), pairStride, b + bStride * (i + u));                        \
+        }                                                                                                              \
+        for (; i < k; i++) kw_rows_x16_step_##Q(acc, a + 8 * i, pairStride, b + bStride * i);                         \
+        for (int q = 0; q < Q; q++)                                                                                    \
+            for (int h = 0; h < 2; h++) {                                                                              \
+                __m256 r[8];                                                                                           \
+                for (int t = 0; t < 8; t++)                                                                            \
+                    r[t] = h ? _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(acc[t][q]), 1))                \
+                             : _mm512_castps512_ps256(acc[t][q]);                                                      \
+                kw_transpose_registers(r);                                                                             \
+                for (int j = 0; j < 8; j++) {                                                                          \
+                    float *row = c + (16 * q + 8 * h + j) * ldc;                                                       \
+                    _mm256_storeu_ps(row, add ? _mm256_add_ps(r[j], _mm256_loadu_ps(row)) : r[j]);                      \
+                }                                                                                                      \
+            }                                                                                                          \
+    }
+
+KW_ROWS_X16(1)
+KW_ROWS_X16(2)
+KW_ROWS_X16(3)
+
+void kw_gemm_rows_x16(ptrdiff_t k, ptrdiff_t pairs, const float *a, ptrdiff_t pairStride, const float *b,
+                      ptrdiff_t bStride, float *c, ptrdiff_t ldc, int add, const char *prefetch, ptrdiff_t lines) {
+    switch (pairs) {
+    case 2: kw_gemm_rows_x16_1(k, a, pairStride, b, bStride, c, ldc, add, prefetch, lines); break;
+    case 4: kw_gemm_rows_x16_2(k, a, pairStride, b, bStride, c, ldc, add, prefetch, lines); break;
+    default: kw_gemm_rows_x16_3(k, a, pairStride, b, bStride, c, ldc, add, prefetch, lines); break;
+    }
+}
+
 // One step of k of the 8 × 24 tile: three vectors of B, eight broadcasts of A, 24 multiply-adds. The steps come in
 // runs of four, fully unrolled.
 KW_AVX512 static inline void kw_8x24_step(__m256 acc[8][3], const float *a, const float *b) {
@@ -384,6 +442,14 @@ void kw_gemm_8x24(ptrdiff_t k, const float *a, const float *b, float *c, ptrdiff
             for (ptrdiff_t i = 0; i < k; i++) sum += a[8 * i + row] * b[24 * i + t];
             c[row * ldc + t] = sum;
         }
+}
+
+void kw_gemm_rows_x16(ptrdiff_t k, ptrdiff_t pairs, const float *a, ptrdiff_t pairStride, const float *b,
+                      ptrdiff_t bStride, float *c, ptrdiff_t ldc, int add, const char *prefetch, ptrdiff_t lines) {
+    for (ptrdiff_t p = 0; p < pairs; p += 2) {
+        kw_gemm_rows_x8(k, 2, a + p * pairStride, pairStride, b, bStride, c + 8 * p * ldc, ldc, add, prefetch, lines);
+        prefetch = NULL;
+    }
 }
 
 void kw_gemm_8x48(ptrdiff_t k, const float *a, const float *b, float *c, ptrdiff_t ldc) {

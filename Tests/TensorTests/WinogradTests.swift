@@ -16,8 +16,10 @@ import Testing
     static func tolerance(_ algorithm: ConvAlgorithm) -> Double { algorithm == .winograd6 ? 2e-5 : 1e-5 }
     static let tolerance = 1e-5
     static let algorithms: [ConvAlgorithm] = [.winograd, .winograd6]
-    /// Without the AVX-512VL products, and with them where the processor has them (`PanelGEMM.wide`).
-    static let widths = PanelGEMM.wide ? [false, true] : [false]
+    /// Without the AVX-512VL products, and with them where the processor has them (`PanelGEMM.wide`): with eight-lane
+    /// and with sixteen-lane tiles (the latter used only where they are faster, but they run on any AVX-512
+    /// processor). (wide, sixteen)
+    static let tileSets = PanelGEMM.wide ? [(false, false), (true, false), (true, true)] : [(false, false)]
 
     /// The cases' budgets are written for F(4×4)'s 36 points (`36 · channels · …`); F(6×6) needs 64 for the same
     /// blocks and bands.
@@ -111,6 +113,11 @@ import Testing
         // 20 tiles: a last panel of 24 with four columns of padding; 24 tiles: one whole panel and none after it.
         (5, 140, 30, 8, 8, 36 * 140 * 24),
         (6, 140, 30, 8, 8, 36 * 140 * 24),
+        // With the sixteen-lane tiles: 8 tiles, two blocks of 48 output channels (six pairs of rows, three vectors)
+        // in chunks of 128, 128 and 44 input channels; 32 tiles, blocks of 32 (four pairs, two vectors) over a panel
+        // of 24 and one of 8, in chunks of 128 and 2. (Blocks of 24 and 8 with the eight-lane ones.)
+        (2, 300, 96, 8, 8, Kernels.winogradWeightBudget),
+        (2, 130, 64, 16, 16, 36 * 130 * 32),
     ]
 
     @Test(arguments: algorithms, cases + f6Cases)
@@ -122,17 +129,20 @@ import Testing
         let budget = Self.budget(c.5, algorithm, default: Kernels.winogradWeightBudget)
         let tolerance = Self.tolerance(algorithm)
         let (withBias, withoutBias) = (reference(x, w, b), reference(x, w, nil))
-        for wide in Self.widths {
+        for (wide, sixteen) in Self.tileSets {
             let y = Kernels.winogradConv3x3(
-                x, weight: w, bias: b, weightBudget: budget, algorithm: algorithm, wide: wide)
+                x, weight: w, bias: b, weightBudget: budget, algorithm: algorithm, wide: wide, sixteen: sixteen)
             #expect(y.shape == [c.0, c.2, c.3, c.4])
             let error = relativeError(y, withBias)
             #expect(
-                error <= tolerance, "Winograd \(algorithm) \(c) wide \(wide): max error / max|reference| = \(error)")
+                error <= tolerance,
+                "Winograd \(algorithm) \(c) wide \(wide) sixteen \(sixteen): max error / max|reference| = \(error)")
             let noBias = Kernels.winogradConv3x3(
-                x, weight: w, bias: nil, weightBudget: budget, algorithm: algorithm, wide: wide)
+                x, weight: w, bias: nil, weightBudget: budget, algorithm: algorithm, wide: wide, sixteen: sixteen)
             let errorNoBias = relativeError(noBias, withoutBias)
-            #expect(errorNoBias <= tolerance, "Winograd \(algorithm) \(c) wide \(wide) without bias: \(errorNoBias)")
+            #expect(
+                errorNoBias <= tolerance,
+                "Winograd \(algorithm) \(c) wide \(wide) sixteen \(sixteen) without bias: \(errorNoBias)")
         }
     }
 
@@ -212,15 +222,15 @@ import Testing
     }
 
     @Test func fewTilesTakeBlocksOfEightOrTwentyFourOutputChannels() {
-        // 16×16 at batch 2 (32 tiles): one group of eight, whatever the input channels; three with AVX-512VL.
-        for wide in [false, true] {
-            let group = wide ? 24 : 8
-            #expect(
-                Kernels.winogradBlockChannels(inChannels: 1152, tiles: 32, budget: 3 << 20, points: 36, wide: wide)
-                    == group)
-            #expect(
-                Kernels.winogradBlockChannels(inChannels: 2688, tiles: 32, budget: 3 << 20, points: 36, wide: wide)
-                    == group)
+        // 16×16 at batch 2 (32 tiles): one group of eight, whatever the input channels; three with AVX-512VL, six
+        // with its sixteen-lane tiles.
+        // Within the budget: 3·2²⁰ / (36 · 2688) is 32.
+        for (wide, sixteen, group) in [(false, false, 8), (false, true, 8), (true, false, 24), (true, true, 48)] {
+            for (cin, most) in [(1152, 75), (2688, 32)] {
+                let block = Kernels.winogradBlockChannels(
+                    inChannels: cin, tiles: 32, budget: 3 << 20, points: 36, wide: wide, sixteen: sixteen)
+                #expect(block == min(group, most), "wide \(wide), sixteen \(sixteen), \(cin) input channels")
+            }
         }
         // 32×32 (128 tiles): the budget decides (3·2²⁰ / (36 · 768)).
         #expect(Kernels.winogradBlockChannels(inChannels: 768, tiles: 128, budget: 3 << 20, points: 36) == 113)

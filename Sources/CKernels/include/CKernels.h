@@ -73,6 +73,11 @@ int kw_has_avx512(void);
 void kw_gemm_rows_x8(ptrdiff_t k, ptrdiff_t pairs, const float *a, ptrdiff_t pairStride, const float *b,
                      ptrdiff_t bStride, float *c, ptrdiff_t ldc, int add, const char *prefetch, ptrdiff_t lines);
 
+/// `kw_gemm_rows_x8` for 2, 4 or 6 pairs in sixteen-lane vectors (two pairs per vector, joined as they are loaded:
+/// 16 accumulators for four pairs, 24 for six), the same bits. Only where `kw_has_avx512()`.
+void kw_gemm_rows_x16(ptrdiff_t k, ptrdiff_t pairs, const float *a, ptrdiff_t pairStride, const float *b,
+                      ptrdiff_t bStride, float *c, ptrdiff_t ldc, int add, const char *prefetch, ptrdiff_t lines);
+
 /// C[8][24] = Aᵀ·B for one pair of `PanelGEMM`'s packed A (`[k][8]`) and one 24-wide panel of B (`[k][24]`), C's
 /// rows `ldc` apart: 24 accumulators in AVX-512VL's 32 registers, 11 loads per 24 multiply-adds (the 4 × 24 tile's
 /// 7 per 12), so each step of B is read once for eight rows. Only where `kw_has_avx512()`.

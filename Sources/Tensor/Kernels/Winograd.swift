@@ -57,7 +57,12 @@ extension Kernels {
     static let fewTiles = 32
     /// Output channels per block when the tiles are few: one group of the weight transform's eight; three with
     /// AVX-512VL (`PanelGEMM.wide`), whose products over the 8-wide panel of B take three pairs of rows at once.
-    static func fewTilesBlock(wide: Bool) -> Int { wide ? 24 : 8 }
+    ///
+    /// With the sixteen-lane products (`PanelGEMM.sixteenLanes`) six pairs (`kw_gemm_rows_x16`: two pairs per vector,
+    /// 24 accumulators); a chunk of U is then 885 KB (the L2 of this Emerald Rapids core: 2 MB). `bench
+    /// kernels`, Emerald Rapids, two alternating rounds: 1536 → 1536 at 8×8 13.4–14.4 ms against 16.4–16.8 (three
+    /// pairs, eight lanes) and 14.0–15.4 (four pairs); 1152 → 1152 at 16×16 19.5–21.1 against 27.9–29.4 and 21.1–21.4.
+    static func fewTilesBlock(wide: Bool, sixteen: Bool = false) -> Int { sixteen ? 48 : wide ? 24 : 8 }
     /// Input channels per chunk of a few-tile block when `wide`: its transformed weights (36 · 24 · 128 floats,
     /// 442 KB) and V's rows for it stay in L2 between the weight transform and the products.
     static let fewTilesChunk = 128
@@ -72,10 +77,12 @@ extension Kernels {
     /// the last-level cache from 1152 input channels), and shared blocks of ≈ 112 channels were faster (`bench unet
     /// --layers`, 1920 → 768: 0.10–0.11 against 0.14–0.15 s; 768 → 768 the same).
     static func winogradBlockChannels(
-        inChannels: Int, tiles: Int, budget: Int, points: Int, wide: Bool = PanelGEMM.wide
+        inChannels: Int, tiles: Int, budget: Int, points: Int, wide: Bool = PanelGEMM.wide,
+        sixteen: Bool = PanelGEMM.sixteenLanes
     ) -> Int {
         let channels = budget / (points * inChannels)
-        return max(1, tiles <= fewTiles ? min(channels, fewTilesBlock(wide: wide)) : channels)
+        let block = fewTilesBlock(wide: wide, sixteen: wide && sixteen)
+        return max(1, tiles <= fewTiles ? min(channels, block) : channels)
     }
 
     /// Input channels per interleaving of a group's eight rows of weights (`transformWeights`): 9 KiB of interleaved
@@ -130,26 +137,27 @@ extension Kernels {
     public static func winogradConv3x3(
         _ x: Tensor, weight: Tensor, bias: Tensor?, weightBudget: Int = winogradWeightBudget,
         inputBudget: Int = winogradInputBudget, upsampled: Bool = false, algorithm: ConvAlgorithm = .winograd,
-        wide: Bool? = nil
+        wide: Bool? = nil, sixteen: Bool? = nil
     ) -> Tensor {
         let wide = wide ?? PanelGEMM.wide
         precondition(!wide || PanelGEMM.wide, "AVX-512VL products asked for on a processor without AVX-512VL")
+        let sixteen = wide && (sixteen ?? PanelGEMM.sixteenLanes)
         switch algorithm {
         case .winograd6:
             return winograd(
                 WinogradF6.self, x, weight: weight, bias: bias, weightBudget: weightBudget, inputBudget: inputBudget,
-                upsampled: upsampled, wide: wide)
+                upsampled: upsampled, wide: wide, sixteen: sixteen)
         default:
             return winograd(
                 WinogradF4.self, x, weight: weight, bias: bias, weightBudget: weightBudget, inputBudget: inputBudget,
-                upsampled: upsampled, wide: wide)
+                upsampled: upsampled, wide: wide, sixteen: sixteen)
         }
     }
 
     /// `winogradConv3x3` with the tiling `T`.
     static func winograd<T: WinogradTiling>(
         _: T.Type, _ x: Tensor, weight: Tensor, bias: Tensor?, weightBudget: Int, inputBudget: Int, upsampled: Bool,
-        wide: Bool
+        wide: Bool, sixteen: Bool
     ) -> Tensor {
         precondition(x.rank == 4, "conv2d input must be [B, C, H, W], got \(x.shape)")
         let factor = upsampled ? 2 : 1
@@ -183,7 +191,7 @@ extension Kernels {
                     start: next.map { UnsafeRawPointer($0.baseAddress! + 16 * perProduct * xi) }, lines: mine)
                 PanelGEMM.multiply(
                     a: u + xi * uPlane, rowPanels: rows / PanelGEMM.panelRows, b: v + xi * vPlane, columns: columns,
-                    k: cin, c: m + xi * mPlane, ldc: columns.padded, prefetch: prefetch, wide: wide)
+                    k: cin, c: m + xi * mPlane, ldc: columns.padded, prefetch: prefetch, wide: wide, sixteen: sixteen)
             }
         }
 
@@ -240,7 +248,7 @@ extension Kernels {
         // block of output channels at a time.
         let tiles = tiling.count
         let perBlock = winogradBlockChannels(
-            inChannels: cin, tiles: tiles, budget: weightBudget, points: points, wide: wide)
+            inChannels: cin, tiles: tiles, budget: weightBudget, points: points, wide: wide, sixteen: sixteen)
         let evenBlocks = (cout + perBlock - 1) / perBlock
         // Blocks of (nearly) equal size, in whole groups of eight output channels (the weight transform's) from eight.
         let even = (cout + evenBlocks - 1) / evenBlocks
@@ -258,7 +266,7 @@ extension Kernels {
         // layers from 0.31 to 0.26 s and the three 3072 → 1536 from 0.23 to 0.12 s (`bench unet --batch 2 --layers`,
         // two alternating rounds), and with one whole panel and none after it (24 tiles, 8×8 at 6 rows) the level from
         // 0.81–0.95 to 0.63–0.72 s (`--batch 3`).
-        let chunked = own && wide && blockOut <= fewTilesBlock(wide: true)
+        let chunked = own && wide && blockOut <= fewTilesBlock(wide: true, sixteen: sixteen)
         // M's rows: whole pairs when chunked (the AVX-512VL products write both panels of a pair).
         let blockRows = chunked ? PanelGEMM.packedCount(rows: blockOut, k: 1) : PanelGEMM.packedRows(blockOut)
         let uCount = points * T.plane(PanelGEMM.packedCount(rows: blockOut, k: cin))
@@ -315,6 +323,21 @@ extension Kernels {
                 let lines = (min(kc, cin - nextC0) * 9 * MemoryLayout<Float>.size + 63) / 64
                 for xi in 0..<points {
                     let (ux, vx, mx) = (u + xi * uPlane, v + xi * vPlane, m + xi * mPlane)
+                    let fetch = xi < nextRows ? UnsafeRawPointer(wp + (nextFirst + xi) * cin * 9 + nextC0 * 9) : nil
+                    if sixteen && pairs % 2 == 0 {
+                        // Every panel eight columns at a time, two pairs of rows per sixteen-lane vector.
+                        for p in 0..<columns.panels {
+                            let width = columns.width(p)
+                            let bp = vx + p * PanelGEMM.panelColumns * cin + c0 * width
+                            for g in stride(from: 0, to: width, by: 8) {
+                                kw_gemm_rows_x16(
+                                    n, pairs, ux, PanelGEMM.aStep * n, bp + g, width,
+                                    mx + p * PanelGEMM.panelColumns + g, ldm, c0 > 0 ? 1 : 0,
+                                    p == 0 && g == 0 ? fetch?.assumingMemoryBound(to: CChar.self) : nil, lines)
+                            }
+                        }
+                        continue
+                    }
                     for p in 0..<columns.fullPanels {
                         let bp = vx + p * PanelGEMM.panelColumns * cin + c0 * PanelGEMM.panelColumns
                         for r in 0..<2 * pairs {
@@ -323,7 +346,6 @@ extension Kernels {
                                 mx + p * PanelGEMM.panelColumns + r * PanelGEMM.panelRows * ldm, ldm, add: c0 > 0)
                         }
                     }
-                    let fetch = xi < nextRows ? UnsafeRawPointer(wp + (nextFirst + xi) * cin * 9 + nextC0 * 9) : nil
                     // The last, partial panel (8, 16 or 24 wide) eight columns at a time; the first eight fetch.
                     let width = columns.tail
                     for g in stride(from: 0, to: width, by: 8) {
