@@ -396,8 +396,30 @@ import Testing
             x += 0.0173
         }
         #expect(worst <= 4 * Double(Float.ulpOfOne), "relative error \(worst)")
-        #expect(VectorMath.exp(Float(-1000)) < 1e-37)
         #expect(VectorMath.exp(Float(0)) == 1)
+        // Below ln FLT_MIN exactly zero, as expf turns subnormal there: never a subnormal result (a softmax's weight
+        // for a masked key, −FLT_MAX, was 1.6e−38 / sum and every multiply-add on it slow), never a negative one.
+        for x: Float in [-1000, -Float.greatestFiniteMagnitude, -88, -87.34, -Float.infinity] {
+            #expect(VectorMath.exp(x) == 0, "e^\(x)")
+        }
+        var y = VectorMath.lowest
+        while y < -80 {
+            let e = VectorMath.exp(y)
+            #expect(
+                e.isNormal && abs(Double(e) - Foundation.exp(Double(y))) <= 4e-7 * Foundation.exp(Double(y)),
+                "e^\(y) = \(e)")
+            y += 0.01
+        }
+    }
+
+    /// A softmax row's masked entries (the text encoders' additive mask, −FLT_MAX) get a weight of exactly zero, as in
+    /// PyTorch, not a subnormal one.
+    @Test func softmaxGivesMaskedEntriesZero() {
+        var row: [Float] = [0.5, -Float.greatestFiniteMagnitude, 2, -Float.greatestFiniteMagnitude, -90, 1, 0, 3, -3]
+        row.withUnsafeMutableBufferPointer { VectorMath.softmaxRow($0.baseAddress!, width: $0.count) }
+        #expect(row[1] == 0 && row[3] == 0 && row[4] == 0, "\(row)")
+        #expect(row.allSatisfy { $0 == 0 || $0.isNormal }, "\(row)")
+        #expect(abs(row.reduce(0, +) - 1) <= 1e-6)
     }
 
     @Test func embeddingUpsamplePoolConcat() {

@@ -7,15 +7,18 @@ enum VectorMath {
     typealias Vector = SIMD8<Float>
 
     /// eˣ on eight lanes: Cephes `expf` (range reduction by n·ln 2 in two parts, a degree-6 polynomial, 2ⁿ built in the
-    /// exponent bits), within 2 ulp of `expf` on [−87, 88]; below −87 the result is about 1.6e−38 instead of
-    /// underflowing further, above 88 +∞ is not produced (the kernels only exponentiate x − max ≤ 0 and −x for SiLU,
-    /// where the clamp is harmless). Range reduction and polynomial are fused multiply-adds (`addingProduct`: Swift
+    /// exponent bits), within 2 ulp of `expf` on [ln FLT_MIN, 88]; below ln FLT_MIN (−87.34, where `expf` turns
+    /// subnormal) exactly 0, above 88 +∞ is not produced (the kernels only exponentiate x − max ≤ 0 and −x for SiLU,
+    /// where the clamp is harmless). Never subnormal: it returned 1.6e−38 for every x below −87, so a softmax gave
+    /// each masked key (score −FLT_MAX) a subnormal weight instead of PyTorch's 0, and on Intel cores every
+    /// multiply-add on those weights took a microcode assist: the XLM-R encoder's attention took 0.35 s instead of
+    /// 0.012 s (Emerald Rapids, `bench text`). Range reduction and polynomial are fused multiply-adds (`addingProduct`: Swift
     /// does not contract `a * b + c`, and the separate multiplies and adds made the attention's softmax wait on their
     /// latency): `bench kernels --only 'attention 24'` best 46.7 against 49.6 ms over six alternating runs, a UNet
     /// step's attention 0.407–0.410 against 0.430–0.440 s.
     @inline(__always)
     static func exp(_ x: Vector) -> Vector {
-        let clamped = minimum(maximum(x, Vector(repeating: -87)), Vector(repeating: 88))
+        let clamped = minimum(maximum(x, Vector(repeating: lowest)), Vector(repeating: 88))
         // n = round(x / ln 2) via the 1.5·2²³ shift: the low bits of t's significand hold n.
         let shift: Float = 12_582_912
         let t = Vector(repeating: shift).addingProduct(clamped, Vector(repeating: 1.442_695_04))
@@ -32,8 +35,11 @@ enum VectorMath {
         let bits =
             unsafeBitCast(t, to: SIMD8<Int32>.self) &- unsafeBitCast(Vector(repeating: shift), to: SIMD8<Int32>.self)
         let scale = unsafeBitCast((bits &+ 127) &<< 23, to: Vector.self)
-        return p * scale
+        return (p * scale).replacing(with: 0, where: x .< lowest)
     }
+
+    /// ln FLT_MIN: the smallest argument whose eˣ is a normal float.
+    static let lowest: Float = -87.336_54
 
     /// GELU, exact form, `0.5·x·(1 + erf(x/√2))`, with erf by Abramowitz & Stegun 7.1.26 (|error| ≤ 1.5e−7):
     /// erfc(|z|) ≈ t·(a₁ + t·(a₂ + …)))·e^(−z²), t = 1/(1 + p·|z|), and 1 + erf(z) taken as erfc(−z) below zero, so
