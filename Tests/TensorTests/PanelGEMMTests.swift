@@ -67,10 +67,25 @@ import Testing
             Self.product(
                 a, rows: rows, b, columns: count, k: k, tiles: tiles, prefetch: UnsafeRawPointer(pl.baseAddress!))
         }
-        if tiles == .sixteen {
-            // The 8 × 48 tile runs each element's multiply-adds in the 8 × 24 tile's order: the same bits.
-            let eight = Self.product(a, rows: rows, b, columns: count, k: k, tiles: .wide)
-            #expect(out.map(\.bitPattern) == eight.map(\.bitPattern), "rows \(rows), columns \(count), k \(k)")
+        if tiles != .avx2 {
+            // Every tile runs each element's multiply-adds in one chain over k, in order: the same bits whichever
+            // tiles the processor picks.
+            let plain = Self.product(a, rows: rows, b, columns: count, k: k, tiles: .avx2)
+            #expect(out.map(\.bitPattern) == plain.map(\.bitPattern), "rows \(rows), columns \(count), k \(k)")
+        }
+        let panels = PanelGEMM.packedRows(rows) / PanelGEMM.panelRows
+        if panels >= 2 {
+            // And a row's result does not depend on the rows around it: fewer rows, so that a row panel that was in a
+            // pair comes last and alone (`panelLinear` takes a batch's rows together), give the same bits.
+            let fewer = (panels % 2 == 0 ? panels - 1 : panels - 2) * PanelGEMM.panelRows
+            let part = Self.product(
+                Array(a[0..<(fewer * k)]), rows: fewer, b, columns: count, k: k, tiles: tiles)
+            for r in 0..<fewer {
+                let (x, y) = (r * columns.padded, r * columns.padded)
+                #expect(
+                    out[x..<(x + count)].map(\.bitPattern) == part[y..<(y + count)].map(\.bitPattern),
+                    "row \(r) of \(rows) against \(fewer) rows, columns \(count), k \(k), tiles \(tiles)")
+            }
         }
         #expect(
             out.map(\.bitPattern) == prefetching.map(\.bitPattern),

@@ -331,38 +331,29 @@ enum PanelGEMM {
         store(c7, c + 7 * ldc)
     }
 
-    /// C[4][8] = A[k][4]ᵀ · B[k][8], A's steps `aStep` floats apart; two accumulators per row (even and odd k) to hide
-    /// the FMA latency.
+    /// C[4][8] = A[k][4]ᵀ · B[k][8], A's steps `aStep` floats apart. One accumulator per row, like every other tile:
+    /// each element of C is one chain of multiply-adds over k in order, whichever tile computes it, so a row's
+    /// result does not depend on the rows around it (`panelLinear` relies on it: a batch's rows must come out as
+    /// each request's alone). With two accumulators (even and odd k) it hid the multiply-adds' latency, but a lone
+    /// row panel then summed in another order than the same rows in a pair.
     @inline(never)
     static func kernel4x8(
         _ k: Int, _ a: UnsafePointer<Float>, _ b: UnsafePointer<Float>, _ c: UnsafeMutablePointer<Float>, _ ldc: Int
     ) {
         var (c0, c1, c2, c3) = (Lanes(), Lanes(), Lanes(), Lanes())
-        var (d0, d1, d2, d3) = (Lanes(), Lanes(), Lanes(), Lanes())
         var (pa, pb) = (a, b)
-        for _ in 0..<(k / 2) {
-            let (b0, b1) = (load(pb), load(pb + 8))
-            c0 = c0.addingProduct(Lanes(repeating: pa[0]), b0)
-            c1 = c1.addingProduct(Lanes(repeating: pa[1]), b0)
-            c2 = c2.addingProduct(Lanes(repeating: pa[2]), b0)
-            c3 = c3.addingProduct(Lanes(repeating: pa[3]), b0)
-            d0 = d0.addingProduct(Lanes(repeating: pa[aStep]), b1)
-            d1 = d1.addingProduct(Lanes(repeating: pa[aStep + 1]), b1)
-            d2 = d2.addingProduct(Lanes(repeating: pa[aStep + 2]), b1)
-            d3 = d3.addingProduct(Lanes(repeating: pa[aStep + 3]), b1)
-            pa += 2 * aStep
-            pb += 16
-        }
-        if k % 2 == 1 {
+        for _ in 0..<k {
             let b0 = load(pb)
             c0 = c0.addingProduct(Lanes(repeating: pa[0]), b0)
             c1 = c1.addingProduct(Lanes(repeating: pa[1]), b0)
             c2 = c2.addingProduct(Lanes(repeating: pa[2]), b0)
             c3 = c3.addingProduct(Lanes(repeating: pa[3]), b0)
+            pa += aStep
+            pb += 8
         }
-        store(c0 + d0, c)
-        store(c1 + d1, c + ldc)
-        store(c2 + d2, c + 2 * ldc)
-        store(c3 + d3, c + 3 * ldc)
+        store(c0, c)
+        store(c1, c + ldc)
+        store(c2, c + 2 * ldc)
+        store(c3, c + 3 * ldc)
     }
 }

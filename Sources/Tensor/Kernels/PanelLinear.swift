@@ -22,7 +22,8 @@ extension Kernels {
             interleave(
                 x + g * step * k, rows: min(step, rows - g * step), stride: k, k: k, into: packedX + g * step * k)
         }
-        let width = PanelGEMM.panelColumns
+        // Two panels of B per thread's share with the sixteen-lane tiles (`kw_gemm_8x48` takes them together).
+        let width = PanelGEMM.panelColumns * (PanelGEMM.sixteenLanes ? 2 : 1)
         let panels = (outFeatures + width - 1) / width
         ComputePool.shared.run(chunks: panels) { p in
             let first = p * width
@@ -32,11 +33,12 @@ extension Kernels {
             let (panel, product) = (
                 scratch.buffer(1, count: k * columns.padded), scratch.buffer(2, count: packedRows * columns.padded)
             )
-            // panel[i][8q + l] = w[first + 8q + l][i]
+            // panel[column 8q + l at row i] = w[first + 8q + l][i]
             for q in 0..<(columns.padded / 8) {
                 interleave(
                     w + (first + 8 * q) * k, rows: max(0, min(8, count - 8 * q)), stride: k, k: k,
-                    into: panel + 8 * q, step: columns.padded)
+                    into: panel + columns.offset(row: 0, column: 8 * q, rows: k),
+                    step: columns.width(8 * q / PanelGEMM.panelColumns))
             }
             // One row panel at a time, with the W rows of the panel this thread most likely takes next (the pool hands
             // them out in order) prefetched between them: the next transpose then reads them from L2.
@@ -44,15 +46,16 @@ extension Kernels {
             let lines = next < panels ? (min(width, outFeatures - next * width) * k + 15) / 16 : 0
             let rowPanels = packedRows / PanelGEMM.panelRows
             var issued = 0
-            for r in 0..<rowPanels {
-                while issued < (r + 1) * lines / rowPanels {
+            // Pairs of row panels, so the AVX-512VL tiles (which take both panels of a pair) can run.
+            for r in stride(from: 0, to: rowPanels, by: 2) {
+                let end = min(rowPanels, r + 2)
+                while issued < end * lines / rowPanels {
                     kw_prefetch(w + next * width * k + 16 * issued)
                     issued += 1
                 }
                 PanelGEMM.multiply(
-                    a: packedX + r / 2 * step * k + r % 2 * PanelGEMM.panelRows, rowPanels: 1, b: panel,
-                    columns: columns, k: k, c: product + r * PanelGEMM.panelRows * columns.padded,
-                    ldc: columns.padded)
+                    a: packedX + r / 2 * step * k, rowPanels: end - r, b: panel, columns: columns, k: k,
+                    c: product + r * PanelGEMM.panelRows * columns.padded, ldc: columns.padded)
             }
             addBias(
                 product, stride: columns.padded, rows: rows, count: count, bias: bias.map { $0 + first },
