@@ -79,6 +79,19 @@ static int kw_has_fma(void) {
 #define KW_FMA_PEAK
 #define KW_AVX512 __attribute__((target("avx2,fma,avx512f,avx512vl")))
 
+// The steps of k of a rows-by-eight tile (`STEP(acc, a, pairStride, b)` one step), in runs of eight with one prefetch
+// each (`lines` cache lines from `prefetch`, when not null, spread evenly over the runs), then the rest.
+#define KW_ROWS_STEPS(STEP)                                                                                            \
+    ptrdiff_t i = 0;                                                                                                   \
+    if (!prefetch) lines = 0;                                                                                          \
+    ptrdiff_t per = k >= 8 ? (lines * 8 + k - 1) / k : lines;                                                          \
+    for (ptrdiff_t line = 0; i + 8 <= k; i += 8) {                                                                     \
+        for (ptrdiff_t q = 0; q < per && line < lines; q++, line++) __builtin_prefetch(prefetch + 64 * line, 0, 2);     \
+        _Pragma("clang loop unroll(full)") for (int u = 0; u < 8; u++)                                                 \
+            STEP(acc, a + 8 * (i + u), pairStride, b + bStride * (i + u));                                             \
+    }                                                                                                                  \
+    for (; i < k; i++) STEP(acc, a + 8 * i, pairStride, b + bStride * i);
+
 // `PAIRS` pairs of A against eight columns of B; acc[t][p] holds rows 8p…8p+7 of column t. The steps of k come in
 // runs of eight (one prefetch each), fully unrolled: with the runs as a loop of their own the compiler copied the
 // accumulators between registers on every step and spilled two.
@@ -98,15 +111,7 @@ static int kw_has_fma(void) {
         __m256 acc[8][PAIRS];                                                                                          \
         for (int t = 0; t < 8; t++)                                                                                    \
             for (int p = 0; p < PAIRS; p++) acc[t][p] = _mm256_setzero_ps();                                          \
-        ptrdiff_t i = 0;                                                                                               \
-        if (!prefetch) lines = 0;                                                                                      \
-        ptrdiff_t per = k >= 8 ? (lines * 8 + k - 1) / k : lines;                                                      \
-        for (ptrdiff_t line = 0; i + 8 <= k; i += 8) {                                                                 \
-            for (ptrdiff_t q = 0; q < per && line < lines; q++, line++) __builtin_prefetch(prefetch + 64 * line, 0, 2); \
-            _Pragma("clang loop unroll(full)") for (int u = 0; u < 8; u++)                                             \
-                kw_rows_x8_step_##PAIRS(acc, a + 8 * (i + u), pairStride, b + bStride * (i + u));                     \
-        }                                                                                                              \
-        for (; i < k; i++) kw_rows_x8_step_##PAIRS(acc, a + 8 * i, pairStride, b + bStride * i);                      \
+        KW_ROWS_STEPS(kw_rows_x8_step_##PAIRS)                                                                         \
         for (int p = 0; p < PAIRS; p++) {                                                                              \
             __m256 r[8];                                                                                               \
             for (int t = 0; t < 8; t++) r[t] = acc[t][p];                                                              \
@@ -153,15 +158,7 @@ void kw_gemm_rows_x8(ptrdiff_t k, ptrdiff_t pairs, const float *a, ptrdiff_t pai
         __m512 acc[8][Q];                                                                                              \
         for (int t = 0; t < 8; t++)                                                                                    \
             for (int q = 0; q < Q; q++) acc[t][q] = _mm512_setzero_ps();                                              \
-        ptrdiff_t i = 0;                                                                                               \
-        if (!prefetch) lines = 0;                                                                                      \
-        ptrdiff_t per = k >= 8 ? (lines * 8 + k - 1) / k : lines;                                                      \
-        for (ptrdiff_t line = 0; i + 8 <= k; i += 8) {                                                                 \
-            for (ptrdiff_t q = 0; q < per && line < lines; q++, line++) __builtin_prefetch(prefetch + 64 * line, 0, 2); \
-            _Pragma("clang loop unroll(full)") for (int u = 0; u < 8; u++)                                             \
-                kw_rows_x16_step_##Q(acc, a + 8 * (i + u), pairStride, b + bStride * (i + u));                        \
-        }                                                                                                              \
-        for (; i < k; i++) kw_rows_x16_step_##Q(acc, a + 8 * i, pairStride, b + bStride * i);                         \
+        KW_ROWS_STEPS(kw_rows_x16_step_##Q)                                                                            \
         for (int q = 0; q < Q; q++)                                                                                    \
             for (int h = 0; h < 2; h++) {                                                                              \
                 __m256 r[8];                                                                                           \

@@ -7,6 +7,19 @@ import Testing
 
 /// `kandinsky-worker bench kernels --json` as a report reads it: the real binary on one UNet shape.
 @Suite struct BenchCommandTests {
+    /// The OpenBLAS kernel a bench run names on its first line ("OpenBLAS SkylakeX (…) kernel, …"): as wide as the
+    /// processor allows (the worker restarts itself with OPENBLAS_CORETYPE set where OpenBLAS's detection fell
+    /// short), or the family the environment chose.
+    func expectFittingBLASKernel(_ process: WorkerProcess) throws {
+        let header = try #require(process.output.split(separator: "\n").first, "no output: \(process.log)")
+        let core = try #require(header.split(separator: " ").dropFirst().first.map(String.init), "\(header)")
+        if let chosen = ProcessInfo.processInfo.environment["OPENBLAS_CORETYPE"] {
+            #expect(!header.contains("set by kandinsky-worker"), "\(header) with OPENBLAS_CORETYPE=\(chosen)")
+        } else if let flags = ProcessorCheck.flags() {
+            #expect(BLAS.vectorLevel(core: core) >= BLAS.vectorLevel(flags: flags), "\(header)")
+        }
+    }
+
     @Test func kernelsRatioIsTheSlowestPickedAlgorithmsNotAForcedAlternative() throws {
         let dir = try TemporaryDirectory(prefix: "kd-bench")
         defer { dir.remove() }
@@ -15,15 +28,7 @@ import Testing
             logDirectory: dir.path, captureOutput: true)
         #expect(eventually(timeout: 120) { !process.isRunning })
         #expect(process.terminate() == 0, "\(process.log)")
-        // The OpenBLAS kernel it ran: as wide as the processor allows (the worker restarts itself with
-        // OPENBLAS_CORETYPE set where OpenBLAS's detection fell short), or the family the environment chose.
-        let header = try #require(process.output.split(separator: "\n").first, "no output: \(process.log)")
-        let core = try #require(header.split(separator: " ").dropFirst().first.map(String.init), "\(header)")
-        if let chosen = ProcessInfo.processInfo.environment["OPENBLAS_CORETYPE"] {
-            #expect(!header.contains("set by kandinsky-worker"), "\(header) with OPENBLAS_CORETYPE=\(chosen)")
-        } else if let flags = ProcessorCheck.flags() {
-            #expect(BLAS.vectorLevel(core: core) >= BLAS.vectorLevel(flags: flags), "\(header)")
-        }
+        try expectFittingBLASKernel(process)
         let last = try #require(process.output.split(separator: "\n").last, "no output: \(process.log)")
         let object = try #require(try JSONSerialization.jsonObject(with: Data(last.utf8)) as? [String: Any])
         let sgemm = try #require(object["sgemm_gflops"] as? Double)
@@ -53,15 +58,7 @@ import Testing
             logDirectory: dir.path, captureOutput: true)
         #expect(eventually(timeout: 120) { !process.isRunning })
         #expect(process.terminate() == 0, "\(process.log)")
-        // The OpenBLAS kernel it ran: as wide as the processor allows (the worker restarts itself with
-        // OPENBLAS_CORETYPE set where OpenBLAS's detection fell short), or the family the environment chose.
-        let header = try #require(process.output.split(separator: "\n").first, "no output: \(process.log)")
-        let core = try #require(header.split(separator: " ").dropFirst().first.map(String.init), "\(header)")
-        if let chosen = ProcessInfo.processInfo.environment["OPENBLAS_CORETYPE"] {
-            #expect(!header.contains("set by kandinsky-worker"), "\(header) with OPENBLAS_CORETYPE=\(chosen)")
-        } else if let flags = ProcessorCheck.flags() {
-            #expect(BLAS.vectorLevel(core: core) >= BLAS.vectorLevel(flags: flags), "\(header)")
-        }
+        try expectFittingBLASKernel(process)
         let last = try #require(process.output.split(separator: "\n").last, "no output: \(process.log)")
         let object = try #require(try JSONSerialization.jsonObject(with: Data(last.utf8)) as? [String: Any])
         let runs = try #require(object["runs"] as? [[String: Double]], "\(object)")
