@@ -41,8 +41,13 @@ extension Kernels {
     /// The most floats of V (and of M) one thread's band may hold when each thread takes its own bands: 1 MiB, so V
     /// and M stay in the core's L2 between the transforms and the products (56 tiles of a 128-channel VAE layer, 8 of
     /// a 512-channel one). `bench vae`, same run: 5.26–5.36 s with 1 MiB bands, 5.48–5.81 with 2 MiB, 5.68–5.75 with
-    /// whole tile rows of 4 MiB, 5.52–5.96 with 512 KiB.
-    static let bandBudget = 1 << 18
+    /// whole tile rows of 4 MiB, 5.52–5.96 with 512 KiB (Zen 4, eight-lane tiles).
+    ///
+    /// 4 MiB with the sixteen-lane tiles (`PanelGEMM.sixteenLanes`), whose 8 × 48 tile needs two whole panels of 24
+    /// tiles in a band: 1 MiB bands of a 512-channel layer held 8 tiles, and ran on the 8-wide tile alone. `bench
+    /// vae --repeats 2`, Emerald Rapids, alternating: 4.29–4.49 s with 4 MiB, 4.43–4.46 with 8 MiB, 4.43–4.61 with
+    /// 2 MiB, 4.75–4.81 with 1.5 MiB, 4.92–4.99 with 1 MiB.
+    static let bandBudget = PanelGEMM.sixteenLanes ? 1 << 20 : 1 << 18
     /// Bands of their own for the threads from this many bands (with fewer, one thread would wait on the other).
     static let minimumOwnBands = 4
 
