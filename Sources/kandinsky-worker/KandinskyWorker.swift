@@ -19,20 +19,21 @@ struct KandinskyWorker: AsyncParsableCommand {
 
     /// Checks the processor before any kernel can run, then hands over to ArgumentParser's own entry point.
     static func main() async {
-        if let problem = ProcessorCheck.problem() {
+        let cpuinfo = try? String(contentsOfFile: "/proc/cpuinfo", encoding: .utf8)
+        if let problem = ProcessorCheck.problem(cpuinfo: cpuinfo) {
             FileHandle.standardError.write(Data("kandinsky-worker: \(problem)\n".utf8))
             Foundation.exit(1)
         }
-        restartForTheBLASKernel()
+        restartForTheBLASKernel(flags: ProcessorCheck.flags(cpuinfo: cpuinfo))
         await main(nil)
     }
 
     /// Restarts this process (the same PID, arguments and descriptors) with `OPENBLAS_CORETYPE` set where OpenBLAS
     /// picked a kernel family for older processors than this one (`BLAS.coreTypeForProcessor`): OpenBLAS reads the
     /// variable only as it loads, before any of our code runs.
-    static func restartForTheBLASKernel() {
+    static func restartForTheBLASKernel(flags: Set<String>?) {
         let detected = BLAS.coreName
-        guard let flags = ProcessorCheck.flags(),
+        guard let flags,
             let core = BLAS.coreTypeForProcessor(
                 detected: detected, flags: flags, environment: ProcessInfo.processInfo.environment)
         else { return }

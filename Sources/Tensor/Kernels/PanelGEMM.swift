@@ -155,7 +155,6 @@ enum PanelGEMM {
             while p < columns.panels {
                 let bp = b + p * panelColumns * k
                 let cp = c + p * panelColumns
-                defer { p += 1 }
                 if wide && sixteen && p + 1 < columns.fullPanels {
                     // Two whole panels at once in sixteen-lane vectors (`kw_gemm_8x48`).
                     var r = first
@@ -170,7 +169,7 @@ enum PanelGEMM {
                             add: false)
                         r += 1
                     }
-                    p += 1
+                    p += 2
                     continue
                 }
                 switch columns.width(p) {
@@ -207,6 +206,7 @@ enum PanelGEMM {
                     }
                     if r < last { kernel4x8(k, panel(r), bp, cp + r * panelRows * ldc, ldc) }
                 }
+                p += 1
             }
             first = last
         }
