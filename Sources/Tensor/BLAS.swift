@@ -100,7 +100,7 @@ public enum BLAS {
     /// The widest vector instructions of OpenBLAS's x86-64 kernel families, by name as `openblas_get_corename`
     /// gives them: 2 for AVX-512 (SkylakeX and later), 1 for AVX2 with FMA; the rest (Prescott, Nehalem,
     /// Sandybridge, …: SSE and AVX without FMA) 0.
-    static func vectorLevel(core: String) -> Int {
+    public static func vectorLevel(core: String) -> Int {
         switch core.lowercased() {
         case "skylakex", "cooperlake", "sapphirerapids": 2
         case "haswell", "zen", "excavator": 1

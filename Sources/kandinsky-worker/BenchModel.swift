@@ -211,7 +211,9 @@ enum ModelBench {
         func round6(_ v: Double) -> Double { (v * 1e6).rounded() / 1e6 }
         var object: [String: Any] = [
             "median_s": round3(main.median), "best_s": round3(main.best), "gflops": round3(main.gflops),
-            "sgemm_gflops": round3(peak), "peak_rss_mb": round3(peakRSSMegabytes), "threads": BLAS.threads,
+            "sgemm_gflops": round3(peak), "blas_kernel": BLAS.coreName,
+            "blas_vector_level": BLAS.vectorLevel(core: BLAS.coreName), "peak_rss_mb": round3(peakRSSMegabytes),
+            "threads": BLAS.threads,
             "breakdown": main.breakdown.mapValues(round3),
             "breakdown_gflop": main.breakdownFlops.mapValues { round3($0 / 1e9) },
             "rss_after_warmup_mb": round3(main.residentAfterWarmUp), "rss_end_mb": round3(main.residentAtEnd),

@@ -10,7 +10,8 @@ import Testing
     /// The OpenBLAS kernel a bench run names on its first line ("OpenBLAS SkylakeX (…) kernel, …"): as wide as the
     /// processor allows (the worker restarts itself with OPENBLAS_CORETYPE set where OpenBLAS's detection fell
     /// short), or the family the environment chose.
-    func expectFittingBLASKernel(_ process: WorkerProcess) throws {
+    @discardableResult
+    func expectFittingBLASKernel(_ process: WorkerProcess) throws -> String {
         let header = try #require(process.output.split(separator: "\n").first, "no output: \(process.log)")
         let core = try #require(header.split(separator: " ").dropFirst().first.map(String.init), "\(header)")
         if let chosen = ProcessInfo.processInfo.environment["OPENBLAS_CORETYPE"] {
@@ -18,6 +19,7 @@ import Testing
         } else if let flags = ProcessorCheck.flags() {
             #expect(BLAS.vectorLevel(core: core) >= BLAS.vectorLevel(flags: flags), "\(header)")
         }
+        return core
     }
 
     @Test func kernelsRatioIsTheSlowestPickedAlgorithmsNotAForcedAlternative() throws {
@@ -58,9 +60,13 @@ import Testing
             logDirectory: dir.path, captureOutput: true)
         #expect(eventually(timeout: 120) { !process.isRunning })
         #expect(process.terminate() == 0, "\(process.log)")
-        try expectFittingBLASKernel(process)
+        let core = try expectFittingBLASKernel(process)
         let last = try #require(process.output.split(separator: "\n").last, "no output: \(process.log)")
         let object = try #require(try JSONSerialization.jsonObject(with: Data(last.utf8)) as? [String: Any])
+        // The kernel family of the header, and how wide its vectors are (what `Ops/bench-report` picks the official
+        // run's sgemm by).
+        #expect(object["blas_kernel"] as? String == core, "\(object)")
+        #expect(object["blas_vector_level"] as? Int == BLAS.vectorLevel(core: core), "\(object)")
         let runs = try #require(object["runs"] as? [[String: Double]], "\(object)")
         #expect(runs.count == 3, "\(runs)")
         let pairs = runs.compactMap { run in run["s"].flatMap { s in run["sgemm_gflops"].map { (s, $0) } } }
