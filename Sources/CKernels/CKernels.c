@@ -228,19 +228,31 @@ KW_AVX512 static inline void kw_8x48_step(__m512 acc[8][3], const float *a, cons
 }
 
 // Every element of C is the same chain of multiply-adds over k, in the same order, as in `kw_gemm_8x24`.
-KW_AVX512 void kw_gemm_8x48(ptrdiff_t k, const float *a, const float *b, float *c, ptrdiff_t ldc) {
+KW_AVX512 void kw_gemm_8x48(ptrdiff_t k, const float *a, const float *b, ptrdiff_t bHalf, float *c, ptrdiff_t ldc,
+                             ptrdiff_t cHalf) {
     __m512 acc[8][3];
     for (int r = 0; r < 8; r++)
         for (int j = 0; j < 3; j++) acc[r][j] = _mm512_setzero_ps();
-    const float *b2 = b + 24 * k;
+    const float *b2 = b + bHalf;
     ptrdiff_t i = 0;
     for (; i + 4 <= k; i += 4) {
         _Pragma("clang loop unroll(full)") for (int u = 0; u < 4; u++)
             kw_8x48_step(acc, a + 8 * (i + u), b + 24 * (i + u), b2 + 24 * (i + u));
     }
     for (; i < k; i++) kw_8x48_step(acc, a + 8 * i, b + 24 * i, b2 + 24 * i);
-    for (int r = 0; r < 8; r++)
-        for (int j = 0; j < 3; j++) _mm512_storeu_ps(c + r * ldc + 16 * j, acc[r][j]);
+    if (cHalf == 24) {
+        for (int r = 0; r < 8; r++)
+            for (int j = 0; j < 3; j++) _mm512_storeu_ps(c + r * ldc + 16 * j, acc[r][j]);
+        return;
+    }
+    // The second panel's columns elsewhere: the middle vector holds the first's last eight and the second's first.
+    for (int r = 0; r < 8; r++) {
+        float *row = c + r * ldc;
+        _mm512_storeu_ps(row, acc[r][0]);
+        _mm256_storeu_ps(row + 16, _mm512_castps512_ps256(acc[r][1]));
+        _mm256_storeu_pd((double *)(row + cHalf), _mm512_extractf64x4_pd(_mm512_castps_pd(acc[r][1]), 1));
+        _mm512_storeu_ps(row + cHalf + 8, acc[r][2]);
+    }
 }
 
 // The first `count` floats of v at p (all eight at once when count is 8).
@@ -449,9 +461,10 @@ void kw_gemm_rows_x16(ptrdiff_t k, ptrdiff_t pairs, const float *a, ptrdiff_t pa
     }
 }
 
-void kw_gemm_8x48(ptrdiff_t k, const float *a, const float *b, float *c, ptrdiff_t ldc) {
+void kw_gemm_8x48(ptrdiff_t k, const float *a, const float *b, ptrdiff_t bHalf, float *c, ptrdiff_t ldc,
+                  ptrdiff_t cHalf) {
     kw_gemm_8x24(k, a, b, c, ldc);
-    kw_gemm_8x24(k, a, b + 24 * k, c + 24, ldc);
+    kw_gemm_8x24(k, a, b + bHalf, c + cHalf, ldc);
 }
 
 static void kw_f6_output_scalar(float m[8]) {

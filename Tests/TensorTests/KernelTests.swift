@@ -346,6 +346,22 @@ import Testing
             for i in 0..<lq { for c in 0..<dv { transposed[(s * dv + c) * lq + i] = plain[(s * lq + i) * dv + c] } }
         }
         expectClose(first, transposed, shape: [n, dv, lq], "attention, channels first")
+
+        // Blocks of 48 queries (two blocks, then 24 and 19) with the sixteen-lane tile, and of 24 without: the same
+        // bits, whichever the processor picks.
+        let (cq, ck, cv) = (
+            Kernels.permute(q, [0, 2, 1]), Kernels.permute(k, [0, 2, 1]), Kernels.permute(v, [0, 2, 1])
+        )
+        let bySize = [false, true].map { sixteen in
+            Kernels.packedAttention(
+                q: .init(cq), keys: [.init(ck)], values: [.init(cv)], slices: n, channels: d, valueChannels: dv,
+                scale: scale, operands: [cq, ck, cv], sixteen: sixteen
+            ).scalars.map(\.bitPattern)
+        }
+        for (name, bits) in [("blocks of 48", bySize[1]), ("attentionChannelsFirst", first.scalars.map(\.bitPattern))] {
+            let differing = zip(bySize[0], bits).filter { $0 != $1 }.count
+            #expect(differing == 0, "\(name) against blocks of 24: \(differing) of \(bits.count) elements differ")
+        }
     }
 
     /// The UNet's attention: q, k, v read in place from one qkv tensor, the text's keys and values first (13 text

@@ -101,6 +101,48 @@ import Testing
         #expect(worst <= 1e-5 * Double(k), "rows \(rows), columns \(count), k \(k), tiles \(tiles): max error \(worst)")
     }
 
+    /// Panels of B and of C apart from each other (`bPanelStride`, `cPanelStride`; the attention writes its scores as
+    /// the next product's packed B): the same bits as packed back to back, nothing written between the panels of C.
+    @Test(arguments: [(12, 48, 7), (9, 72, 30), (16, 96, 5)], tileSets)
+    func panelsApartGiveTheSameBits(_ c: (Int, Int, Int), tiles: Tiles) {
+        let (rows, count, k) = c
+        var rng = SeededGenerator(seed: 12)
+        let a = rng.floats(rows * k, in: -1...1)
+        let b = rng.floats(k * count, in: -1...1)
+        let together = Self.product(a, rows: rows, b, columns: count, k: k, tiles: tiles)
+        let columns = PanelGEMM.Columns(count)  // whole panels of 24 only
+        let (panels, cRows) = (columns.panels, PanelGEMM.packedRows(rows))
+        let (bStride, cStride) = (24 * k + 16, 24 * cRows + 8)  // gaps of NaN between the panels
+        var packedA = [Float](repeating: 0, count: PanelGEMM.packedCount(rows: rows, k: k))
+        for r in 0..<rows {
+            for i in 0..<k { packedA[r / 8 * 8 * k + i * PanelGEMM.aStep + r % 8] = a[r * k + i] }
+        }
+        var packedB = [Float](repeating: .nan, count: panels * bStride)
+        for i in 0..<k {
+            for j in 0..<count { packedB[j / 24 * bStride + i * 24 + j % 24] = b[i * count + j] }
+        }
+        var out = [Float](repeating: .nan, count: panels * cStride)
+        packedA.withUnsafeBufferPointer { pa in
+            packedB.withUnsafeBufferPointer { pb in
+                out.withUnsafeMutableBufferPointer { pc in
+                    PanelGEMM.multiply(
+                        a: pa.baseAddress!, rowPanels: cRows / PanelGEMM.panelRows, b: pb.baseAddress!,
+                        columns: columns, k: k, c: pc.baseAddress!, ldc: 24, wide: tiles != .avx2,
+                        sixteen: tiles == .sixteen, bPanelStride: bStride, cPanelStride: cStride)
+                }
+            }
+        }
+        for r in 0..<rows {
+            let apart = (0..<count).map { j in out[j / 24 * cStride + r * 24 + j % 24].bitPattern }
+            let row = together[(r * columns.padded)..<(r * columns.padded + count)].map(\.bitPattern)
+            #expect(apart == row, "row \(r) of \(rows), columns \(count), k \(k), tiles \(tiles)")
+        }
+        for p in 0..<panels {
+            let gap = out[(p * cStride + 24 * cRows)..<((p + 1) * cStride)]
+            #expect(gap.allSatisfy { $0.isNaN }, "gap after panel \(p)")
+        }
+    }
+
     @Test func prefetchLinesAreHandedOutOnePerEightStepsOfK() {
         let base = UnsafeRawPointer(bitPattern: 4096)!
         var prefetch = PanelGEMM.Prefetch(start: base, lines: 10)

@@ -83,11 +83,13 @@ void kw_gemm_rows_x16(ptrdiff_t k, ptrdiff_t pairs, const float *a, ptrdiff_t pa
 /// 7 per 12), so each step of B is read once for eight rows. Only where `kw_has_avx512()`.
 void kw_gemm_8x24(ptrdiff_t k, const float *a, const float *b, float *c, ptrdiff_t ldc);
 
-/// C[8][48] = Aᵀ·B for one pair of packed A and two neighbouring 24-wide panels of B (the second at `b + 24 · k`),
-/// in sixteen-lane vectors: 24 accumulators, 12 loads per 24 multiply-adds of 16 lanes. Each element of C is the
-/// same chain of multiply-adds as in `kw_gemm_8x24`, so the two give the same bits. Only where `kw_has_avx512()`;
-/// faster only where the cores multiply-add 16 lanes at about twice the rate of 8 (two 512-bit units).
-void kw_gemm_8x48(ptrdiff_t k, const float *a, const float *b, float *c, ptrdiff_t ldc);
+/// C[8][48] = Aᵀ·B for one pair of packed A and two 24-wide panels of B (the second at `b + bHalf`; neighbours at
+/// 24 · k), in sixteen-lane vectors: 24 accumulators, 12 loads per 24 multiply-adds of 16 lanes. C's columns 24–47
+/// start at `c + cHalf` in each row (24 where they follow the first panel's). Each element of C is the same chain of
+/// multiply-adds as in `kw_gemm_8x24`, so the two give the same bits. Only where `kw_has_avx512()`; faster only
+/// where the cores multiply-add 16 lanes at about twice the rate of 8 (two 512-bit units).
+void kw_gemm_8x48(ptrdiff_t k, const float *a, const float *b, ptrdiff_t bHalf, float *c, ptrdiff_t ldc,
+                  ptrdiff_t cHalf);
 
 /// Asks for the cache line at `p` to be brought into L2 (`prefetcht1`): a hint, never a fault, whatever `p` is.
 static inline void kw_prefetch(const void *p) { __builtin_prefetch(p, 0, 2); }

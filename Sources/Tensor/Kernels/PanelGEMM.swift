@@ -134,16 +134,20 @@ enum PanelGEMM {
 
     /// C[0..<4·rowPanels][0..<columns.padded] = A·B, C's rows `ldc` apart; `prefetch` spread over the register tiles;
     /// `wide`: the AVX-512VL tiles (pairs of row panels against 24- and 8-wide panels of B); `sixteen` (with `wide`):
-    /// pairs of whole 24-wide panels in sixteen-lane vectors (`kw_gemm_8x48`).
+    /// pairs of whole 24-wide panels in sixteen-lane vectors (`kw_gemm_8x48`). Panel `p` of B starts at
+    /// `b + p · bPanelStride` (default 24 · k: packed back to back) and its columns of C at `c + p · cPanelStride`
+    /// (default 24: C row-major), so a product can write C as the next one's packed B (`ldc` 24, panels of C
+    /// `cPanelStride` apart).
     ///
     /// Panels of B are taken one at a time and met by every panel of A (blocks of A up to about 256 KiB, so a block
     /// stays in the core's L2 across the panels of B while each panel of B stays in L1).
     static func multiply(
         a: UnsafePointer<Float>, rowPanels: Int, b: UnsafePointer<Float>, columns: Columns, k: Int,
         c: UnsafeMutablePointer<Float>, ldc: Int, prefetch: Prefetch = .none, wide: Bool = PanelGEMM.wide,
-        sixteen: Bool = PanelGEMM.sixteenLanes
+        sixteen: Bool = PanelGEMM.sixteenLanes, bPanelStride: Int? = nil, cPanelStride: Int = PanelGEMM.panelColumns
     ) {
         var prefetch = prefetch
+        let bStride = bPanelStride ?? panelColumns * k
         let panelFloats = panelRows * k
         let block = max(2, (64 << 10) / max(1, panelFloats)) / 2 * 2  // whole pairs
         /// Panel `r` of A: its pair, then its half of each step.
@@ -153,20 +157,18 @@ enum PanelGEMM {
             let last = min(rowPanels, first + block)
             var p = 0
             while p < columns.panels {
-                let bp = b + p * panelColumns * k
-                let cp = c + p * panelColumns
+                let bp = b + p * bStride
+                let cp = c + p * cPanelStride
                 if wide && sixteen && p + 1 < columns.fullPanels {
                     // Two whole panels at once in sixteen-lane vectors (`kw_gemm_8x48`).
                     var r = first
                     while r + 1 < last {
-                        kw_gemm_8x48(k, panel(r), bp, cp + r * panelRows * ldc, ldc)
+                        kw_gemm_8x48(k, panel(r), bp, bStride, cp + r * panelRows * ldc, ldc, cPanelStride)
                         r += 2
                     }
                     while r < last {
                         kernel4x24(k, panel(r), bp, cp + r * panelRows * ldc, ldc, add: false)
-                        kernel4x24(
-                            k, panel(r), bp + panelColumns * k, cp + panelColumns + r * panelRows * ldc, ldc,
-                            add: false)
+                        kernel4x24(k, panel(r), bp + bStride, cp + cPanelStride + r * panelRows * ldc, ldc, add: false)
                         r += 1
                     }
                     p += 2
