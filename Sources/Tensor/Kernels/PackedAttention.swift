@@ -88,17 +88,19 @@ extension Kernels {
             }
         }
         let width = PanelGEMM.panelColumns
-        // Blocks of 48 queries (two panels) with the sixteen-lane tile, then of 24.
+        // Blocks of 48 queries (two whole panels) with the sixteen-lane tile, then of 24 (one panel, maybe partial): a
+        // block's panels of scores share one row stride, the width of its first panel.
         let (pairs, pairWidth) = sixteen ? (t / (2 * width), 2 * width) : (0, 0)
         let blocks = pairs + (t - pairs * pairWidth + width - 1) / width
+        let widest = pairs > 0 ? pairWidth : width
         let (keyRows, valueRows) = (PanelGEMM.packedRows(s), PanelGEMM.packedRows(dv))
         let (keyPanels, valuePanels) = (keyRows / 4, valueRows / 4)
         ComputePool.shared.parallelFor(n * blocks) { range in
             let scratch = Scratch.current
-            let panel = scratch.buffer(0, count: d * (pairs > 0 ? pairWidth : width))
-            let scores = scratch.buffer(1, count: keyRows * (pairs > 0 ? pairWidth : width))
-            let product = scratch.buffer(2, count: valueRows * (pairs > 0 ? pairWidth : width) + 2 * width)
-            let inverse = product + valueRows * (pairs > 0 ? pairWidth : width)  // 1 / Σ of each column of the block
+            let panel = scratch.buffer(0, count: d * widest)
+            let scores = scratch.buffer(1, count: keyRows * widest)
+            let product = scratch.buffer(2, count: valueRows * widest + widest)
+            let inverse = product + valueRows * widest  // 1 / Σ of each column of the block
             for item in range {
                 let (slice, block) = (item / blocks, item % blocks)
                 let first = block < pairs ? block * pairWidth : pairs * pairWidth + (block - pairs) * width
