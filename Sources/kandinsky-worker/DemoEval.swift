@@ -21,7 +21,7 @@ struct DemoEval: ParsableCommand {
     @Option(help: "Images per UNet batch.")
     var batch = 8
 
-    @Flag(help: "Print one JSON object on the last line.")
+    @Flag(help: "Print one JSON document on stdout (the per-language lines go to stderr).")
     var json = false
 
     func run() throws {
@@ -59,17 +59,21 @@ struct DemoEval: ParsableCommand {
                 index += slice.count
             }
             let s = scores[language]!
-            print(
+            report(
                 "\(language): colour \(percent(s.color, s.total)) %, shape \(percent(s.shape, s.total)) % of \(s.total)"
             )
         }
-        let covered = demo.languages.filter { $0 != "zh" && $0 != "ja" }
-        let c = covered.reduce(0) { $0 + scores[$1]!.color }
-        let sh = covered.reduce(0) { $0 + scores[$1]!.shape }
-        let t = covered.reduce(0) { $0 + scores[$1]!.total }
-        print("10 languages (all but zh, ja): colour \(percent(c, t)) %, shape \(percent(sh, t)) % of \(t)")
+        // All the model's languages, and the ten without Chinese and Japanese: version 1 of the demo model could not
+        // read colours in those two, so its figures were quoted over the other ten; both totals keep runs comparable.
+        let all = total(demo.languages, scores)
+        let ten = total(demo.languages.filter { $0 != "zh" && $0 != "ja" }, scores)
+        report("\(demo.languages.count) languages: colour \(all.colour) %, shape \(all.shape) % of \(all.images)")
+        report("10 languages (all but zh, ja): colour \(ten.colour) %, shape \(ten.shape) % of \(ten.images)")
         if json {
-            var object: [String: Any] = ["colour_pct": percent(c, t), "shape_pct": percent(sh, t)]
+            var object: [String: Any] = [
+                "colour_pct": all.colour, "shape_pct": all.shape, "images": all.images,
+                "without_zh_ja": ["colour_pct": ten.colour, "shape_pct": ten.shape, "images": ten.images],
+            ]
             for (language, s) in scores {
                 object[language] = ["colour_pct": percent(s.color, s.total), "shape_pct": percent(s.shape, s.total)]
             }
@@ -78,6 +82,27 @@ struct DemoEval: ParsableCommand {
                     decoding: try JSONSerialization.data(withJSONObject: object, options: [.sortedKeys]), as: UTF8.self)
             )
         }
+    }
+
+    /// Human lines: on stdout, or on stderr with `--json` so that stdout holds the one JSON document.
+    func report(_ line: String) {
+        if json {
+            FileHandle.standardError.write(Data((line + "\n").utf8))
+        } else {
+            print(line)
+        }
+    }
+
+    /// Colour and shape percentages over the given languages' images.
+    func total(
+        _ languages: [String], _ scores: [String: (color: Int, shape: Int, total: Int)]
+    ) -> (
+        colour: Int, shape: Int, images: Int
+    ) {
+        let c = languages.reduce(0) { $0 + (scores[$1]?.color ?? 0) }
+        let s = languages.reduce(0) { $0 + (scores[$1]?.shape ?? 0) }
+        let t = languages.reduce(0) { $0 + (scores[$1]?.total ?? 0) }
+        return (percent(c, t), percent(s, t), t)
     }
 
     func percent(_ n: Int, _ total: Int) -> Int { total == 0 ? 0 : Int((100 * Double(n) / Double(total)).rounded()) }
