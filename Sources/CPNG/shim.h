@@ -11,8 +11,8 @@
 
 typedef struct kd_png_text {
     const char *key;        // Latin-1 keyword, 1-79 bytes
-    const char *text;       // UTF-8 text
-    int international;      // 1: write an iTXt chunk (UTF-8), 0: tEXt (Latin-1 only)
+    const char *text;       // iTXt: UTF-8 bytes; tEXt: Latin-1 bytes (PNG 1.2 §11.3.4.3), NUL-terminated
+    int international;      // 1: write an iTXt chunk (UTF-8), 0: tEXt (Latin-1)
 } kd_png_text;
 
 typedef struct kd_png_error_state {
@@ -123,10 +123,12 @@ static inline void kd_png_read_from_buffer(png_structp png, png_bytep out, png_s
     r->offset += length;
 }
 
-/// One decoded text chunk (tEXt, zTXt or iTXt); strings are malloc'ed copies.
+/// One decoded text chunk (tEXt, zTXt or iTXt); strings are malloc'ed copies of the chunk's bytes: Latin-1 for
+/// tEXt and zTXt (`international` 0), UTF-8 for iTXt (`international` 1).
 typedef struct kd_png_decoded_text {
     char *key;
     char *text;
+    int international;
 } kd_png_decoded_text;
 
 static inline void kd_png_free_texts(kd_png_decoded_text *texts, int count) {
@@ -205,6 +207,7 @@ static inline int kd_png_decode(const unsigned char *data, size_t size, unsigned
         if (!decoded) png_error(png, "out of memory");
         for (int i = 0; i < n; i++) {
             decoded[i].key = strdup(chunks[i].key ? chunks[i].key : "");
+            decoded[i].international = chunks[i].compression >= PNG_ITXT_COMPRESSION_NONE;
             // iTXt chunks report their length in itxt_length, tEXt/zTXt in text_length.
             size_t length = chunks[i].text ? strlen(chunks[i].text) : 0;
             decoded[i].text = (char *)malloc(length + 1);

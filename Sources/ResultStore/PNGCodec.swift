@@ -24,8 +24,9 @@ public struct PNGError: Error, CustomStringConvertible, Equatable {
 
 /// PNG encoding and decoding through libpng, with text chunks.
 public enum PNGCodec {
-    /// Encodes `image` as PNG bytes, with text chunks written in order: a chunk whose text is Latin-1 as `tEXt`,
-    /// otherwise as `iTXt` (UTF-8).
+    /// Encodes `image` as PNG bytes, with text chunks written in order: a text that `tEXt` can hold (printable
+    /// Latin-1 and line feeds) as `tEXt` in Latin-1 bytes, any other as `iTXt` in UTF-8 — so a reader that follows
+    /// the PNG specification shows `diplômée` and `синий квадрат` alike.
     public static func encode(
         _ image: PixelImage, text: [(key: String, value: String)] = []
     ) throws(PNGError) -> [UInt8] {
@@ -38,17 +39,18 @@ public enum PNGCodec {
                 entry.key.utf8.allSatisfy({ $0 < 0x80 })
             else { throw PNGError("text chunk key \"\(entry.key)\" must be 1-79 printable ASCII characters") }
         }
-        // C strings that live until the call returns.
+        // C strings that live until the call returns: Latin-1 bytes for tEXt, UTF-8 for iTXt.
+        let international = text.map { !fitsTEXt($0.value) }
         let keys = text.map { strdup($0.key)! }
-        let values = text.map { strdup($0.value)! }
+        let values = zip(text, international).map { entry, international in
+            cString(international ? Array(entry.value.utf8) : entry.value.unicodeScalars.map { UInt8($0.value) })
+        }
         defer {
             keys.forEach { free($0) }
             values.forEach { free($0) }
         }
         var chunks = (0..<text.count).map { i in
-            kd_png_text(
-                key: keys[i], text: values[i],
-                international: text[i].value.unicodeScalars.allSatisfy { $0.value <= 0xFF } ? 0 : 1)
+            kd_png_text(key: keys[i], text: values[i], international: international[i] ? 1 : 0)
         }
         var output: UnsafeMutablePointer<UInt8>?
         var size = 0
@@ -93,10 +95,34 @@ public enum PNGCodec {
             pixels: Array(UnsafeBufferPointer(start: pixels, count: count)))
         var text: [(key: String, value: String)] = []
         for i in 0..<Int(textCount) {
-            text.append((String(cString: texts![i].key), String(cString: texts![i].text)))
+            let chunk = texts![i]
+            let bytes = Array(UnsafeBufferPointer(start: chunk.text, count: strlen(chunk.text)))
+                .map { UInt8(bitPattern: $0) }
+            // tEXt and zTXt hold Latin-1: each byte is the code point of the same value.
+            let value =
+                chunk.international != 0
+                ? String(decoding: bytes, as: UTF8.self)
+                : String(String.UnicodeScalarView(bytes.map { Unicode.Scalar($0) }))
+            text.append((String(cString: chunk.key), value))
         }
         return (image, text)
     }
+}
+
+/// Whether `tEXt` can hold `value`: printable Latin-1 (0x20–0x7E, 0xA1–0xFF) and line feeds (PNG 1.2 §11.3.4.3).
+func fitsTEXt(_ value: String) -> Bool {
+    value.unicodeScalars.allSatisfy { s in
+        s == "\n" || (0x20...0x7E).contains(s.value) || (0xA1...0xFF).contains(s.value)
+    }
+}
+
+/// A malloc'ed NUL-terminated copy of `bytes` (cut at a NUL byte, which neither text chunk can hold).
+private func cString(_ bytes: [UInt8]) -> UnsafeMutablePointer<CChar> {
+    let kept = bytes.prefix { $0 != 0 }
+    let buffer = malloc(kept.count + 1)!.assumingMemoryBound(to: CChar.self)
+    for (i, byte) in kept.enumerated() { buffer[i] = CChar(bitPattern: byte) }
+    buffer[kept.count] = 0
+    return buffer
 }
 
 /// The text of a NUL-terminated C buffer.
