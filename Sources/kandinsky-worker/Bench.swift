@@ -20,7 +20,7 @@ struct Bench: ParsableCommand {
         @Option(help: "OpenBLAS threads (default: one per core).")
         var threads: Int?
 
-        @Flag(help: "Print one JSON object on the last line.")
+        @Flag(help: "Print one JSON document on stdout (the human lines go to stderr).")
         var json = false
 
         @Option(
@@ -41,20 +41,20 @@ struct Bench: ParsableCommand {
 
         func run() throws {
             if let threads { BLAS.threads = threads }
-            print(
+            console.line(
                 "OpenBLAS \(BLAS.coreDescription) kernel, \(BLAS.threads) threads; compute pool \(ComputePool.shared.threadCount) threads"
             )
             let peak = KernelBenchmark.sgemm(repeats: repeats)
             report(peak, peak: peak.gflops)
             let fma = KernelBenchmark.fmaPeak(threads: BLAS.threads)
             if let fma {
-                print(
+                console.line(
                     String(
                         format: "%-28@ %7.1f GFLOP/s; sgemm %.2f × that; Winograd products in %d-lane tiles",
                         "multiply-add peak (registers only)", fma, peak.gflops / fma,
                         KernelBenchmark.sixteenLaneProducts ? 16 : 8))
             } else {
-                print("multiply-add peak: not measured (needs AVX2 and FMA)")
+                console.line("multiply-add peak: not measured (needs AVX2 and FMA)")
             }
             for shape in gemm {
                 let transB = shape.hasSuffix("t")
@@ -95,8 +95,7 @@ struct Bench: ParsableCommand {
                 if let worst = convs.filter({ picked.contains($0.name) }).map(\.gflops).min() {
                     object["conv3x3_over_sgemm"] = round2(worst / peak.gflops)
                 }
-                let data = try JSONSerialization.data(withJSONObject: object, options: [.sortedKeys])
-                print(String(decoding: data, as: UTF8.self))
+                try console.document(object)
             }
         }
 
@@ -115,8 +114,10 @@ struct Bench: ParsableCommand {
             let line = String(
                 format: "%-28@ best %8.2f ms  median %8.2f ms  %7.1f GFLOP/s  (%.2f × sgemm)",
                 r.name, r.bestSeconds * 1e3, r.medianSeconds * 1e3, r.gflops, r.gflops / peak)
-            print(line)
+            console.line(line)
         }
+
+        private var console: Console { Console(json: json) }
 
         private func round2(_ v: Double) -> Double { (v * 100).rounded() / 100 }
     }

@@ -28,7 +28,7 @@ struct ModelBenchOptions: ParsableArguments {
     @Option(help: "Timed repetitions (after one warm-up).")
     var repeats = 3
 
-    @Flag(help: "Print one JSON object on the last line.")
+    @Flag(help: "Print one JSON document on stdout (the human lines go to stderr).")
     var json = false
 
     @Option(help: "Also list the convolution shapes that took the most time in the fastest run (this many).")
@@ -171,14 +171,15 @@ enum ModelBench {
 
     static func report(_ results: [ModelBenchResult], options: ModelBenchOptions, extra: [String: Any] = [:]) throws {
         let peak = probe.gflops(repeats: 3)
+        let console = Console(json: options.json)
         for r in results {
-            print(
+            console.line(
                 String(
                     format: "%@: best %.3f s  median %.3f s  %.1f effective GFLOP/s (%.2f × sgemm)", r.name, r.best,
                     r.median, r.gflops, r.gflops / peak))
             if r.sgemmWork.best > 0 {
                 let runs = r.runs.map { String(format: "%.3f s at %.0f", $0.seconds, $0.sgemm) }
-                print(
+                console.line(
                     String(
                         format: "  against the sgemm sampled around each run: %.2f × sgemm best, %.2f × median%@",
                         r.flops / 1e9 / r.sgemmWork.best, r.flops / 1e9 / r.sgemmWork.median,
@@ -190,22 +191,22 @@ enum ModelBench {
                 guard let flops = r.breakdownFlops[key], seconds > 0 else { return share + ")" }
                 return share + String(format: ", %.0f GFLOP/s)", flops / seconds / 1e9)
             }
-            print("  breakdown (fastest run): " + parts.joined(separator: ", "))
+            console.line("  breakdown (fastest run): " + parts.joined(separator: ", "))
             for (shape, entry) in r.shapes.sorted(by: { $0.value.seconds > $1.value.seconds }).prefix(options.layers) {
                 let gflops = entry.flops / max(1e-9, entry.seconds) / 1e9
-                print(
+                console.line(
                     String(
                         format: "    %@ ×%d: %.3f s (%.0f %%), %.0f GFLOP/s (%.2f × sgemm)", shape, entry.calls,
                         entry.seconds, 100 * entry.seconds / max(1e-9, total), gflops, gflops / peak))
             }
-            print(
+            console.line(
                 String(
                     format: "  resident memory: %.0f MiB after the warm-up, %.0f MiB after %d more runs (%+.0f MiB)",
                     r.residentAfterWarmUp, r.residentAtEnd, options.repeats, r.residentAtEnd - r.residentAfterWarmUp))
         }
-        for (key, value) in extra.sorted(by: { $0.key < $1.key }) { print("  \(key): \(value)") }
-        print(String(format: "sgemm 2048³ in the same run: %.1f GFLOP/s", peak))
-        print(String(format: "peak RSS: %.0f MiB", peakRSSMegabytes))
+        for (key, value) in extra.sorted(by: { $0.key < $1.key }) { console.line("  \(key): \(value)") }
+        console.line(String(format: "sgemm 2048³ in the same run: %.1f GFLOP/s", peak))
+        console.line(String(format: "peak RSS: %.0f MiB", peakRSSMegabytes))
         guard options.json, let main = results.first else { return }
         func round3(_ v: Double) -> Double { (v * 1000).rounded() / 1000 }
         func round6(_ v: Double) -> Double { (v * 1e6).rounded() / 1e6 }
@@ -227,8 +228,7 @@ enum ModelBench {
                 })
         }
         for (key, value) in extra { object[key] = value }
-        let data = try JSONSerialization.data(withJSONObject: object, options: [.sortedKeys])
-        print(String(decoding: data, as: UTF8.self))
+        try console.document(object)
     }
 
     /// Random text conditioning inputs for `rows` UNet rows.
@@ -314,7 +314,7 @@ extension Bench {
         @OptionGroup var options: ModelBenchOptions
 
         func run() throws {
-            print(options.prepare())
+            Console(json: options.json).line(options.prepare())
             let unet = try ModelBench.unetStep(options)
             try ModelBench.report([unet.step, unet.window], options: options)
         }
@@ -327,7 +327,7 @@ extension Bench {
         @OptionGroup var options: ModelBenchOptions
 
         func run() throws {
-            print(options.prepare())
+            Console(json: options.json).line(options.prepare())
             try ModelBench.report([try ModelBench.vaeDecode(options)], options: options)
         }
     }
@@ -339,7 +339,7 @@ extension Bench {
         @OptionGroup var options: ModelBenchOptions
 
         func run() throws {
-            print(options.prepare())
+            Console(json: options.json).line(options.prepare())
             try ModelBench.report(try ModelBench.textEncoders(options), options: options)
         }
     }
@@ -360,7 +360,7 @@ extension Bench {
         var steps = 50
 
         func run() throws {
-            print(options.prepare())
+            Console(json: options.json).line(options.prepare())
             let text = try ModelBench.textEncoders(options)
             let (unet, window) = try ModelBench.unetStep(options)
             let vae = try ModelBench.vaeDecode(options)

@@ -77,21 +77,12 @@ struct DemoEval: ParsableCommand {
             for (language, s) in scores {
                 object[language] = ["colour_pct": percent(s.color, s.total), "shape_pct": percent(s.shape, s.total)]
             }
-            print(
-                String(
-                    decoding: try JSONSerialization.data(withJSONObject: object, options: [.sortedKeys]), as: UTF8.self)
-            )
+            try Console(json: true).document(object)
         }
     }
 
     /// Human lines: on stdout, or on stderr with `--json` so that stdout holds the one JSON document.
-    func report(_ line: String) {
-        if json {
-            FileHandle.standardError.write(Data((line + "\n").utf8))
-        } else {
-            print(line)
-        }
-    }
+    func report(_ line: String) { Console(json: json).line(line) }
 
     /// Colour and shape percentages over the given languages' images.
     func total(

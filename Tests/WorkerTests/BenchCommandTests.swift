@@ -7,12 +7,13 @@ import Testing
 
 /// `kandinsky-worker bench kernels --json` as a report reads it: the real binary on one UNet shape.
 @Suite struct BenchCommandTests {
-    /// The OpenBLAS kernel a bench run names on its first line ("OpenBLAS SkylakeX (…) kernel, …"): as wide as the
-    /// processor allows (the worker restarts itself with OPENBLAS_CORETYPE set where OpenBLAS's detection fell
-    /// short), or the family the environment chose.
+    /// The OpenBLAS kernel a bench run names in its header ("OpenBLAS SkylakeX (…) kernel, …", on stderr with
+    /// `--json`): as wide as the processor allows (the worker restarts itself with OPENBLAS_CORETYPE set where
+    /// OpenBLAS's detection fell short), or the family the environment chose.
     @discardableResult
     func expectFittingBLASKernel(_ process: WorkerProcess) throws -> String {
-        let header = try #require(process.output.split(separator: "\n").first, "no output: \(process.log)")
+        let header = try #require(
+            process.log.split(separator: "\n").first { $0.hasPrefix("OpenBLAS ") }, "no header: \(process.log)")
         let core = try #require(header.split(separator: " ").dropFirst().first.map(String.init), "\(header)")
         if let chosen = ProcessInfo.processInfo.environment["OPENBLAS_CORETYPE"] {
             #expect(!header.contains("set by kandinsky-worker"), "\(header) with OPENBLAS_CORETYPE=\(chosen)")
@@ -20,6 +21,13 @@ import Testing
             #expect(BLAS.vectorLevel(core: core) >= BLAS.vectorLevel(flags: flags), "\(header)")
         }
         return core
+    }
+
+    /// With `--json` stdout is exactly one JSON document (what `| jq` needs): the whole of it parses as one object.
+    func jsonDocument(_ process: WorkerProcess) throws -> [String: Any] {
+        let data = Data(process.output.utf8)
+        #expect(process.output.hasSuffix("}\n") && process.output.filter { $0 == "\n" }.count == 1, "\(process.output)")
+        return try #require(try JSONSerialization.jsonObject(with: data) as? [String: Any], "\(process.output)")
     }
 
     @Test func kernelsRatioIsTheSlowestPickedAlgorithmsNotAForcedAlternative() throws {
@@ -31,8 +39,7 @@ import Testing
         #expect(eventually(timeout: 120) { !process.isRunning })
         #expect(process.terminate() == 0, "\(process.log)")
         try expectFittingBLASKernel(process)
-        let last = try #require(process.output.split(separator: "\n").last, "no output: \(process.log)")
-        let object = try #require(try JSONSerialization.jsonObject(with: Data(last.utf8)) as? [String: Any])
+        let object = try jsonDocument(process)
         let sgemm = try #require(object["sgemm_gflops"] as? Double)
         let convs = try #require(object["conv3x3_gflops"] as? [String: Double])
         // The picked algorithm (in parentheses: "… b2 (F(4×4))") and the two forced ones ("… b2 im2col", "… b2 F(6×6)").
@@ -45,7 +52,7 @@ import Testing
             let share = try #require(object["sgemm_over_fma_peak"] as? Double)
             #expect(fma > 0 && abs(share - sgemm / fma) <= 0.011, "sgemm \(sgemm) of \(fma) GFLOP/s: \(share)")
         } else {
-            #expect(process.output.contains("multiply-add peak: not measured"), "\(process.output)")
+            #expect(process.log.contains("multiply-add peak: not measured"), "\(process.log)")
         }
     }
 
@@ -61,8 +68,7 @@ import Testing
         #expect(eventually(timeout: 120) { !process.isRunning })
         #expect(process.terminate() == 0, "\(process.log)")
         let core = try expectFittingBLASKernel(process)
-        let last = try #require(process.output.split(separator: "\n").last, "no output: \(process.log)")
-        let object = try #require(try JSONSerialization.jsonObject(with: Data(last.utf8)) as? [String: Any])
+        let object = try jsonDocument(process)
         // The kernel family of the header, and how wide its vectors are (what `Ops/bench-report` picks the official
         // run's sgemm by).
         #expect(object["blas_kernel"] as? String == core, "\(object)")
