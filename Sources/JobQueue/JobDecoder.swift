@@ -45,13 +45,16 @@ public struct JobDecoder: Sendable {
             let offset = Self.firstInvalidUTF8(payload) ?? 0
             payloadError = JobError(.invalidUTF8, "the payload is not valid UTF-8 (byte \(offset))")
         }
-        if let payloadError, payload.count > Self.recoveryParseLimit { return .unidentifiable(payloadError) }
+        if let payloadError, payload.count > Self.recoveryParseLimit {
+            return Self.underReadableId(payload, payloadError)
+        }
 
         let root: JSONNode
         do {
             root = try JSONNode.parse(payload)
         } catch {
-            return .unidentifiable(payloadError ?? JobError(.invalidJSON, "the payload is not JSON: \(error)"))
+            return Self.underReadableId(
+                payload, payloadError ?? JobError(.invalidJSON, "the payload is not JSON: \(error)"))
         }
         guard case .object(let members) = root else {
             return .unidentifiable(
@@ -73,6 +76,40 @@ public struct JobDecoder: Sendable {
             e.jobId = id
             return .invalid(id: id, e)
         }
+    }
+
+    /// A payload that does not parse fails under its id when one can be read (DESIGN §3: producers waiting for
+    /// that id's event learn why), else it is unidentifiable.
+    private static func underReadableId(_ payload: [UInt8], _ error: JobError) -> JobDecoding {
+        guard let id = readableId(payload) else { return .unidentifiable(error) }
+        var e = error
+        e.jobId = id
+        return .invalid(id: id, e)
+    }
+
+    /// The id of a payload that is not valid JSON as a whole: the top-level object's members are read in order
+    /// (other members' values skipped by their brackets and quotes, so a bad number such as `NaN` does not hide an
+    /// id after it) until the structure breaks, and the `id` member's string is taken where it is a valid id,
+    /// written without escapes, and the only `id` member seen (two leave the job's identity ambiguous). So
+    /// `{"id":"j1","steps":NaN}`, `{"id":"j1","prompt":"a","prompt":"b"}`, trailing garbage, a truncated payload
+    /// and an oversized one whose id comes first all fail under `j1`.
+    static func readableId(_ payload: [UInt8]) -> String? {
+        var scanner = MemberScanner(bytes: payload)
+        guard scanner.skipSpace(), scanner.take(UInt8(ascii: "{")) else { return nil }
+        var found: String?
+        while scanner.skipSpace(), let key = scanner.rawString() {
+            guard scanner.skipSpace(), scanner.take(UInt8(ascii: ":")), scanner.skipSpace() else { break }
+            if key == Array("id".utf8) {
+                guard found == nil, let value = scanner.rawString() else { return nil }
+                let id = String(decoding: value, as: UTF8.self)
+                guard isValidId(id) else { return nil }
+                found = id
+            } else if !scanner.skipValue() {
+                break
+            }
+            guard scanner.skipSpace(), scanner.take(UInt8(ascii: ",")) else { break }
+        }
+        return found
     }
 
     private func idOf(_ members: [String: JSONNode]) -> Result<String, JobError> {
@@ -277,5 +314,71 @@ public enum InputPath {
             throw JobError(.pathTraversal, "\(field) \(relative) leads out of the input root", field: field)
         }
         return filePath
+    }
+}
+
+/// A forgiving reader of a JSON object's members, for recovering the id of a payload that does not parse: strings
+/// are taken raw (no escapes decoded: a valid id needs none), values are skipped by their brackets and quotes.
+private struct MemberScanner {
+    let bytes: [UInt8]
+    var index = 0
+
+    init(bytes: [UInt8]) { self.bytes = bytes }
+
+    /// Skips white space; false at the end of the bytes.
+    mutating func skipSpace() -> Bool {
+        while index < bytes.count, [0x20, 0x09, 0x0A, 0x0D].contains(bytes[index]) { index += 1 }
+        return index < bytes.count
+    }
+
+    mutating func take(_ byte: UInt8) -> Bool {
+        guard index < bytes.count, bytes[index] == byte else { return false }
+        index += 1
+        return true
+    }
+
+    /// A string's bytes between its quotes; nil unless a string starts here and ends without an escape in it.
+    mutating func rawString() -> [UInt8]? {
+        guard take(UInt8(ascii: "\"")) else { return nil }
+        let start = index
+        while index < bytes.count {
+            switch bytes[index] {
+            case UInt8(ascii: "\""):
+                index += 1
+                return Array(bytes[start..<index - 1])
+            case UInt8(ascii: "\\"): return nil
+            default: index += 1
+            }
+        }
+        return nil
+    }
+
+    /// Skips one value (a string with escapes, or anything up to the `,` or `}` that ends it outside brackets and
+    /// quotes); false at the end of the bytes.
+    mutating func skipValue() -> Bool {
+        var depth = 0
+        var inString = false
+        while index < bytes.count {
+            let b = bytes[index]
+            if inString {
+                if b == UInt8(ascii: "\\") {
+                    index += 1
+                } else if b == UInt8(ascii: "\"") {
+                    inString = false
+                }
+            } else {
+                switch b {
+                case UInt8(ascii: "\""): inString = true
+                case UInt8(ascii: "{"), UInt8(ascii: "["): depth += 1
+                case UInt8(ascii: "}"), UInt8(ascii: "]"):
+                    if depth == 0 { return true }
+                    depth -= 1
+                case UInt8(ascii: ","): if depth == 0 { return true }
+                default: break
+                }
+            }
+            index += 1
+        }
+        return false
     }
 }

@@ -104,7 +104,9 @@ import Testing
             ("not json", JobError.Code.invalidJSON), ("[1,2]", .notAnObject), ("\"s\"", .notAnObject),
             (#"{"prompt":"p"}"#, .missingField), (#"{"id":7,"prompt":"p"}"#, .wrongType),
             (#"{"id":"a/b","prompt":"p"}"#, .invalidValue), (#"{"id":"..","prompt":"p"}"#, .invalidValue),
-            (#"{"id":"a","id":"b","prompt":"p"}"#, .invalidJSON), (#"{"id":"a","prompt":"p"} x"#, .invalidJSON),
+            (#"{"id":"a","id":"b","prompt":"p"}"#, .invalidJSON), (#"{"id":"a","id":"a","prompt":"p"}"#, .invalidJSON),
+            (#"{"id":"a\u0062","prompt":NaN}"#, .invalidJSON), (#"{"prompt":"p" "id":"a","x":NaN}"#, .invalidJSON),
+            (#"{"id":"a/b","prompt":NaN}"#, .invalidJSON), (#"[{"id":"a"}, x]"#, .invalidJSON),
         ] {
             guard case .unidentifiable(let error) = decode(payload) else {
                 Issue.record("\(payload): \(decode(payload))")
@@ -112,6 +114,28 @@ import Testing
             }
             #expect(error.code == code, "\(payload): \(error)")
         }
+        // A payload that is not JSON as a whole but whose id can be read fails under that id (one final event, so a
+        // producer waiting for it learns why): NaN, a duplicate key other than id, trailing garbage, truncation.
+        for (payload, code) in [
+            (#"{"id":"r1","prompt":"p","steps":NaN}"#, JobError.Code.invalidJSON),
+            (#"{"id":"r1","prompt":"a","prompt":"b"}"#, .invalidJSON), (#"{"id":"r1","prompt":"p"} x"#, .invalidJSON),
+            (#"{"prompt":NaN,"id":"r1"}"#, .invalidJSON),
+            (#" { "metadata" : {"id":"x","k":[1,"}"]}, "id" : "r1", "prompt": "unterminated"#, .invalidJSON),
+            (#"{"prompt":"\"id\":\"x\"","id":"r1","width":Infinity}"#, .invalidJSON),
+        ] {
+            guard case .invalid(let id, let error) = decode(payload) else {
+                Issue.record("\(payload): \(decode(payload))")
+                continue
+            }
+            #expect(id == "r1" && error.jobId == "r1", "\(payload): \(error)")
+            #expect(error.code == code, "\(payload): \(error)")
+        }
+        // An oversized payload beyond what is parsed at all (4 MiB) whose id comes first keeps it too.
+        let huge =
+            Array(#"{"id":"huge","prompt":""#.utf8) + Array(repeating: UInt8(ascii: "a"), count: 5 << 20)
+            + Array(#""}"#.utf8)
+        #expect(decoder.decode(huge) == .invalid(id: "huge", decoder.decode(huge).error!))
+        #expect(decoder.decode(huge).error?.code == .payloadTooLarge)
         // Invalid UTF-8 and oversized payloads keep their id, so the error lands in the job's own hash.
         var bytes = Array(#"{"id":"u1","prompt":"x"#.utf8) + [0xC3, 0x28] + Array(#""}"#.utf8)
         #expect(decoder.decode(bytes) == .invalid(id: "u1", decoder.decode(bytes).error!))

@@ -159,9 +159,18 @@ extension FileManager {
         try h.producer.submit(
             Array(#"{"id":"bad-utf8","prompt":"x"#.utf8) + [0xFF] + Array(#""}"#.utf8), queue: "default")
         try h.producer.submit([0x7B, 0xFF, 0xFE], queue: "default")  // no id at all
+        // Not JSON as a whole, but the id is readable: each fails under it with one final event.
+        try h.submit(#"{"id":"bad-nan","prompt":"p","steps":NaN}"#)
+        try h.submit(#"{"id":"bad-dup","prompt":"p","prompt":"q"}"#)
+        try h.submit(#"{"id":"bad-cut","prompt":"p","metadata":{"k":["#)
         try h.submit(#"{"id":"good","prompt":"p"}"#)
         #expect(try h.waitForState("good", "done"))
-        #expect(try eventually(timeout: 5) { try h.events().count == 5 })
+        #expect(try eventually(timeout: 5) { try h.events().count == 8 })
+        for id in ["bad-nan", "bad-dup", "bad-cut"] {
+            #expect(try h.state(id) == "failed", "\(id)")
+            let events = try h.events(for: id)
+            #expect(events.count == 1 && events.first?["error"]?["code"] == .string("invalid_json"), "\(events)")
+        }
         for (id, code, field) in [("bad-width", "out_of_range", "width"), ("bad-path", "path_traversal", "init_image")]
         {
             #expect(try h.state(id) == "failed")
