@@ -20,6 +20,9 @@ public final class QueueWorker: @unchecked Sendable {
         public var version = "0.1.0"
         /// More fields for the heartbeat hash (the daemon's HTTP address, say).
         public var heartbeatFields: [String: String] = [:]
+        /// Why the generation is stuck, or nil while it makes progress: a stuck worker stops renewing its heartbeat,
+        /// so that the reaper of another worker hands its jobs back.
+        public var stuck: @Sendable () -> String? = { nil }
         /// Called for every job this worker finishes as done, with its queue wait and run time in milliseconds.
         public var onDone: @Sendable (_ queuedMs: Int64, _ runMs: Int64) -> Void = { _, _ in }
         /// With a `BatchingJobGenerator`: the most images one batch may hold, and how long a claimed job (already
@@ -504,9 +507,17 @@ public final class QueueWorker: @unchecked Sendable {
         var nextBeat = clock.now
         let host = ProcessInfo.processInfo.hostName
         let pid = String(getpid())
+        var withholding = false
         while !isStopping {
             do {
-                if clock.now >= nextBeat {
+                let stuck = options.stuck()
+                if stuck != nil, !withholding {
+                    log("withholding the heartbeat: \(stuck!)")
+                } else if stuck == nil, withholding {
+                    log("heartbeat resumed: the stuck step returned")
+                }
+                withholding = stuck != nil
+                if clock.now >= nextBeat, !withholding {
                     nextBeat = clock.now + interval
                     let jobs = lock.withLock { current }
                     try queue.heartbeat(

@@ -25,6 +25,9 @@ public struct ServeConfiguration: Equatable, Sendable {
     public var maxAttempts = 3
     public var retentionSeconds = 86_400
     public var shutdownGraceSeconds = 60
+    /// A sampling step that does not return within this many seconds makes the worker stop its watchdog pings and
+    /// heartbeat (systemd restarts it, another worker takes its jobs over).
+    public var stepTimeoutSeconds = 300
     /// Keep F16/BF16-stored layer weights in half precision, expanded at each use (about half the resident memory,
     /// about a fifth more time per UNet step).
     public var halfWeights = false
@@ -98,7 +101,7 @@ public struct ServeConfiguration: Equatable, Sendable {
     public static let keys: Set<String> = [
         "name", "device", "redis_url", "queues", "key_prefix", "hash_tag", "model", "state_dir", "store", "input_root",
         "http", "max_batch_images", "max_batch_wait_ms", "heartbeat_ms", "max_attempts", "retention_s",
-        "shutdown_grace_s", "half_weights",
+        "shutdown_grace_s", "step_timeout_s", "half_weights",
     ]
 
     static let defaultKeys: Set<String> = [
@@ -163,6 +166,7 @@ public struct ServeConfiguration: Equatable, Sendable {
         case "max_attempts": maxAttempts = try int(1...100)
         case "retention_s": retentionSeconds = try int(1...31_536_000)
         case "shutdown_grace_s": shutdownGraceSeconds = try int(0...3600)
+        case "step_timeout_s": stepTimeoutSeconds = try int(1...86_400)
         case "half_weights":
             switch value.trimmingCharacters(in: .whitespaces).lowercased() {
             case "true", "yes", "on", "1": halfWeights = true

@@ -15,6 +15,11 @@ public final class KandinskyGenerator: BatchingJobGenerator, @unchecked Sendable
     public var onStep: @Sendable (String, Int, Int) -> Void = { _, _, _ in }
     /// Called when a job's images are made, with their count and the time generating took.
     public var onJob: @Sendable (Int, Duration) -> Void = { _, _ in }
+    /// Told when a batch begins, after each step and when it ends: what the watchdog, heartbeat and `/readyz` ask.
+    public var liveness: Liveness?
+    /// Fault injection for liveness tests (`KD_FAULT_HANG_AFTER_STEP`): every run blocks for good after this step,
+    /// as a wedged device or a deadlock would.
+    public var hangAfterStep: Int?
 
     public static let maxInputBytes = 16 << 20
     public static let maxInputSide = 4096
@@ -59,11 +64,19 @@ public final class KandinskyGenerator: BatchingJobGenerator, @unchecked Sendable
                 results[i] = .failure(error)
             }
         }
+        defer { liveness?.ended() }
         while !active.isEmpty {
             var stopped: [Int: GenerationFailure] = [:]
             let started = ContinuousClock.now
+            liveness?.began(
+                jobs: active.map { batch[$0.index].context.jobId }, steps: active.map(\.image.steps).max() ?? 0)
             do {
-                let images = try pipeline.generate(active.map(\.image)) { [onStep] done, total in
+                let images = try pipeline.generate(active.map(\.image)) {
+                    [onStep, liveness, hangAfterStep] done, total in
+                    liveness?.stepped(done: done, steps: total)
+                    if let hangAfterStep, done == hangAfterStep {
+                        while true { Thread.sleep(forTimeInterval: 3600) }
+                    }
                     for job in active {
                         onStep(batch[job.index].context.jobId, done, total)
                         batch[job.index].context.reportProgress(done: done, total: total)

@@ -29,6 +29,10 @@ public final class WorkerDaemon: @unchecked Sendable {
     private var worker: QueueWorker?
     private var health: HealthServer?
     public let metrics = WorkerMetrics()
+    /// What the generation loop reports: the watchdog, the heartbeat and `/readyz` follow it, not a timer.
+    public let liveness: Liveness
+    /// The stall last logged (so it is said once, and its end too).
+    private var reportedStall: Liveness.Stall?
 
     /// Whether the prelude finished (model loaded, Redis reachable at start).
     public var isReady: Bool { stateLock.withLock { _ready } }
@@ -40,6 +44,7 @@ public final class WorkerDaemon: @unchecked Sendable {
         self.configuration = configuration
         self.logger = logger
         self.log = log
+        liveness = Liveness(stepTimeout: .seconds(configuration.stepTimeoutSeconds))
     }
 
     /// The worker's name: configured, or `<host>-<device>`.
@@ -159,7 +164,13 @@ public final class WorkerDaemon: @unchecked Sendable {
         options.device = c.device
         options.model = modelName
         options.heartbeatFields = ["http": "\(host):\(server.port)"]
+        options.stuck = { [liveness] in liveness.stall()?.description }
         let generator = KandinskyGenerator(pipeline: pipeline, inputRoot: c.inputDirectory)
+        generator.liveness = liveness
+        if let text = ProcessInfo.processInfo.environment["KD_FAULT_HANG_AFTER_STEP"], let step = Int(text) {
+            generator.hangAfterStep = step
+            logger.warning("fault injection: every generation hangs after step \(step) (KD_FAULT_HANG_AFTER_STEP)")
+        }
         let stepClock = StepClock()
         generator.onStep = { [metrics] _, done, _ in
             if let d = stepClock.lap(restart: done == 1) { metrics.step(d) }
@@ -246,6 +257,7 @@ public final class WorkerDaemon: @unchecked Sendable {
     func notReadyReason() -> String? {
         stateLock.withLock {
             if !_ready { return "starting (model loading or warming up)" }
+            if let stall = liveness.stall() { return stall.description }
             if !redisReachable { return "Redis unreachable" }
             if Date().timeIntervalSince(lastBeat) > 3 * max(1, Double(configuration.heartbeatMs) / 1000) {
                 return "the worker loops stopped beating"
@@ -278,6 +290,13 @@ public final class WorkerDaemon: @unchecked Sendable {
                 self.redisReachable = reachable
                 self.lastBeat = Date()
             }
+            // A stuck generation gets no watchdog ping: systemd restarts the worker after WatchdogSec.
+            if let stall = self.liveness.stall() {
+                self.reportStall(stall)
+                self.notify(["STATUS=\(stall)"])
+                return
+            }
+            self.reportStall(nil)
             let done = stats.finished.values.reduce(0, +)
             let batch = worker.currentJobs
             let running = batch.isEmpty ? "idle" : "batch \(batch.joined(separator: ","))"
@@ -286,6 +305,23 @@ public final class WorkerDaemon: @unchecked Sendable {
         }
         timer.resume()
         return timer
+    }
+
+    /// Logs a stall when it starts (once) and when the step returns after all.
+    private func reportStall(_ stall: Liveness.Stall?) {
+        let previous = stateLock.withLock {
+            defer { reportedStall = stall }
+            return reportedStall
+        }
+        if let stall, previous == nil {
+            logger.error(
+                "\(stall); no more watchdog pings or heartbeats: systemd restarts this worker and another takes the jobs over",
+                metadata: ["job_id": "\(stall.jobs.joined(separator: ","))"])
+        } else if stall == nil, let previous {
+            logger.warning(
+                "the stuck step returned after all; pinging the watchdog again",
+                metadata: ["job_id": "\(previous.jobs.joined(separator: ","))"])
+        }
     }
 
     static func seconds(_ d: Duration) -> Double {

@@ -182,6 +182,66 @@ import Testing
         #expect(second.terminate(timeout: 60) == 0)
     }
 
+    /// Liveness is what the generation loop reports: a step that never returns (the fault switch) stops the watchdog
+    /// pings and the heartbeat, /readyz names the stuck step, and another worker takes the job over and finishes it.
+    @Test func aHungStepStopsWatchdogAndHeartbeatAndAnotherWorkerFinishesTheJob() throws {
+        let dir = try TemporaryDirectory(prefix: "kd-hung")
+        defer { dir.remove() }
+        let redis = try RedisServer()
+        let client = RedisClient(RedisConfiguration(.unix(path: redis.socketPath)))
+        try client.connect()
+        let producer = JobProducer(client: client)
+        let config = dir.file("worker.yaml")
+        try "heartbeat_ms: 300\nstep_timeout_s: 2\n".write(toFile: config, atomically: true, encoding: .utf8)
+        let notify = try NotifySocket(path: dir.file("notify.sock"))
+        func start(_ name: String, _ environment: [String: String] = [:]) throws -> WorkerProcess {
+            try WorkerProcess(
+                name: name,
+                command: [
+                    "serve", "--config", config, "--state-dir", dir.file("state-\(name)"), "--name", name, "--http",
+                    "127.0.0.1:0", "--redis", "unix://\(redis.socketPath)", "--store", dir.file("store"),
+                ], logDirectory: dir.path, environment: environment)
+        }
+        let hung = try start(
+            "h1", ["NOTIFY_SOCKET": notify.path, "WATCHDOG_USEC": "400000", "KD_FAULT_HANG_AFTER_STEP": "2"])
+        defer { hung.kill9() }
+        #expect(notify.receive(until: "READY=1", timeout: 120) != nil, "no READY=1; log:\n\(hung.log)")
+        var port = 0
+        #expect(
+            eventually(timeout: 10) {
+                port =
+                    (try? client.command(["HGET", "kd:worker:h1", "http"]).text).flatMap {
+                        ServeConfiguration.hostPort($0)?.port
+                    } ?? 0
+                return port > 0
+            }, "no heartbeat; log:\n\(hung.log)")
+        #expect(try httpGet(port: port, path: "/readyz").0 == 200)
+        try producer.submit(Array(#"{"id":"hung","prompt":"a red circle","seed":1,"steps":6}"#.utf8), queue: "default")
+
+        // The third step never returns (of 7: the release's ddim spacing for 6 steps): after step_timeout_s the
+        // status says so and the pings stop.
+        let untilStuck = try #require(
+            notify.receive(until: "STATUS=stuck: step 3 of 7 (job hung)", timeout: 60), "log:\n\(hung.log)")
+        #expect(untilStuck.contains { $0.contains("WATCHDOG=1") }, "the watchdog was fed before: \(untilStuck)")
+        var after: [String] = []
+        let quiet = Date().addingTimeInterval(2)
+        while Date() < quiet { if let m = notify.receive(timeout: 0.1) { after.append(m) } }
+        #expect(!after.isEmpty && !after.contains { $0.contains("WATCHDOG=1") }, "pings after the stall: \(after)")
+        let (status, body) = try httpGet(port: port, path: "/readyz")
+        #expect(status == 503 && body.contains("step 3 of 7") && body.contains("hung"), "\(status) \(body)")
+        // No more heartbeats: the worker's key expires (3 heartbeat intervals).
+        #expect(eventually(timeout: 10) { (try? client.command(["EXISTS", "kd:worker:h1"]).integer) == 0 })
+        #expect(hung.log.contains("withholding the heartbeat"), "\(hung.log)")
+
+        // Another worker's reaper hands the job back; it finishes it, with exactly one final event.
+        let rescuer = try start("h2")
+        defer { rescuer.kill9() }
+        #expect(eventually(timeout: 120) { (try? producer.status("hung")["state"]) == "done" }, "\(rescuer.log)")
+        #expect(try producer.status("hung")["worker"] == "h2")
+        #expect(try client.command(["XLEN", "kd:events"]).integer == 1, "exactly one final event")
+        #expect(rescuer.terminate(timeout: 60) == 0)
+    }
+
     @Test func sigtermFinishesTheRunningJobAndHandsBackTheRest() throws {
         let dir = try TemporaryDirectory(prefix: "kd-sigterm")
         defer { dir.remove() }
