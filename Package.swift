@@ -53,17 +53,25 @@ let package = Package(
         // MARK: Swift modules
         .target(name: "CKernels", cSettings: [.unsafeFlags(["-O2"], .when(configuration: .debug))]),
         .target(name: "Tensor", dependencies: ["COpenBLAS", "CKernels"], swiftSettings: kernelSettings),
-        .target(name: "Kandinsky", dependencies: ["Tensor", "CSentencePiece"], resources: [.copy("Resources")]),
+        // The generation vocabulary (samplers, defaults and their merge, request limits, the PNG parameters text):
+        // one set of types for the model, the queue, the configuration and the command line.
+        .target(name: "Generation"),
+        .target(
+            name: "Kandinsky", dependencies: ["Tensor", "Generation", "CSentencePiece"], resources: [.copy("Resources")]
+        ),
         .target(name: "ModelConversion", dependencies: ["Tensor", "ZIPFoundation"]),
         .target(
             name: "JobQueue",
-            dependencies: ["CHiredis", "ResultStore", .product(name: "Crypto", package: "swift-crypto")]),
+            dependencies: [
+                "CHiredis", "Generation", "ResultStore", .product(name: "Crypto", package: "swift-crypto"),
+            ]),
         .target(name: "ResultStore", dependencies: ["CPNG", .product(name: "Crypto", package: "swift-crypto")]),
         .target(name: "Systemd", dependencies: ["CSystemd", .product(name: "Logging", package: "swift-log")]),
         .target(
             name: "Worker",
             dependencies: [
-                "Tensor", "Kandinsky", "JobQueue", "ResultStore", "Systemd", .product(name: "Yams", package: "Yams"),
+                "Tensor", "Generation", "Kandinsky", "JobQueue", "ResultStore", "Systemd",
+                .product(name: "Yams", package: "Yams"),
                 .product(name: "NIOCore", package: "swift-nio"), .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOHTTP1", package: "swift-nio"),
                 .product(name: "Prometheus", package: "swift-prometheus"),
@@ -73,7 +81,7 @@ let package = Package(
         .executableTarget(
             name: "kandinsky-worker",
             dependencies: [
-                "Tensor", "Kandinsky", "ModelConversion", "JobQueue", "ResultStore", "Systemd", "Worker",
+                "Tensor", "Generation", "Kandinsky", "ModelConversion", "JobQueue", "ResultStore", "Systemd", "Worker",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
             ]),
@@ -82,6 +90,7 @@ let package = Package(
         // Shared by the test targets: where the committed fixtures are, and a real redis-server per test.
         .target(name: "TestSupport", path: "Tests/TestSupport"),
         .testTarget(name: "TensorTests", dependencies: ["Tensor", "TestSupport"]),
+        .testTarget(name: "GenerationTests", dependencies: ["Generation"]),
         .testTarget(name: "KandinskyTests", dependencies: ["Kandinsky", "Tensor", "TestSupport"]),
         .testTarget(name: "ModelConversionTests", dependencies: ["ModelConversion", "Tensor", "TestSupport"]),
         .testTarget(name: "JobQueueTests", dependencies: ["JobQueue", "TestSupport"]),

@@ -1,13 +1,6 @@
-// MARK: - The validated request
+@_exported import Generation
 
-/// The samplers a job may ask for (DESIGN §5).
-public enum Sampler: String, CaseIterable, Sendable {
-    case ddim
-    case pSampler = "p_sampler"
-    case plms
-    case ddimLDM = "ddim_ldm"
-    case dpmpp2M = "dpmpp_2m"
-}
+// MARK: - The validated request
 
 /// `dynamic_threshold`: given as a percentile, or `null` to switch it off.
 public enum DynamicThreshold: Equatable, Sendable {
@@ -88,55 +81,4 @@ public struct GenerationRequest: Equatable, Sendable {
         if let deadline { m["deadline"] = .double(deadline) }
         return .object(m)
     }
-}
-
-/// Generation parameters with every value decided: what the sampling code runs.
-public struct GenerationParameters: Equatable, Sendable {
-    public var prompt: String
-    public var negativePrompt: String
-    public var width: Int
-    public var height: Int
-    public var numImages: Int
-    public var steps: Int
-    public var guidanceScale: Double
-    public var sampler: Sampler
-    public var eta: Double
-    /// Percentile, or `nil` for no dynamic thresholding.
-    public var dynamicThreshold: Double?
-    /// The first image's seed; image `n` uses `seed + n` (DESIGN §5).
-    public var seed: UInt64
-    public var initImage: String?
-    public var strength: Double?
-    public var maskImage: String?
-
-    /// The seed of image `n` (0-based).
-    public func seed(ofImage n: Int) -> UInt64 { seed &+ UInt64(n) }
-}
-
-/// The values used where a job leaves a parameter out (configuration, or the model's `defaults`).
-public struct GenerationDefaults: Equatable, Sendable {
-    public var width = 512
-    public var height = 512
-    public var numImages = 1
-    public var steps = 50
-    public var guidanceScale = 7.0
-    public var sampler = Sampler.ddim
-    public var eta = 0.0
-    public var dynamicThreshold: Double? = 99.5
-    public var strength = 0.7
-    public init() {}
-}
-
-/// The bounds a job is checked against. The defaults are those of DESIGN §3; a deployment may narrow or widen them.
-public struct JobLimits: Equatable, Sendable {
-    public var maxPayloadBytes = 64 * 1024
-    public var maxPromptBytes = 8 * 1024
-    public var size: ClosedRange<Int> = 64...1024
-    /// Width and height must be multiples of this (the autoencoder downsamples by 8).
-    public var sizeMultiple = 8
-    public var numImages: ClosedRange<Int> = 1...16
-    public var steps: ClosedRange<Int> = 1...1000
-    public var guidanceScale: ClosedRange<Double> = 0...100
-    public var maxPathBytes = 1024
-    public init() {}
 }

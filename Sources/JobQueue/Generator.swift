@@ -140,14 +140,3 @@ public struct ScriptedGenerator: JobGenerator {
         return GenerationOutput(parameters: parameters, images: images, model: "scripted")
     }
 }
-
-/// The `parameters` text chunk of DESIGN §4 for one image (its own seed), in the format other diffusion tools write.
-public func parametersText(_ p: GenerationParameters, seed: UInt64, model: String) -> String {
-    var lines = [p.prompt]
-    if !p.negativePrompt.isEmpty { lines.append("Negative prompt: \(p.negativePrompt)") }
-    let cfg = p.guidanceScale.rounded() == p.guidanceScale ? String(Int(p.guidanceScale)) : String(p.guidanceScale)
-    lines.append(
-        "Steps: \(p.steps), Sampler: \(p.sampler.rawValue), CFG scale: \(cfg), Seed: \(seed), "
-            + "Size: \(p.width)x\(p.height), Model: \(model)")
-    return lines.joined(separator: "\n")
-}

@@ -17,7 +17,7 @@ public final class QueueWorker: @unchecked Sendable {
         /// Reported in the heartbeat hash.
         public var device = "cpu"
         public var model = ""
-        public var version = "0.1.0"
+        public var version = productVersion
         /// More fields for the heartbeat hash (the daemon's HTTP address, say).
         public var heartbeatFields: [String: String] = [:]
         /// Why the generation is stuck, or nil while it makes progress: a stuck worker stops renewing its heartbeat,
@@ -425,12 +425,7 @@ public final class QueueWorker: @unchecked Sendable {
         for (n, image) in output.images.enumerated() {
             let seed = output.parameters.seed(ofImage: n)
             pngs.append(
-                try PNGCodec.encode(
-                    image,
-                    text: [
-                        ("parameters", parametersText(output.parameters, seed: seed, model: output.model)),
-                        ("Software", "kandinsky-worker \(options.version)"),
-                    ]))
+                try PNGCodec.encode(image, text: pngTextChunks(output.parameters, seed: seed, model: output.model)))
         }
         let p = output.parameters
         var parameters: [String: JSONNode] = [

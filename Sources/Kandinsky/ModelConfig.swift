@@ -1,4 +1,5 @@
 import Foundation
+@_exported import Generation
 
 /// `model.json` of a model directory (DESIGN §2): the official `CONFIG_2_0` field names for `unet` and
 /// `diffusion`, `{embed_dim, ddconfig, scale}` for `vae`, Hugging Face config fields for the text encoders.
@@ -10,7 +11,7 @@ public struct ModelConfig: Codable, Sendable, Equatable {
     public var textEncoder1: TextEncoder1Config
     public var textEncoder2: TextEncoder2Config
     /// Generation parameters the model is meant for, used when a request leaves them out.
-    public var defaults: GenerationDefaults?
+    public var defaults: ModelDefaults?
 
     enum CodingKeys: String, CodingKey {
         case format, unet, diffusion, vae, defaults
@@ -277,20 +278,4 @@ public struct TextEncoder2Config: Codable, Sendable, Equatable {
     }
 
     public var mt5: MT5
-}
-
-/// Generation parameters a model states for requests that leave them out (`model.json` `defaults`).
-public struct GenerationDefaults: Codable, Sendable, Equatable {
-    public var width: Int?
-    public var height: Int?
-    public var steps: Int?
-    public var guidanceScale: Double?
-    public var sampler: String?
-    public var eta: Double?
-    public var dynamicThreshold: Double?
-
-    enum CodingKeys: String, CodingKey {
-        case width, height, steps, sampler, eta
-        case guidanceScale = "guidance_scale", dynamicThreshold = "dynamic_threshold"
-    }
 }

@@ -173,11 +173,12 @@ public struct ServeConfiguration: Equatable, Sendable {
             case "false", "no", "off", "0": halfWeights = false
             default: throw bad("must be true or false (got \"\(value)\")")
             }
-        case "defaults.width": defaults.width = try int(64...1024)
-        case "defaults.height": defaults.height = try int(64...1024)
-        case "defaults.num_images": defaults.numImages = try int(1...16)
-        case "defaults.steps": defaults.steps = try int(1...1000)
-        case "defaults.guidance_scale": defaults.guidanceScale = try double(0...100)
+        // Defaults obey the limits jobs do (the one table, DESIGN §3).
+        case "defaults.width": defaults.width = try int(JobLimits().size)
+        case "defaults.height": defaults.height = try int(JobLimits().size)
+        case "defaults.num_images": defaults.numImages = try int(JobLimits().numImages)
+        case "defaults.steps": defaults.steps = try int(JobLimits().steps)
+        case "defaults.guidance_scale": defaults.guidanceScale = try double(JobLimits().guidanceScale)
         case "defaults.sampler":
             guard let s = Sampler(rawValue: value) else {
                 throw bad("must be one of \(Sampler.allCases.map(\.rawValue).joined(separator: ", "))")

@@ -9,8 +9,8 @@ import ResultStore
 /// no symlinks out of it), as PNG of at most 16 MB and 4096×4096 pixels. Cancellation is checked between sampling
 /// steps.
 public final class KandinskyGenerator: BatchingJobGenerator, @unchecked Sendable {
-    public let pipeline: KandinskyPipeline
-    public let inputRoot: String?
+    public let service: GenerationService
+    public var pipeline: KandinskyPipeline { service.pipeline }
     /// Called after each sampling step with (job id, step, total) — for progress in the job hash and metrics.
     public var onStep: @Sendable (String, Int, Int) -> Void = { _, _, _ in }
     /// Called when a job's images are made, with their count and the time generating took.
@@ -21,13 +21,7 @@ public final class KandinskyGenerator: BatchingJobGenerator, @unchecked Sendable
     /// as a wedged device or a deadlock would.
     public var hangAfterStep: Int?
 
-    public static let maxInputBytes = 16 << 20
-    public static let maxInputSide = 4096
-
-    public init(pipeline: KandinskyPipeline, inputRoot: String?) {
-        self.pipeline = pipeline
-        self.inputRoot = inputRoot
-    }
+    public init(service: GenerationService) { self.service = service }
 
     public func generate(_ request: GenerationRequest, context: GenerationContext) throws -> GenerationOutput {
         try generate(batch: [(request, context)])[0].get()
@@ -100,7 +94,7 @@ public final class KandinskyGenerator: BatchingJobGenerator, @unchecked Sendable
                         PixelImage(width: $0.width, height: $0.height, channels: 3, pixels: $0.rgb)
                     }
                     results[job.index] = .success(
-                        GenerationOutput(parameters: job.parameters, images: pixels, model: pipeline.modelName))
+                        GenerationOutput(parameters: job.parameters, images: pixels, model: service.modelName))
                 }
                 active = []
             } catch is SamplingCancelled {
@@ -124,59 +118,6 @@ public final class KandinskyGenerator: BatchingJobGenerator, @unchecked Sendable
         _ request: GenerationRequest, context: GenerationContext
     ) throws -> (GenerationParameters, ImageRequest) {
         let p = request.resolved(defaults: context.defaults) { UInt64.random(in: 0..<(1 << 32)) }
-        guard let sampler = SamplerKind(rawValue: p.sampler.rawValue) else {
-            throw GenerationFailure(.invalidValue, "sampler \(p.sampler.rawValue) is not available", retryable: false)
-        }
-        var image = ImageRequest(
-            prompt: p.prompt, negativePrompt: p.negativePrompt, width: p.width, height: p.height,
-            numImages: p.numImages, steps: p.steps, guidanceScale: Float(p.guidanceScale), sampler: sampler, eta: p.eta,
-            dynamicThreshold: p.dynamicThreshold, seed: p.seed)
-        if let path = p.initImage {
-            let png = try readInput(path, field: "init_image")
-            var rgb: [UInt8] = []
-            rgb.reserveCapacity(png.width * png.height * 3)
-            for i in 0..<(png.width * png.height) { rgb += png.pixels[(i * png.channels)..<(i * png.channels + 3)] }
-            image.initImage = RGBImage(width: png.width, height: png.height, pixels: rgb)
-            image.strength = p.maskImage == nil ? p.strength : nil
-        }
-        if let path = p.maskImage {
-            let png = try readInput(path, field: "mask_image")
-            image.mask = (0..<(png.width * png.height)).map { Float(png.pixels[$0 * png.channels]) / 255 }
-        }
-        do {
-            try image.validate()
-        } catch {
-            throw GenerationFailure(.invalidValue, error.description, retryable: false)
-        }
-        return (p, image)
-    }
-
-    /// A PNG below the input root, within the size limits.
-    func readInput(_ relative: String, field: String) throws -> PixelImage {
-        guard let inputRoot else {
-            throw GenerationFailure(.invalidValue, "\(field) given but this worker has no input root", retryable: false)
-        }
-        let path: String
-        do {
-            path = try InputPath.resolve(relative, root: inputRoot, field: field)
-        } catch {
-            throw GenerationFailure(error.code, error.message, retryable: false)
-        }
-        guard let attributes = try? FileManager.default.attributesOfItem(atPath: path),
-            let size = attributes[.size] as? Int
-        else { throw GenerationFailure(.invalidValue, "\(field) \(relative) cannot be read", retryable: false) }
-        guard size <= Self.maxInputBytes else {
-            throw GenerationFailure(.invalidValue, "\(field) \(relative) is larger than 16 MB", retryable: false)
-        }
-        guard let data = FileManager.default.contents(atPath: path) else {
-            throw GenerationFailure(.invalidValue, "\(field) \(relative) cannot be read", retryable: false)
-        }
-        do {
-            return try PNGCodec.decode(
-                [UInt8](data), maxWidth: Self.maxInputSide, maxHeight: Self.maxInputSide, source: relative
-            ).image
-        } catch {
-            throw GenerationFailure(.invalidValue, "\(field) \(error.description)", retryable: false)
-        }
+        return (p, try service.imageRequest(p))
     }
 }

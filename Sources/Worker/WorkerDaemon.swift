@@ -126,24 +126,12 @@ public final class WorkerDaemon: @unchecked Sendable {
             try c.model.map { path throws(KandinskyError) in try ModelDirectory(path: path) }
             ?? ModelDirectory.embeddedDemo()
         directory.keepHalfPrecision = c.halfWeights
-        let modelName =
-            directory.path == ModelDirectory.embeddedDemoPath ? "kandinsky-2.0-shapes-demo" : "kandinsky-2.0"
-        let pipeline = try KandinskyPipeline(directory: directory, modelName: modelName)
+        let service = try GenerationService(
+            directory: directory, configurationDefaults: c.defaults, inputRoot: c.inputDirectory)
+        let (pipeline, modelName, defaults) = (service.pipeline, service.modelName, service.defaults)
         let loadSeconds = Self.seconds(ContinuousClock.now - loadStart)
         metrics.modelLoad.set(loadSeconds)
         log(String(format: "model %@ loaded from %@ in %.1f s", modelName, directory.path, loadSeconds))
-
-        // The model's own defaults win over the configuration's where it states them (DESIGN §2).
-        var defaults = c.defaults
-        if let m = directory.config.defaults {
-            if let v = m.width { defaults.width = v }
-            if let v = m.height { defaults.height = v }
-            if let v = m.steps { defaults.steps = v }
-            if let v = m.guidanceScale { defaults.guidanceScale = v }
-            if let v = m.sampler, let s = Sampler(rawValue: v) { defaults.sampler = s }
-            if let v = m.eta { defaults.eta = v }
-            if let v = m.dynamicThreshold { defaults.dynamicThreshold = v }
-        }
 
         // MARK: warm-up: one step at the smallest size, so the first job does not pay for first-touch costs
         notifyStatus("warming up")
@@ -165,7 +153,7 @@ public final class WorkerDaemon: @unchecked Sendable {
         options.model = modelName
         options.heartbeatFields = ["http": "\(host):\(server.port)"]
         options.stuck = { [liveness] in liveness.stall()?.description }
-        let generator = KandinskyGenerator(pipeline: pipeline, inputRoot: c.inputDirectory)
+        let generator = KandinskyGenerator(service: service)
         generator.liveness = liveness
         if let text = ProcessInfo.processInfo.environment["KD_FAULT_HANG_AFTER_STEP"], let step = Int(text) {
             generator.hangAfterStep = step

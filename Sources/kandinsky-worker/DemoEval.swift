@@ -43,7 +43,7 @@ struct DemoEval: ParsableCommand {
                     ImageRequest(
                         prompt: c.text, width: defaults?.width ?? 64, height: defaults?.height ?? 64,
                         steps: defaults?.steps ?? 30, guidanceScale: Float(defaults?.guidanceScale ?? 4),
-                        sampler: SamplerKind(rawValue: defaults?.sampler ?? "ddim") ?? .ddim,
+                        sampler: defaults?.sampler ?? .ddim,
                         eta: defaults?.eta ?? 0.05,
                         dynamicThreshold: defaults?.dynamicThreshold ?? 99.5, seed: seed + UInt64(index + k))
                 }

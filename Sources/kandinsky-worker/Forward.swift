@@ -102,7 +102,7 @@ struct Forward: ParsableCommand {
 
     /// The sampler alone on given embeddings and starting noise, replaying recorded draws when given.
     func sample(_ directory: ModelDirectory, _ input: SafetensorsFile) throws -> Tensor {
-        guard let kind = SamplerKind(rawValue: sampler) else { throw ValidationError("unknown sampler \(sampler)") }
+        guard let kind = Sampler(rawValue: sampler) else { throw ValidationError("unknown sampler \(sampler)") }
         let threshold: Double? = dynamicThreshold == "none" ? nil : Double(dynamicThreshold)
         if dynamicThreshold != "none" && threshold == nil {
             throw ValidationError("--dynamic-threshold must be a number or none")

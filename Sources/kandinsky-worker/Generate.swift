@@ -1,15 +1,18 @@
 import ArgumentParser
 import Foundation
+import JobQueue
 import Kandinsky
 import ResultStore
+import Worker
 
 /// `generate PROMPT --model DIR`: text to image (img2img, inpainting) on this machine, no Redis.
 struct Generate: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Generate images from a prompt with a model directory, without Redis.",
         discussion: """
-            Defaults come from the model's model.json "defaults", then: 512×512, 50 steps, guidance scale 7, \
-            sampler ddim, eta 0.05, dynamic threshold 99.5. Image k of N uses seed + k. With --init-image and \
+            Defaults come from the model's model.json "defaults", then the worker's built-in ones (Config/worker.yaml): \
+            512×512, 50 steps, guidance scale 7, sampler ddim, eta 0, dynamic threshold 99.5. The same request through \
+            `serve` gives the same PNG bytes. Image k of N uses seed + k. With --init-image and \
             --strength, img2img (the official reading: the sampler runs the last ⌊steps·(1 − strength)⌋ steps, so a \
             larger strength stays closer to the image); with --init-image and --mask, inpainting (mask white = keep).
             """)
@@ -37,28 +40,38 @@ struct Generate: ParsableCommand {
             try model.map { path throws(KandinskyError) in try ModelDirectory(path: path) }
             ?? ModelDirectory.embeddedDemo()
         directory.keepHalfPrecision = halfWeights
-        let defaults = directory.config.defaults
-        let o = options
-        var request = ImageRequest(
-            prompt: prompt, negativePrompt: o.negativePrompt ?? "", width: o.width ?? defaults?.width ?? 512,
-            height: o.height ?? defaults?.height ?? 512, numImages: o.numImages ?? 1,
-            steps: o.steps ?? defaults?.steps ?? 50,
-            guidanceScale: Float(o.guidanceScale ?? defaults?.guidanceScale ?? 7),
-            sampler: try parseSampler(o.sampler ?? defaults?.sampler ?? "ddim"), eta: o.eta ?? defaults?.eta ?? 0.05,
-            dynamicThreshold: try parseThreshold(defaults?.dynamicThreshold ?? 99.5),
-            seed: o.seed ?? UInt64.random(in: 0..<(1 << 32)))
-        if let initImage { request.initImage = try readRGB(initImage) }
-        request.strength = strength
-        if let mask { request.mask = try readMask(mask) }
-        try request.validate()  // every parameter checked before any model is loaded
+        // The request goes through the workers' job decoder and defaults, so it meets the same rules and limits and
+        // gives the same PNG bytes as the same job through `serve`; every parameter is checked before any weight
+        // is loaded.
+        var fields = try options.job(id: "generate", prompt: prompt)
+        if let strength { fields["strength"] = .double(strength) }
+        // Input images are read from the paths given (below); the decoder sees that they are there.
+        if initImage != nil { fields["init_image"] = .string("init.png") }
+        if mask != nil { fields["mask_image"] = .string("mask.png") }
+        let request: GenerationRequest
+        switch JobDecoder().decode(Array(JSONNode.object(fields).serialized.utf8)) {
+        case .valid(let r): request = r
+        case .invalid(_, let error), .unidentifiable(let error):
+            throw ValidationError(error.message)
+        }
+        let defaults = GenerationService.defaults(for: directory)
+        let parameters = request.resolved(defaults: defaults) { UInt64.random(in: 0..<(1 << 32)) }
+        let initPNG = try initImage.map { try readInput($0, field: "--init-image") }
+        let maskPNG = try mask.map { try readInput($0, field: "--mask") }
 
         let loadStart = Date()
-        let pipeline = try KandinskyPipeline(directory: directory, modelName: Self.modelName(directory))
+        let service = try GenerationService(directory: directory)
+        let imageRequest: ImageRequest
+        do {
+            imageRequest = try service.imageRequest(parameters, initImage: initPNG, mask: maskPNG)
+        } catch {
+            throw ValidationError(error.message)
+        }
         FileHandle.standardError.write(
             Data(String(format: "model loaded in %.1f s\n", Date().timeIntervalSince(loadStart)).utf8))
         let start = Date()
         let bar = ProgressBar()
-        let images = try pipeline.generate([request]) { done, total in
+        let images = try service.pipeline.generate([imageRequest]) { done, total in
             bar.update(done, total)
             return true
         }[0]
@@ -66,10 +79,9 @@ struct Generate: ParsableCommand {
         let seconds = Date().timeIntervalSince(start)
         for (k, image) in images.enumerated() {
             let path = images.count == 1 ? output : numbered(output, k)
-            let parameters = KandinskyPipeline.parametersText(request, seed: image.seed, model: pipeline.modelName)
-            let png = try PNGCodec.encode(
+            let png = try service.png(
                 PixelImage(width: image.width, height: image.height, channels: 3, pixels: image.rgb),
-                text: [("parameters", parameters)])
+                parameters: parameters, index: k)
             try Data(png).write(to: URL(fileURLWithPath: path), options: .atomic)
             print("\(path)  seed \(image.seed)")
         }
@@ -77,59 +89,17 @@ struct Generate: ParsableCommand {
             Data(
                 String(
                     format: "%d image(s) in %.2f s (%.3f s per step)\n", images.count, seconds,
-                    seconds / Double(max(1, request.steps))
+                    seconds / Double(max(1, imageRequest.steps))
                 ).utf8))
     }
 
-    /// The name PNGs record: `kandinsky-2.0`, or the demo model's name.
-    static func modelName(_ directory: ModelDirectory) -> String {
-        directory.path == ModelDirectory.embeddedDemoPath ? "kandinsky-2.0-shapes-demo" : "kandinsky-2.0"
-    }
-
-    func parseSampler(_ name: String) throws -> SamplerKind {
-        guard let kind = SamplerKind(rawValue: name) else {
-            throw ValidationError("unknown sampler \(name) (ddim, p_sampler, ddim_ldm, plms, dpmpp_2m)")
-        }
-        return kind
-    }
-
-    func parseThreshold(_ fallback: Double?) throws -> Double? {
-        guard let dynamicThreshold = options.dynamicThreshold else { return fallback }
-        if dynamicThreshold == "none" { return nil }
-        guard let p = Double(dynamicThreshold) else {
-            throw ValidationError("--dynamic-threshold must be a number or none")
-        }
-        return p
-    }
-
-    func readPNG(_ path: String, what: String) throws -> PixelImage {
-        let bytes: [UInt8]
+    /// An input image through the service's one reader (size and dimension limits, PNG decoding).
+    func readInput(_ path: String, field: String) throws -> PixelImage {
         do {
-            bytes = [UInt8](try Data(contentsOf: URL(fileURLWithPath: path)))
+            return try GenerationService.readImage(atPath: path, shown: path, field: field)
         } catch {
-            throw ValidationError("\(what) \(path): cannot read (\(error.localizedDescription))")
+            throw ValidationError(error.message)
         }
-        guard bytes.count <= 16 << 20 else { throw ValidationError("\(what) \(path): larger than 16 MB") }
-        do {
-            return try PNGCodec.decode(bytes, source: path).image
-        } catch {
-            throw ValidationError("\(what) \(path): \(error.message)")
-        }
-    }
-
-    func readRGB(_ path: String) throws -> RGBImage {
-        let image = try readPNG(path, what: "--init-image")
-        var rgb: [UInt8] = []
-        rgb.reserveCapacity(image.width * image.height * 3)
-        for p in 0..<(image.width * image.height) {
-            rgb += image.pixels[(p * image.channels)..<(p * image.channels + 3)]
-        }
-        return RGBImage(width: image.width, height: image.height, pixels: rgb)
-    }
-
-    func readMask(_ path: String) throws -> [Float] {
-        let image = try readPNG(path, what: "--mask")
-        return (0..<(image.width * image.height)).map { Float(image.pixels[$0 * image.channels]) / 255 }
     }
 
     func numbered(_ path: String, _ k: Int) -> String {

@@ -1,4 +1,5 @@
 import ArgumentParser
+import JobQueue
 
 /// The generation parameters `generate` and `submit` share; absent ones fall back to the model's and then the
 /// built-in defaults (for `submit`, to the worker's).
@@ -13,4 +14,26 @@ struct GenerationOptions: ParsableArguments {
     @Option(help: "Seed of the first image; image k uses seed + k (default: random, reported).") var seed: UInt64?
     @Option(help: "Number of images (1-16).") var numImages: Int?
     @Option(help: "Negative prompt (replaces the empty unconditional prompt).") var negativePrompt: String?
+
+    /// The job JSON of DESIGN §3 these options and `prompt` make (only the options given), which `submit` pushes
+    /// and `generate` checks with the workers' job decoder: one set of rules and limits for both.
+    func job(id: String, prompt: String) throws -> [String: JSONNode] {
+        var job: [String: JSONNode] = ["id": .string(id), "prompt": .string(prompt)]
+        if let v = width { job["width"] = .integer(v) }
+        if let v = height { job["height"] = .integer(v) }
+        if let v = steps { job["steps"] = .integer(v) }
+        if let v = sampler { job["sampler"] = .string(v) }
+        if let v = guidanceScale { job["guidance_scale"] = .double(v) }
+        if let v = eta { job["eta"] = .double(v) }
+        if let v = seed { job["seed"] = .integer(v) }
+        if let v = numImages { job["num_images"] = .integer(v) }
+        if let v = negativePrompt { job["negative_prompt"] = .string(v) }
+        if let v = dynamicThreshold {
+            guard v == "none" || Double(v) != nil else {
+                throw ValidationError("--dynamic-threshold must be a number or none")
+            }
+            job["dynamic_threshold"] = v == "none" ? .null : .double(Double(v)!)
+        }
+        return job
+    }
 }

@@ -35,23 +35,7 @@ struct Submit: ParsableCommand {
 
     func run() throws {
         let jobId = id ?? "job-\(UUID().uuidString.lowercased().prefix(12))"
-        var job: [String: JSONNode] = ["id": .string(jobId), "prompt": .string(prompt)]
-        let o = options
-        if let v = o.width { job["width"] = .integer(v) }
-        if let v = o.height { job["height"] = .integer(v) }
-        if let v = o.steps { job["steps"] = .integer(v) }
-        if let v = o.sampler { job["sampler"] = .string(v) }
-        if let v = o.guidanceScale { job["guidance_scale"] = .double(v) }
-        if let v = o.eta { job["eta"] = .double(v) }
-        if let v = o.seed { job["seed"] = .integer(v) }
-        if let v = o.numImages { job["num_images"] = .integer(v) }
-        if let v = o.negativePrompt { job["negative_prompt"] = .string(v) }
-        if let v = o.dynamicThreshold {
-            guard v == "none" || Double(v) != nil else {
-                throw ValidationError("--dynamic-threshold must be a number or none")
-            }
-            job["dynamic_threshold"] = v == "none" ? .null : .double(Double(v)!)
-        }
+        let job = try options.job(id: jobId, prompt: prompt)
         let producer = try redis.producer()
         try producer.submit(Array(JSONNode.object(job).serialized.utf8), queue: queue)
         if !json { print("submitted \(jobId) to \(queue)") }

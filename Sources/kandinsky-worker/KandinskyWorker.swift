@@ -1,5 +1,6 @@
 import ArgumentParser
 import Foundation
+import Generation
 import Tensor
 import Worker
 
@@ -9,7 +10,7 @@ struct KandinskyWorker: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "kandinsky-worker",
         abstract: "Serve the Kandinsky 2.0 text-to-image model from Redis job queues.",
-        version: "0.1.0",
+        version: productVersion,
         subcommands: [
             Generate.self, Serve.self, Submit.self, Status.self, Cancel.self, Health.self, ModelCommand.self,
             Forward.self,

@@ -7,30 +7,35 @@ import Testing
 /// The embedded shapes demo model draws what its captions ask for: a regression anywhere in the pipeline
 /// (tokenizers, encoders, UNet, sampler, VAE) shows up as wrong colours or shapes.
 @Suite struct DemoModelTests {
-    @Test func drawsTheCaptionsColourAndShapeInSeveralLanguages() throws {
+    /// Generates `captions` with the model's defaults (caption k at `seedBase + k`) and counts the colours and shapes
+    /// the pixel rule finds right.
+    func score(_ captions: [ShapesDemo.Caption], seedBase: UInt64) throws -> (colours: Int, shapes: Int) {
         let directory = try ModelDirectory.embeddedDemo()
-        let demo = try ShapesDemo(directory: directory)
         let pipeline = try KandinskyPipeline(directory: directory)
         let defaults = try #require(directory.config.defaults)
+        let requests = captions.enumerated().map { k, c in
+            ImageRequest(
+                prompt: c.text, width: defaults.width!, height: defaults.height!, steps: defaults.steps!,
+                guidanceScale: Float(defaults.guidanceScale!), sampler: defaults.sampler!,
+                eta: defaults.eta!, dynamicThreshold: defaults.dynamicThreshold, seed: seedBase + UInt64(k))
+        }
+        var (colours, shapes) = (0, 0)
+        for (caption, group) in zip(captions, try pipeline.generate(requests)) {
+            let verdict = ShapesDemo.judge(rgb: group[0].rgb, width: group[0].width, height: group[0].height)
+            if verdict?.color == caption.color { colours += 1 }
+            if verdict?.shape == caption.shape { shapes += 1 }
+        }
+        return (colours, shapes)
+    }
+
+    @Test func drawsTheCaptionsColourAndShapeInSeveralLanguages() throws {
+        let demo = try ShapesDemo(directory: try ModelDirectory.embeddedDemo())
         // One caption per (language, colour, shape) picked to cover six languages, every colour and every shape.
         let picks: [(String, Int)] = [
             ("en", 0), ("ru", 9), ("fr", 14), ("de", 19), ("ar", 23), ("hi", 6), ("es", 17), ("fa", 11),
         ]
         let captions = picks.map { language, i in demo.captions.filter { $0.language == language }[i] }
-        let requests = captions.enumerated().map { k, c in
-            ImageRequest(
-                prompt: c.text, width: defaults.width!, height: defaults.height!, steps: defaults.steps!,
-                guidanceScale: Float(defaults.guidanceScale!), sampler: SamplerKind(rawValue: defaults.sampler!)!,
-                eta: defaults.eta!, dynamicThreshold: defaults.dynamicThreshold, seed: 2000 + UInt64(k))
-        }
-        let images = try pipeline.generate(requests)
-        var colours = 0
-        var shapes = 0
-        for (caption, group) in zip(captions, images) {
-            let verdict = ShapesDemo.judge(rgb: group[0].rgb, width: group[0].width, height: group[0].height)
-            if verdict?.color == caption.color { colours += 1 }
-            if verdict?.shape == caption.shape { shapes += 1 }
-        }
+        let (colours, shapes) = try score(captions, seedBase: 2000)
         // The model scores 96–100 % colour and shape in these languages with the official sampler (its README); over
         // 8 images allow one miss of colour and two of shape.
         #expect(colours >= 7, "\(colours)/8 colours right")
@@ -41,27 +46,11 @@ import Testing
     /// were chance (its demo-eval: Chinese 17 %, Japanese 54 %). Six captions per language, one per colour and every
     /// shape among them, judged by the same pixel rule as the other languages.
     @Test(arguments: ["zh", "ja"]) func readsColoursAndShapesInChineseAndJapanese(language: String) throws {
-        let directory = try ModelDirectory.embeddedDemo()
-        let demo = try ShapesDemo(directory: directory)
-        let pipeline = try KandinskyPipeline(directory: directory)
-        let defaults = try #require(directory.config.defaults)
+        let demo = try ShapesDemo(directory: try ModelDirectory.embeddedDemo())
         let all = demo.captions.filter { $0.language == language }
         // Caption i draws colour i / 4 as shape i % 4: colour k with shape k % 4 covers six colours, four shapes.
         let captions = (0..<demo.colors.count).map { k in all[k * demo.shapes.count + k % demo.shapes.count] }
-        let requests = captions.enumerated().map { k, c in
-            ImageRequest(
-                prompt: c.text, width: defaults.width!, height: defaults.height!, steps: defaults.steps!,
-                guidanceScale: Float(defaults.guidanceScale!), sampler: SamplerKind(rawValue: defaults.sampler!)!,
-                eta: defaults.eta!, dynamicThreshold: defaults.dynamicThreshold, seed: 3000 + UInt64(k))
-        }
-        let images = try pipeline.generate(requests)
-        var colours = 0
-        var shapes = 0
-        for (caption, group) in zip(captions, images) {
-            let verdict = ShapesDemo.judge(rgb: group[0].rgb, width: group[0].width, height: group[0].height)
-            if verdict?.color == caption.color { colours += 1 }
-            if verdict?.shape == caption.shape { shapes += 1 }
-        }
+        let (colours, shapes) = try score(captions, seedBase: 3000)
         // Version 2 scores 100 % colour and 96–100 % shape in both languages over 24 images each (its README); over
         // six allow one miss of each. Chance colours (version 1) give about one right in six.
         #expect(colours >= 5, "\(language): \(colours)/6 colours right")

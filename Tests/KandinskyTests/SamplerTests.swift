@@ -112,8 +112,8 @@ import Testing
         #expect(windowed.steps?.windows == 3)
     }
 
-    @Test(arguments: [SamplerKind.ddimLDM, .plms])
-    func todaysSamplersMatchOfficial(kind: SamplerKind) throws {
+    @Test(arguments: [Sampler.ddimLDM, .plms])
+    func todaysSamplersMatchOfficial(kind: Sampler) throws {
         let f = try fixture("sampler.case")
         let unet = try model.unet().module
         let steps = try f.integers("steps").values[0]
@@ -134,8 +134,8 @@ import Testing
         #expect(calls == steps + (kind == .plms ? 1 : 0))
     }
 
-    @Test(arguments: [SamplerKind.ddim, .pSampler])
-    func releaseSamplersMatchOfficial(kind: SamplerKind) throws {
+    @Test(arguments: [Sampler.ddim, .pSampler])
+    func releaseSamplersMatchOfficial(kind: Sampler) throws {
         let f = try fixture("sampler_release.case")
         let unet = try model.unet().module
         let prefix = kind == .ddim ? "release_ddim" : "release_p"
@@ -148,8 +148,8 @@ import Testing
         expectMatch(out, try f.tensor("\(prefix)_out"), prefix)
     }
 
-    @Test(arguments: [SamplerKind.ddim, .pSampler])
-    func releaseInpaintingMatchesOfficial(kind: SamplerKind) throws {
+    @Test(arguments: [Sampler.ddim, .pSampler])
+    func releaseInpaintingMatchesOfficial(kind: Sampler) throws {
         let f = try fixture("sampler_release.case")
         let unet = try model.inpaintingUNet().module
         let prefix = kind == .ddim ? "inpaint_ddim" : "inpaint_p"

@@ -77,6 +77,50 @@ import Testing
         #expect(notify.receive(until: "STOPPING=1", timeout: 1) != nil)
     }
 
+    /// One generation service: the same request through `serve` (Redis, batching, the store) and through
+    /// `generate` gives the same PNG bytes, text chunks included.
+    @Test func serveAndGenerateWriteTheSamePNGBytes() throws {
+        let dir = try TemporaryDirectory(prefix: "kd-same")
+        defer { dir.remove() }
+        let redis = try RedisServer()
+        let client = RedisClient(RedisConfiguration(.unix(path: redis.socketPath)))
+        try client.connect()
+        let producer = JobProducer(client: client)
+        let worker = try WorkerProcess(
+            name: "same",
+            command: [
+                "serve", "--state-dir", dir.file("state"), "--name", "same", "--http", "127.0.0.1:0", "--redis",
+                "unix://\(redis.socketPath)", "--store", dir.file("store"),
+            ], logDirectory: dir.path)
+        defer { worker.kill9() }
+        // A Latin-1 prompt (tEXt), a negative prompt, two images (seeds 11 and 12), ddim with its eta.
+        try producer.submit(
+            Array(
+                #"{"id":"same","prompt":"une diplômée verte","negative_prompt":"flou","seed":11,"steps":5,"num_images":2,"guidance_scale":3.5,"eta":0.25}"#
+                    .utf8), queue: "default")
+        #expect(eventually(timeout: 120) { (try? producer.status("same")["state"]) == "done" }, "\(worker.log)")
+        let event = try JSONNode.parse(Array(try #require(try producer.event(for: "same")).utf8))
+        guard case .array(let images)? = event["images"], images.count == 2 else {
+            Issue.record("images in \(event)")
+            return
+        }
+        let generate = try WorkerProcess(
+            name: "generate",
+            command: [
+                "generate", "une diplômée verte", "--negative-prompt", "flou", "--seed", "11", "--steps", "5",
+                "--num-images", "2", "--guidance-scale", "3.5", "--eta", "0.25", "--output", dir.file("cli.png"),
+            ], logDirectory: dir.path)
+        #expect(eventually(timeout: 120) { !generate.isRunning })
+        #expect(generate.terminate() == 0, "\(generate.log)")
+        for (k, image) in images.enumerated() {
+            let served = try Data(
+                contentsOf: URL(fileURLWithPath: dir.file("store/\(image["path"]?.stringValue ?? "?")")))
+            let generated = try Data(contentsOf: URL(fileURLWithPath: dir.file("cli-\(k + 1).png")))
+            #expect(served == generated, "image \(k): serve and generate wrote different bytes")
+        }
+        #expect(worker.terminate(timeout: 60) == 0)
+    }
+
     @Test func readinessFollowsRedis() throws {
         let dir = try TemporaryDirectory(prefix: "kd-ready")
         defer { dir.remove() }
@@ -90,15 +134,8 @@ import Testing
         defer { worker.kill9() }
         let client = RedisClient(RedisConfiguration(.unix(path: redis.socketPath)))
         try client.connect()
-        var port = 0
-        #expect(
-            eventually(timeout: 120) {
-                port =
-                    (try? client.command(["HGET", "kd:worker:r1", "http"]).text).flatMap {
-                        ServeConfiguration.hostPort($0)?.port
-                    } ?? 0
-                return port > 0
-            }, "log:\n\(worker.log)")
+        let port = httpPort(of: "r1", client, timeout: 120)
+        #expect(port > 0, "log:\n\(worker.log)")
         #expect(try httpGet(port: port, path: "/readyz").0 == 200)
         // Redis down: not ready (503) within a few ticks; back up: ready again.
         redis.stop(hard: true)
@@ -137,9 +174,7 @@ import Testing
         for id in ["b1", "b2", "b3", "odd"] {
             #expect(eventually(timeout: 120) { (try? producer.status(id)["state"]) == "done" }, "\(id): \(worker.log)")
         }
-        let port = try #require(
-            (try client.command(["HGET", "kd:worker:b", "http"]).text).flatMap { ServeConfiguration.hostPort($0)?.port }
-        )
+        let port = httpPort(of: "b", client)
         let metrics = try httpGet(port: port, path: "/metrics").1
         // Two model batches: the three compatible jobs (4 images) and the odd one (1 image).
         #expect(metrics.contains("kd_batch_images_count 2"), "\(metrics)")
@@ -148,29 +183,16 @@ import Testing
     }
 
     @Test func aKilledWorkersJobIsFinishedByAnother() throws {
-        let dir = try TemporaryDirectory(prefix: "kd-kill")
-        defer { dir.remove() }
-        let redis = try RedisServer()
-        let client = RedisClient(RedisConfiguration(.unix(path: redis.socketPath)))
-        try client.connect()
-        let producer = JobProducer(client: client)
-        let config = dir.file("worker.yaml")
-        try "heartbeat_ms: 300\n".write(toFile: config, atomically: true, encoding: .utf8)
-        func start(_ name: String) throws -> WorkerProcess {
-            try WorkerProcess(
-                name: name,
-                command: [
-                    "serve", "--config", config, "--state-dir", dir.file("state-\(name)"), "--name", name, "--http",
-                    "127.0.0.1:0", "--redis", "unix://\(redis.socketPath)", "--store", dir.file("store"),
-                ], logDirectory: dir.path)
-        }
-        let first = try start("k1")
+        let fleet = try Fleet(prefix: "kd-kill", config: "heartbeat_ms: 300\n")
+        defer { fleet.dir.remove() }
+        let (client, producer) = (fleet.client, fleet.producer)
+        let first = try fleet.start("k1")
         defer { first.kill9() }
         try producer.submit(
             Array(#"{"id":"killed","prompt":"a red circle","seed":1,"steps":200}"#.utf8), queue: "default")
         #expect(eventually(timeout: 120) { (try? producer.status("killed")["worker"]) == "k1" }, "\(first.log)")
         first.kill9()
-        let second = try start("k2")
+        let second = try fleet.start("k2")
         defer { second.kill9() }
         // The reaper hands the dead worker's job back within 3 heartbeat intervals; the other worker finishes it.
         #expect(eventually(timeout: 180) { (try? producer.status("killed")["state"]) == "done" }, "\(second.log)")
@@ -185,36 +207,16 @@ import Testing
     /// Liveness is what the generation loop reports: a step that never returns (the fault switch) stops the watchdog
     /// pings and the heartbeat, /readyz names the stuck step, and another worker takes the job over and finishes it.
     @Test func aHungStepStopsWatchdogAndHeartbeatAndAnotherWorkerFinishesTheJob() throws {
-        let dir = try TemporaryDirectory(prefix: "kd-hung")
-        defer { dir.remove() }
-        let redis = try RedisServer()
-        let client = RedisClient(RedisConfiguration(.unix(path: redis.socketPath)))
-        try client.connect()
-        let producer = JobProducer(client: client)
-        let config = dir.file("worker.yaml")
-        try "heartbeat_ms: 300\nstep_timeout_s: 2\n".write(toFile: config, atomically: true, encoding: .utf8)
-        let notify = try NotifySocket(path: dir.file("notify.sock"))
-        func start(_ name: String, _ environment: [String: String] = [:]) throws -> WorkerProcess {
-            try WorkerProcess(
-                name: name,
-                command: [
-                    "serve", "--config", config, "--state-dir", dir.file("state-\(name)"), "--name", name, "--http",
-                    "127.0.0.1:0", "--redis", "unix://\(redis.socketPath)", "--store", dir.file("store"),
-                ], logDirectory: dir.path, environment: environment)
-        }
-        let hung = try start(
+        let fleet = try Fleet(prefix: "kd-hung", config: "heartbeat_ms: 300\nstep_timeout_s: 2\n")
+        defer { fleet.dir.remove() }
+        let (client, producer) = (fleet.client, fleet.producer)
+        let notify = try NotifySocket(path: fleet.dir.file("notify.sock"))
+        let hung = try fleet.start(
             "h1", ["NOTIFY_SOCKET": notify.path, "WATCHDOG_USEC": "400000", "KD_FAULT_HANG_AFTER_STEP": "2"])
         defer { hung.kill9() }
         #expect(notify.receive(until: "READY=1", timeout: 120) != nil, "no READY=1; log:\n\(hung.log)")
-        var port = 0
-        #expect(
-            eventually(timeout: 10) {
-                port =
-                    (try? client.command(["HGET", "kd:worker:h1", "http"]).text).flatMap {
-                        ServeConfiguration.hostPort($0)?.port
-                    } ?? 0
-                return port > 0
-            }, "no heartbeat; log:\n\(hung.log)")
+        let port = httpPort(of: "h1", client, timeout: 10)
+        #expect(port > 0, "no heartbeat; log:\n\(hung.log)")
         #expect(try httpGet(port: port, path: "/readyz").0 == 200)
         try producer.submit(Array(#"{"id":"hung","prompt":"a red circle","seed":1,"steps":6}"#.utf8), queue: "default")
 
@@ -234,7 +236,7 @@ import Testing
         #expect(hung.log.contains("withholding the heartbeat"), "\(hung.log)")
 
         // Another worker's reaper hands the job back; it finishes it, with exactly one final event.
-        let rescuer = try start("h2")
+        let rescuer = try fleet.start("h2")
         defer { rescuer.kill9() }
         #expect(eventually(timeout: 120) { (try? producer.status("hung")["state"]) == "done" }, "\(rescuer.log)")
         #expect(try producer.status("hung")["worker"] == "h2")
@@ -325,6 +327,48 @@ import Testing
         try c.apply(yaml: try String(contentsOfFile: path, encoding: .utf8), source: path)
         #expect(c == ServeConfiguration(), "the example must state the built-in defaults")
     }
+}
+
+/// Workers sharing a real redis-server, a configuration file and a store, each with a state directory of its own.
+struct Fleet {
+    let dir: TemporaryDirectory
+    let redis: RedisServer
+    let client: RedisClient
+    let producer: JobProducer
+    let config: String
+
+    init(prefix: String, config yaml: String) throws {
+        dir = try TemporaryDirectory(prefix: prefix)
+        redis = try RedisServer()
+        client = RedisClient(RedisConfiguration(.unix(path: redis.socketPath)))
+        try client.connect()
+        producer = JobProducer(client: client)
+        config = dir.file("worker.yaml")
+        try yaml.write(toFile: config, atomically: true, encoding: .utf8)
+    }
+
+    /// Starts `serve` as worker `name`.
+    func start(_ name: String, _ environment: [String: String] = [:]) throws -> WorkerProcess {
+        try WorkerProcess(
+            name: name,
+            command: [
+                "serve", "--config", config, "--state-dir", dir.file("state-\(name)"), "--name", name, "--http",
+                "127.0.0.1:0", "--redis", "unix://\(redis.socketPath)", "--store", dir.file("store"),
+            ], logDirectory: dir.path, environment: environment)
+    }
+}
+
+/// The HTTP port worker `name` states in its heartbeat hash, once it has beaten (0 if it does not within `timeout`).
+func httpPort(of name: String, _ client: RedisClient, timeout: Double = 10) -> Int {
+    var port = 0
+    _ = eventually(timeout: timeout) {
+        port =
+            (try? client.command(["HGET", "kd:worker:\(name)", "http"]).text).flatMap {
+                ServeConfiguration.hostPort($0)?.port
+            } ?? 0
+        return port > 0
+    }
+    return port
 }
 
 /// A plain HTTP/1.1 GET on 127.0.0.1 (status, body).

@@ -10,7 +10,7 @@ public struct ImageRequest: Sendable, Equatable {
     public var numImages: Int
     public var steps: Int
     public var guidanceScale: Float
-    public var sampler: SamplerKind
+    public var sampler: Sampler
     public var eta: Double
     /// Percentile for dynamic thresholding, or nil for none.
     public var dynamicThreshold: Double?
@@ -27,7 +27,7 @@ public struct ImageRequest: Sendable, Equatable {
 
     public init(
         prompt: String, negativePrompt: String = "", width: Int = 512, height: Int = 512, numImages: Int = 1,
-        steps: Int = 50, guidanceScale: Float = 7, sampler: SamplerKind = .ddim, eta: Double = 0.05,
+        steps: Int = 50, guidanceScale: Float = 7, sampler: Sampler = .ddim, eta: Double = 0.05,
         dynamicThreshold: Double? = 99.5, seed: UInt64
     ) {
         (self.prompt, self.negativePrompt, self.width, self.height) = (prompt, negativePrompt, width, height)
@@ -55,14 +55,19 @@ public struct ImageRequest: Sendable, Equatable {
         func bad(_ field: String, _ rule: String) -> KandinskyError {
             KandinskyError(.invalidParameter, "\(field) \(rule)", key: field)
         }
-        guard (64...1024).contains(width) else { throw bad("width", "must be between 64 and 1024 (got \(width))") }
-        guard (64...1024).contains(height) else { throw bad("height", "must be between 64 and 1024 (got \(height))") }
-        guard (1...16).contains(numImages) else {
-            throw bad("num_images", "must be between 1 and 16 (got \(numImages))")
+        // The one table of request limits (DESIGN §3), shared with the job decoder and the configuration.
+        let limits = JobLimits()
+        func range<T>(_ r: ClosedRange<T>) -> String { "between \(r.lowerBound) and \(r.upperBound)" }
+        guard limits.size.contains(width) else { throw bad("width", "must be \(range(limits.size)) (got \(width))") }
+        guard limits.size.contains(height) else {
+            throw bad("height", "must be \(range(limits.size)) (got \(height))")
         }
-        guard (1...1000).contains(steps) else { throw bad("steps", "must be between 1 and 1000 (got \(steps))") }
-        guard guidanceScale.isFinite, guidanceScale >= 0, guidanceScale <= 100 else {
-            throw bad("guidance_scale", "must be between 0 and 100 (got \(guidanceScale))")
+        guard limits.numImages.contains(numImages) else {
+            throw bad("num_images", "must be \(range(limits.numImages)) (got \(numImages))")
+        }
+        guard limits.steps.contains(steps) else { throw bad("steps", "must be \(range(limits.steps)) (got \(steps))") }
+        guard guidanceScale.isFinite, limits.guidanceScale.contains(Double(guidanceScale)) else {
+            throw bad("guidance_scale", "must be \(range(limits.guidanceScale)) (got \(guidanceScale))")
         }
         guard eta.isFinite, (0...1).contains(eta) else { throw bad("eta", "must be between 0 and 1 (got \(eta))") }
         if let p = dynamicThreshold, !(p > 0 && p <= 100) {
@@ -361,22 +366,6 @@ public final class KandinskyPipeline: @unchecked Sendable {
             }
         }
         return out
-    }
-
-    /// The `parameters` text other diffusion tools read: prompt, negative prompt, then the settings line.
-    public static func parametersText(_ r: ImageRequest, seed: UInt64, model: String) -> String {
-        var lines = [r.prompt]
-        if !r.negativePrompt.isEmpty { lines.append("Negative prompt: \(r.negativePrompt)") }
-        var settings =
-            "Steps: \(r.steps), Sampler: \(r.sampler.rawValue), CFG scale: \(formatNumber(Double(r.guidanceScale))), "
-        settings += "Seed: \(seed), Size: \(r.width)x\(r.height), Model: \(model)"
-        if r.sampler == .ddim || r.sampler == .pSampler { settings += ", Eta: \(formatNumber(r.eta))" }
-        lines.append(settings)
-        return lines.joined(separator: "\n")
-    }
-
-    static func formatNumber(_ v: Double) -> String {
-        v.rounded() == v && abs(v) < 1e9 ? String(Int(v)) : String(v)
     }
 }
 

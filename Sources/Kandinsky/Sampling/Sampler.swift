@@ -1,20 +1,6 @@
 import Foundation
 import Tensor
 
-/// The samplers (DESIGN §5, spec §6).
-public enum SamplerKind: String, CaseIterable, Sendable, Codable {
-    /// The 2.0 release's DDIM: "ddimK" respacing, eta honoured, x0 thresholded and ε re-derived. The default.
-    case ddim
-    /// The release's ancestral sampler with learned-range variance.
-    case pSampler = "p_sampler"
-    /// Today's repository's LDM-style DDIM (eta ignored as there, no thresholding, final ᾱ_prev = ᾱ[0]).
-    case ddimLDM = "ddim_ldm"
-    /// Today's repository's PLMS.
-    case plms
-    /// DPM-Solver++(2M) on the same schedule (not in the official code; good images in ~20 steps).
-    case dpmpp2M = "dpmpp_2m"
-}
-
 /// Per-image settings of one batch.
 public struct ImageSampling: Sendable, Equatable {
     public var guidanceScale: Float
@@ -52,7 +38,7 @@ public struct SamplingCancelled: Error, Equatable {
 
 /// One sampling run over a batch of B images sharing sampler, step count and latent size.
 public struct SamplingRun {
-    public var kind: SamplerKind
+    public var kind: Sampler
     public var steps: Int
     public var images: [ImageSampling]
     public var schedule: DiffusionSchedule
@@ -62,7 +48,7 @@ public struct SamplingRun {
     /// Called after each step with (step done, total); return false to cancel before the next step.
     public var progress: (Int, Int) -> Bool = { _, _ in true }
 
-    public init(kind: SamplerKind, steps: Int, images: [ImageSampling], schedule: DiffusionSchedule = .linear()) {
+    public init(kind: Sampler, steps: Int, images: [ImageSampling], schedule: DiffusionSchedule = .linear()) {
         self.kind = kind
         self.steps = steps
         self.images = images
