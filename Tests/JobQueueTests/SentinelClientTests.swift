@@ -147,6 +147,66 @@ import Testing
     }
 }
 
+/// The client against a real three-master cluster: `MOVED` and `ASK` followed, scripts run on the slot's master.
+@Suite(.serialized) struct ClusterClientTests {
+    @Test func followsMovedAndAskRedirections() throws {
+        let cluster = try ClusterSet()
+        let keys = KeySpace().forCluster()
+        let owner = try #require(cluster.master(ofSlot: keys.slot))
+        // Seeded with a master that does not own the slot, and not told the slot: the first keyed command is MOVED.
+        let masters = cluster.nodes.filter { (try? $0.command(["ROLE"]))?.array?.first?.text == "master" }
+        let other = try #require(masters.first { $0.address != owner })
+        let client = RedisClient(try RedisConfiguration(url: "redis://\(other.address)?cluster=1"))
+        try client.command(["SET", keys.job("a"), "1"])
+        #expect(client.connectedEndpoint?.description == owner)
+        #expect(try cluster.node(at: owner)!.command(["GET", keys.job("a")]).text == "1")
+        // Scripts (EVALSHA, loaded on NOSCRIPT) and WAIT go where the keys are.
+        let queue = ReliableQueue(
+            client: client, configuration: QueueConfiguration(queues: ["default"], worker: "w").with(keys: keys))
+        try JobProducer(client: client, keys: keys).submit(Array(#"{"id":"j1","prompt":"p"}"#.utf8), queue: "default")
+        #expect(try queue.take(max: 1, block: false).count == 1)
+
+        // Migrating the slot to another master: a key not yet moved answers ASK on the source; the client asks the
+        // target once (ASKING) and stays on the source.
+        let source = try #require(cluster.node(at: owner))
+        let target = other
+        let sourceId = try #require(source.command(["CLUSTER", "MYID"]).text)
+        let targetId = try #require(target.command(["CLUSTER", "MYID"]).text)
+        #expect(try target.command(["CLUSTER", "SETSLOT", String(keys.slot), "IMPORTING", sourceId]) == .simple("OK"))
+        #expect(try source.command(["CLUSTER", "SETSLOT", String(keys.slot), "MIGRATING", targetId]) == .simple("OK"))
+        #expect(try source.command(["SET", keys.job("raw"), "2"]).isAsk)
+        try client.command(["SET", keys.job("new"), "2"])
+        let importing = try RESPConnection(port: target.port, timeout: 2)
+        #expect(try importing.send(["ASKING"]) == .simple("OK"))
+        #expect(try importing.send(["GET", keys.job("new")]) == .bulk("2"))
+        #expect(client.connectedEndpoint?.description == owner)
+        // Finish the migration: every key moves, the slot is the target's; the next command is MOVED there.
+        let moved = try #require(source.command(["CLUSTER", "GETKEYSINSLOT", String(keys.slot), "1000"]).array)
+        if !moved.isEmpty {
+            _ = try source.command(
+                ["MIGRATE", "127.0.0.1", String(target.port), "", "0", "5000", "KEYS"] + moved.compactMap(\.text))
+        }
+        for node in masters {
+            _ = try node.command(["CLUSTER", "SETSLOT", String(keys.slot), "NODE", targetId])
+        }
+        #expect(try client.command(["GET", keys.job("a")]).text == "1")
+        #expect(try client.command(["GET", keys.job("new")]).text == "2")
+        #expect(client.connectedEndpoint?.description == target.address)
+    }
+}
+
+extension RESP {
+    fileprivate var isAsk: Bool { if case .error(let m) = self { return m.hasPrefix("ASK ") } else { return false } }
+}
+
+extension QueueConfiguration {
+    fileprivate func with(keys: KeySpace) -> QueueConfiguration {
+        var c = self
+        c.keys = keys
+        return c
+    }
+}
+
 /// Ports for "nothing listens here".
 enum RedisServerPorts {
     /// A loopback port that was free a moment ago.

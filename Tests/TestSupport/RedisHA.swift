@@ -249,6 +249,8 @@ public final class ClusterSet: @unchecked Sendable {
             started.append(
                 try RedisNode(config: [
                     "cluster-enabled yes", "cluster-config-file nodes.conf", "cluster-node-timeout 1000",
+                    // The bus port defaults to port + 10000, too high for an ephemeral port: one of its own.
+                    "cluster-port \(RedisServer.freePort())",
                 ]))
         }
         nodes = started

@@ -190,4 +190,110 @@ import Testing
         #expect(afterPromotion.values.allSatisfy { $0 < 15_000 }, "resumed too slowly: \(afterPromotion)")
         for w in workers { #expect(w.isRunning, "\(w.name) exited:\n\(w.log.suffix(3000))") }
     }
+
+    /// A cluster of three masters with a replica each; two `serve` workers given `redis://seeds?cluster=1` (keys
+    /// `{kd}:…`, one slot); the master of that slot SIGKILLed mid-run; its replica promoted by the cluster.
+    @Test func serveWorkersFollowAClusterFailover() throws {
+        let cluster = try ClusterSet()
+        let keys = KeySpace().forCluster()
+        let slot = keys.slot
+        let dir = try TemporaryDirectory(prefix: "kd-cluster")
+        defer { dir.remove() }
+        let url = "redis://\(cluster.seeds)?cluster=1"
+        let store = dir.file("store")
+        let workers = try ["c1", "c2"].map { name in
+            try WorkerProcess(
+                name: name,
+                command: [
+                    "serve", "--redis", url, "--name", name, "--store", store, "--state-dir", dir.file("state-\(name)"),
+                    "--http", "127.0.0.1:0",
+                ], logDirectory: dir.path)
+        }
+        defer { for w in workers { w.kill9() } }
+        let logs = { workers.map { "--- \($0.name):\n\($0.log.suffix(4000))" }.joined(separator: "\n") }
+        let master = try #require(cluster.master(ofSlot: slot).flatMap(cluster.node(at:)))
+        try #require(
+            waitUntil(timeout: 120) {
+                workers.allSatisfy { (try? master.command(["EXISTS", keys.worker($0.name)]))?.integer == 1 }
+            }, "workers not registered on \(master.address) (slot \(slot)):\n\(logs())")
+
+        var configuration = try RedisConfiguration(url: url)
+        configuration.clusterSlot = slot
+        let producer = JobProducer(client: RedisClient(configuration), keys: keys)
+        let ids = (0..<Self.jobs).map { "cl-\($0)" }
+        for (n, id) in ids.enumerated() { try producer.submit(Self.payload(id, seed: n), queue: "default") }
+        #expect(producer.client.connectedEndpoint?.description == master.address)
+
+        try #require(
+            waitUntil(timeout: 120) { ((try? master.command(["XLEN", keys.events]))?.integer ?? 0) >= Self.jobs / 3 },
+            "jobs did not run:\n\(logs())")
+        let oldMaster = master.address
+        master.kill9()
+        let killed = Date()
+        try #require(
+            waitUntil(timeout: 60) { cluster.master(ofSlot: slot).map { $0 != oldMaster } ?? false }, "no promotion")
+        let promoted = Date()
+        let newMaster = try #require(cluster.master(ofSlot: slot).flatMap(cluster.node(at:)))
+        let allDone = waitUntil(timeout: 180) {
+            ids.allSatisfy { (try? newMaster.command(["HGET", keys.job($0), "state"]))?.text == "done" }
+        }
+        #expect(allDone, "not every job finished after the failover:\n\(logs())")
+
+        let events = try Self.survivingEvents(on: newMaster, stream: keys.events, store: store)
+        var perJob: [String: Int] = [:]
+        for e in events { perJob[e.id, default: 0] += 1 }
+        #expect(perJob.keys.sorted() == ids.sorted(), "ids in the stream: \(perJob.keys.sorted())")
+        #expect(perJob.values.allSatisfy { $0 == 1 }, "events per job: \(perJob.filter { $0.value != 1 })")
+        #expect(
+            waitUntil(timeout: 10) {
+                workers.allSatisfy { (try? newMaster.command(["LLEN", keys.processing($0.name)]))?.integer == 0 }
+            })
+        #expect(((try? newMaster.command(["LLEN", keys.queue("default")]))?.integer ?? -1) == 0)
+        let promotedMs = Int(promoted.timeIntervalSince1970 * 1000)
+        var afterPromotion: [String: Int] = [:]
+        for e in events where e.ms >= promotedMs && afterPromotion[e.worker] == nil {
+            afterPromotion[e.worker] = e.ms - promotedMs
+        }
+        print(
+            String(
+                format:
+                    "cluster failover: promotion %.1f s after SIGKILL; first job finished on the new master %@ after it",
+                promoted.timeIntervalSince(killed),
+                afterPromotion.sorted { $0.key < $1.key }.map { "\($0.key) \(Double($0.value) / 1000) s" }.joined(
+                    separator: ", ")))
+        #expect(!afterPromotion.isEmpty, "no job finished after the promotion:\n\(logs())")
+        #expect(afterPromotion.values.allSatisfy { $0 < 15_000 }, "resumed too slowly: \(afterPromotion)")
+        for w in workers { #expect(w.isRunning, "\(w.name) exited:\n\(w.log.suffix(3000))") }
+    }
+
+    /// The final events in `stream` on `node`, each checked: state done, every image file present in `store`.
+    static func survivingEvents(
+        on node: RedisNode, stream: String, store: String
+    ) throws -> [(id: String, ms: Int, worker: String)] {
+        var out: [(id: String, ms: Int, worker: String)] = []
+        for entry in try #require(try node.command(["XRANGE", stream, "-", "+"]).array) {
+            guard let pair = entry.array, pair.count == 2, let streamId = pair[0].text,
+                let text = pair[1].array?.last?.text
+            else {
+                Issue.record("unexpected stream entry \(entry)")
+                continue
+            }
+            let event = try JSONNode.parse(Array(text.utf8))
+            #expect(event["state"] == .string("done"), "\(text)")
+            guard case .array(let images)? = event["images"], !images.isEmpty else {
+                Issue.record("no images in \(text)")
+                continue
+            }
+            for image in images {
+                let path = (store as NSString).appendingPathComponent(image["path"]?.stringValue ?? "?")
+                #expect(FileManager.default.fileExists(atPath: path), "missing \(path)")
+            }
+            out.append(
+                (
+                    event["id"]?.stringValue ?? "?", Int(streamId.split(separator: "-")[0]) ?? 0,
+                    event["worker"]?.stringValue ?? "?"
+                ))
+        }
+        return out
+    }
 }
