@@ -22,6 +22,23 @@ import Testing
         return core
     }
 
+    /// `bench queue --replica`: a master with one replica; every finish waits for it unless told not to.
+    @Test(arguments: [([String](), 1), (["--wait-replicas", "0"], 0)])
+    func queueAgainstAReplicatedMaster(extra: [String], waited: Int) throws {
+        let dir = try TemporaryDirectory(prefix: "kd-bench")
+        defer { dir.remove() }
+        let process = try WorkerProcess(
+            name: "bench", command: ["bench", "queue", "--replica", "--jobs", "300", "--json"] + extra,
+            logDirectory: dir.path, captureOutput: true)
+        #expect(eventually(timeout: 120) { !process.isRunning })
+        #expect(process.terminate() == 0, "\(process.log)")
+        let last = try #require(process.output.split(separator: "\n").last, "no output: \(process.log)")
+        let object = try #require(try JSONSerialization.jsonObject(with: Data(last.utf8)) as? [String: Any])
+        #expect(object["wait_replicas"] as? Int == waited, "\(object)")
+        #expect(object["wait_timeouts"] as? Int == 0, "\(object)")
+        #expect((object["jobs_per_s"] as? Double ?? 0) > 0, "\(object)")
+    }
+
     @Test func kernelsRatioIsTheSlowestPickedAlgorithmsNotAForcedAlternative() throws {
         let dir = try TemporaryDirectory(prefix: "kd-bench")
         defer { dir.remove() }
