@@ -459,6 +459,7 @@ public final class JobProducer: @unchecked Sendable {
     /// Asks for `id` to be cancelled: before it starts, or between its sampling steps.
     public func cancel(_ id: String, ttl: Duration = .seconds(86_400)) throws(RedisError) {
         try client.command(["SET", keys.cancel(id), "1", "PX", String(ReliableQueue.milliseconds(ttl))])
+        try client.waitForReplicas()  // so a failover now keeps the flag
     }
 
     /// The job hash of `id` (empty when unknown).

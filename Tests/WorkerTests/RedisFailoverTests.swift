@@ -74,7 +74,11 @@ import Testing
         #expect(
             waitUntil(timeout: 30) {
                 ports.contains { port in
-                    ((try? httpGet(port: port, path: "/metrics").1) ?? "").contains("kd_redis_wait_timeouts_total 1")
+                    let text = (try? httpGet(port: port, path: "/metrics").1) ?? ""
+                    return text.split(separator: "\n").contains {
+                        $0.hasPrefix("kd_redis_wait_timeouts_total ")
+                            && (Double($0.split(separator: " ").last ?? "") ?? 0) >= 1
+                    }
                 }
             }, "no WAIT timed out")
         // The jobs whose final events only the old master has now.
@@ -176,6 +180,14 @@ import Testing
                 Issue.record("\(w.name): no http field")
             }
         }
+        // `health` through the sentinels names the new master and the failover the workers followed.
+        let health = try WorkerProcess(
+            name: "health", command: ["health", "--redis", url], logDirectory: dir.path, captureOutput: true)
+        #expect(waitUntil(timeout: 30) { !health.isRunning })
+        health.terminate()
+        #expect(health.output.contains("redis: master \(newMaster.address) (master \"\(ha.masterName)\" via sentinels"))
+        #expect(health.output.contains("last failover followed: "), "\(health.output)")
+        #expect(health.output.contains("\(oldMaster) → \(newMaster.address)"), "\(health.output)")
         let promotion = promoted.timeIntervalSince(killed)
         print(
             String(
