@@ -11,6 +11,27 @@ public struct KeySpace: Equatable, Sendable {
         self.hashTag = hashTag
     }
 
+    /// Whether every key shares one hash tag (the `hashTag`, or a `{tag}` in the prefix), hence one Cluster slot.
+    public var isSingleSlot: Bool {
+        if hashTag.map({ !$0.isEmpty }) == true { return true }
+        let bytes = Array(prefix.utf8)
+        guard let open = bytes.firstIndex(of: UInt8(ascii: "{")),
+            let close = bytes[(open + 1)...].firstIndex(of: UInt8(ascii: "}"))
+        else { return false }
+        return close > open + 1
+    }
+
+    /// The key space a Redis Cluster needs: this one when it is single-slot already, else the prefix in braces
+    /// (`kd:` → `{kd}:`, so `{kd}:queue:default`), as BullMQ's `{prefix}` convention.
+    public func forCluster() -> KeySpace {
+        if isSingleSlot { return self }
+        let bare = prefix.hasSuffix(":") ? String(prefix.dropLast()) : prefix
+        return bare.isEmpty ? KeySpace(prefix: prefix, hashTag: "kd") : KeySpace(prefix: "{\(bare)}:")
+    }
+
+    /// The Cluster slot of every key (meaningful when `isSingleSlot`).
+    public var slot: Int { Self.clusterSlot(events) }
+
     /// The common start of every key.
     public var base: String { prefix + (hashTag.map { "{\($0)}:" } ?? "") }
 

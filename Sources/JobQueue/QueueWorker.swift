@@ -45,11 +45,18 @@ public final class QueueWorker: @unchecked Sendable {
         public var handedBack = 0
         public var reaped = 0
         public var redisErrors = 0
+        /// `WAIT`s after a finish that timed out before the replicas confirmed it.
+        public var waitShortfalls = 0
+        /// Finishes sent again after the connection failed around them (a failover): made on the new master unless
+        /// the first one reached it through replication.
+        public var finishesRedone = 0
         /// Round trips to Redis made by the job loop (the heartbeat thread's are not counted).
         public var jobLoopRoundTrips = 0
     }
 
     public let options: Options
+    /// The Redis master in use, its replicas and the failovers followed (shared by both loops' clients).
+    public let topology = RedisTopologyState()
     private let generator: any JobGenerator
     private let store: ResultStore?
     private let log: @Sendable (String) -> Void
@@ -125,8 +132,15 @@ public final class QueueWorker: @unchecked Sendable {
 
     // MARK: - Job loop
 
+    /// The Redis configuration of the loops' clients: in cluster mode, pointed at the key space's slot.
+    private var redisConfiguration: RedisConfiguration {
+        var c = options.redis
+        if c.mode.isCluster { c.clusterSlot = options.queue.keys.slot }
+        return c
+    }
+
     private func jobLoop() {
-        let client = RedisClient(options.redis)
+        let client = RedisClient(redisConfiguration, topology: topology)
         let queue = ReliableQueue(client: client, configuration: options.queue)
         let me = options.queue.worker
         // A restart under the same name takes its own leftovers back at once.
@@ -211,8 +225,22 @@ public final class QueueWorker: @unchecked Sendable {
 
         func flush() throws(RedisError) {
             guard !pending.isEmpty else { return }
-            let made = try redis(queue.client) { () throws(RedisError) in
-                try queue.finish(pending, nowMs: ReliableQueue.nowMs())
+            // A finish whose reply (or WAIT) was lost with the connection is sent again: on the same master it finds
+            // the jobs final (no second event); after a failover that lost it, it is made on the new master. Each
+            // job counts as made if any try made it.
+            var made = [Bool](repeating: false, count: pending.count)
+            var tries = 0
+            let shortfalls = queue.client.waitShortfalls
+            _ = try redis(queue.client) { () throws(RedisError) in
+                tries += 1
+                let now = try queue.finish(pending, nowMs: ReliableQueue.nowMs())
+                for i in made.indices where now[i] { made[i] = true }
+            }
+            if tries > 1 { count { $0.finishesRedone += pending.count } }
+            let short = queue.client.waitShortfalls - shortfalls
+            if short > 0 {
+                count { $0.waitShortfalls += short }
+                log("WAIT: the replicas did not confirm \(pending.count) finish(es) in time")
             }
             for (f, m) in zip(pending, made) {
                 if m { count { $0.finished[f.state, default: 0] += 1 } } else { count { $0.alreadyFinal += 1 } }
@@ -494,17 +522,26 @@ public final class QueueWorker: @unchecked Sendable {
     // MARK: - Maintenance loop
 
     private func maintenanceLoop() {
-        let client = RedisClient(options.redis)
+        let client = RedisClient(redisConfiguration, topology: topology)
         let queue = ReliableQueue(client: client, configuration: options.queue)
         let interval = options.queue.heartbeatInterval
         let tick = min(interval, .milliseconds(250))
         let clock = ContinuousClock()
         var nextBeat = clock.now
+        var nextSentinelCheck = clock.now + interval
         let host = ProcessInfo.processInfo.hostName
         let pid = String(getpid())
         var withholding = false
+        var seenEpoch = client.reconnects
         while !isStopping {
             do {
+                if client.reconnects != seenEpoch {
+                    // A new connection may be to a new master, where this worker's heartbeat is older (it was
+                    // replicated before the failover) and could expire under the reaper: beat at once.
+                    seenEpoch = client.reconnects
+                    nextBeat = clock.now
+                }
+                if !client.isConnected { try client.connect() }
                 let stuck = options.stuck()
                 if stuck != nil, !withholding {
                     log("withholding the heartbeat: \(stuck!)")
@@ -515,8 +552,13 @@ public final class QueueWorker: @unchecked Sendable {
                 if clock.now >= nextBeat, !withholding {
                     nextBeat = clock.now + interval
                     let jobs = lock.withLock { current }
+                    let seen = topology.snapshot
+                    var redisFields = ["redis_failovers": String(seen.failovers)]
+                    if let m = seen.master { redisFields["redis_master"] = m.description }
+                    if let t = seen.lastFailoverMs { redisFields["redis_last_failover_ms"] = String(t) }
+                    if let p = seen.previousMaster { redisFields["redis_previous_master"] = p.description }
                     try queue.heartbeat(
-                        fields: options.heartbeatFields.merging([
+                        fields: options.heartbeatFields.merging(redisFields) { _, redis in redis }.merging([
                             "host": host, "pid": pid, "device": options.device, "model": options.model,
                             "version": options.version, "state": jobs.isEmpty ? "idle" : "running",
                             "current": jobs.joined(separator: ","), "last_beat_ms": String(ReliableQueue.nowMs()),
@@ -529,6 +571,11 @@ public final class QueueWorker: @unchecked Sendable {
                     }
                 }
                 try queue.promoteDue(nowMs: ReliableQueue.nowMs())
+                if clock.now >= nextSentinelCheck {
+                    // A failover that no command has run into yet (the old master still answers, say).
+                    nextSentinelCheck = clock.now + interval
+                    client.checkSentinels()
+                }
             } catch {
                 count { $0.redisErrors += 1 }
                 client.disconnect()

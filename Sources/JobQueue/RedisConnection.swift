@@ -33,6 +33,9 @@ public struct RedisError: Error, CustomStringConvertible, Equatable {
         case server
         /// A reply the client could not read.
         case protocolError
+        /// What the configuration names does not exist or is refused (a URL that does not parse, a master name no
+        /// sentinel knows): trying again will not help.
+        case configuration
     }
 
     public var code: Code
@@ -56,6 +59,7 @@ public struct RedisError: Error, CustomStringConvertible, Equatable {
         case .connection: return "redis connection\(endpoint.map { " to \($0)" } ?? ""): \(message)"
         case .server: return "redis error: \(message)"
         case .protocolError: return "redis protocol: \(message)"
+        case .configuration: return "redis configuration: \(message)"
         }
     }
 }

@@ -250,6 +250,11 @@ public final class ReliableQueue: @unchecked Sendable {
             if case .error(let m) = reply { throw RedisError.server(m) }
             made.append(reply.integer == 1)
         }
+        // Durable on the replicas before the events count as published: a failover now keeps them. A WAIT that
+        // times out is counted (`RedisClient.waitShortfalls`), not retried: should the master die before its
+        // replicas caught up, the jobs are still in this worker's processing list on the promoted replica and are
+        // finished again there (see `QueueWorker`).
+        try client.waitForReplicas()
         return made
     }
 
@@ -428,7 +433,17 @@ public final class JobProducer: @unchecked Sendable {
                 ["HSETNX", keys.job(id), "enqueued_ms", String(ReliableQueue.nowMs())].map { Array($0.utf8) })
         }
         commands.append([Array("LPUSH".utf8), Array(keys.queue(queue).utf8), payload])
-        _ = try client.pipeline(bytes: commands)
+        for reply in try client.pipeline(bytes: commands) {
+            if case .error(let m) = reply { throw RedisError.server(m) }
+        }
+        // A push the master acknowledged but had not replicated is lost in a failover: wait for the replicas, and
+        // say so when they did not all confirm (the caller may push again; the id keeps it to one run).
+        if let acked = try client.waitForReplicas(), acked < (try client.replicasToWaitFor()) {
+            throw RedisError(
+                .connection,
+                "job pushed, but only \(acked) replica(s) confirmed it within \(client.configuration.waitTimeout): "
+                    + "a failover now could lose it; push it again (same id) if it never runs")
+        }
     }
 
     /// Queues many payloads in pipelines of `chunk` (no hash writes: for loads and benchmarks).
@@ -444,6 +459,7 @@ public final class JobProducer: @unchecked Sendable {
     /// Asks for `id` to be cancelled: before it starts, or between its sampling steps.
     public func cancel(_ id: String, ttl: Duration = .seconds(86_400)) throws(RedisError) {
         try client.command(["SET", keys.cancel(id), "1", "PX", String(ReliableQueue.milliseconds(ttl))])
+        try client.waitForReplicas()  // so a failover now keeps the flag
     }
 
     /// The job hash of `id` (empty when unknown).

@@ -10,6 +10,9 @@ public struct ServeConfiguration: Equatable, Sendable {
     public var device = "cpu"
     /// Empty: a private redis-server on a Unix socket in the state directory.
     public var redisURL: String?
+    /// Replicas a finish waits for (`WAIT`); nil: one where the master has a replica, else none.
+    public var redisWaitReplicas: Int?
+    public var redisWaitTimeoutMs = 1000
     public var queues = ["default"]
     public var keyPrefix = "kd:"
     public var hashTag: String?
@@ -40,6 +43,21 @@ public struct ServeConfiguration: Equatable, Sendable {
         if let name { return name }
         let host = ProcessInfo.processInfo.hostName.split(separator: ".").first.map(String.init) ?? "worker"
         return "\(host)-\(device.replacingOccurrences(of: ":", with: ""))"
+    }
+
+    /// The Redis configuration of `redis_url` with the WAIT settings applied (nil: none configured).
+    public func redisConfiguration() throws(RedisError) -> RedisConfiguration? {
+        guard let redisURL else { return nil }
+        var c = try RedisConfiguration(url: redisURL)
+        if let n = redisWaitReplicas { c.waitReplicas = n }
+        if redisWaitTimeoutMs != 1000 { c.waitTimeout = .milliseconds(redisWaitTimeoutMs) }
+        return c
+    }
+
+    /// The key space: the configured prefix and hash tag; in cluster mode made single-slot (`KeySpace.forCluster`).
+    public func keySpace(cluster: Bool) -> KeySpace {
+        let keys = KeySpace(prefix: keyPrefix, hashTag: hashTag)
+        return cluster ? keys.forCluster() : keys
     }
 
     /// The store root: configured, or `<state_dir>/store`.
@@ -99,7 +117,8 @@ public struct ServeConfiguration: Equatable, Sendable {
 
     /// Every settable key (the file's keys; `defaults.*` are the generation defaults).
     public static let keys: Set<String> = [
-        "name", "device", "redis_url", "queues", "key_prefix", "hash_tag", "model", "state_dir", "store", "input_root",
+        "name", "device", "redis_url", "redis_wait_replicas", "redis_wait_timeout_ms", "queues", "key_prefix",
+        "hash_tag", "model", "state_dir", "store", "input_root",
         "http", "max_batch_images", "max_batch_wait_ms", "heartbeat_ms", "max_attempts", "retention_s",
         "shutdown_grace_s", "step_timeout_s", "half_weights",
     ]
@@ -147,6 +166,8 @@ public struct ServeConfiguration: Equatable, Sendable {
             }
             guard !list.isEmpty else { throw bad("needs at least one queue") }
             queues = list
+        case "redis_wait_replicas": redisWaitReplicas = value.isEmpty || value == "auto" ? nil : try int(0...100)
+        case "redis_wait_timeout_ms": redisWaitTimeoutMs = try int(1...600_000)
         case "key_prefix": keyPrefix = value
         case "hash_tag": hashTag = optional(value)
         case "model": model = optional(value)

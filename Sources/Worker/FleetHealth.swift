@@ -12,6 +12,19 @@ public struct FleetHealth: Sendable, Equatable {
         public var current: String
         public var host: String
         public var model: String
+        /// The Redis master the worker uses, and its last failover followed (from its heartbeat hash).
+        public var redisMaster: String? = nil
+        public var lastFailoverMs: Int64? = nil
+        public var previousMaster: String? = nil
+    }
+
+    /// The Redis servers behind the fleet, as the health command found them.
+    public struct RedisInfo: Sendable, Equatable {
+        /// How the master was found: the URL's target (`master "m" via sentinels …`, a cluster, or the server).
+        public var target: String
+        public var master: String
+        /// As the master's `ROLE` lists them (with their replication offsets).
+        public var replicas: [String]
     }
 
     public struct QueueInfo: Sendable, Equatable {
@@ -30,6 +43,7 @@ public struct FleetHealth: Sendable, Equatable {
     public var queues: [QueueInfo]
     public var dead: Int
     public var delayed: Int
+    public var redis: RedisInfo? = nil
 
     /// The verdict, with the reasons behind it.
     /// - critical: no live worker while jobs wait (nothing will run them);
@@ -66,7 +80,10 @@ public struct FleetHealth: Sendable, Equatable {
             workers.append(
                 WorkerInfo(
                     name: name, heartbeatAgeMs: fields.isEmpty ? nil : age, state: fields["state"] ?? "gone",
-                    current: fields["current"] ?? "", host: fields["host"] ?? "", model: fields["model"] ?? ""))
+                    current: fields["current"] ?? "", host: fields["host"] ?? "", model: fields["model"] ?? "",
+                    redisMaster: fields["redis_master"],
+                    lastFailoverMs: fields["redis_last_failover_ms"].flatMap(Int64.init),
+                    previousMaster: fields["redis_previous_master"]))
             if let q = try client.command(["GET", keys.workerQueues(name)]).text {
                 queueNames.formUnion(q.split(separator: ",").map(String.init))
             }
@@ -86,7 +103,18 @@ public struct FleetHealth: Sendable, Equatable {
         }
         let dead = try client.command(["LLEN", keys.dead]).integer ?? 0
         let delayed = try client.command(["ZCARD", keys.delayed]).integer ?? 0
-        return FleetHealth(workers: workers, queues: queues, dead: dead, delayed: delayed)
+        var redis: RedisInfo?
+        if let master = client.connectedEndpoint {
+            var replicas: [String] = []
+            if let items = try? client.command(["ROLE"]).array, items.first?.text == "master", items.count >= 3 {
+                for r in items[2].array ?? [] {
+                    guard let f = r.array, f.count >= 3, let host = f[0].text, let port = f[1].text else { continue }
+                    replicas.append("\(host):\(port) (offset \(f[2].text ?? "?"))")
+                }
+            }
+            redis = RedisInfo(target: client.configuration.target, master: master.description, replicas: replicas)
+        }
+        return FleetHealth(workers: workers, queues: queues, dead: dead, delayed: delayed, redis: redis)
     }
 
     static func hash(_ reply: RedisReply) -> [String: String] {
@@ -118,6 +146,20 @@ public struct FleetHealth: Sendable, Equatable {
             lines.append(line)
         }
         lines.append("delayed retries: \(delayed)   dead letters: \(dead)")
+        if let redis {
+            lines.append("redis: master \(redis.master) (\(redis.target))")
+            lines.append("  replicas: " + (redis.replicas.isEmpty ? "none" : redis.replicas.joined(separator: ", ")))
+        }
+        if let last = workers.filter({ $0.lastFailoverMs != nil }).max(by: { $0.lastFailoverMs! < $1.lastFailoverMs! }),
+            let at = last.lastFailoverMs
+        {
+            let when = ISO8601DateFormatter().string(from: Date(timeIntervalSince1970: Double(at) / 1000))
+            lines.append(
+                "  last failover followed: \(when), \(last.previousMaster ?? "?") → \(last.redisMaster ?? "?") "
+                    + "(worker \(last.name))")
+        } else {
+            lines.append("  last failover followed: none (by the workers registered now)")
+        }
         return lines.joined(separator: "\n")
     }
 }

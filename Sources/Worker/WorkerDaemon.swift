@@ -104,9 +104,9 @@ public final class WorkerDaemon: @unchecked Sendable {
         log("health and metrics on http://\(host):\(server.port)/ (healthz, readyz, metrics)")
 
         // MARK: Redis
-        let redis: RedisConfiguration
-        if let url = c.redisURL {
-            redis = try RedisConfiguration(url: url)
+        var redis: RedisConfiguration
+        if let configured = try c.redisConfiguration() {
+            redis = configured
         } else {
             let directory = (c.stateDirectory as NSString).appendingPathComponent("redis")
             let server = try LocalRedisServer(directory: directory, extraConfig: ["appendonly yes"])
@@ -115,9 +115,21 @@ public final class WorkerDaemon: @unchecked Sendable {
             log("no Redis configured: started a private redis-server on \(server.socketPath)")
             notifyStatus("private redis-server at \(server.socketPath)")
         }
+        let keys = c.keySpace(cluster: redis.mode.isCluster)
+        if redis.mode.isCluster { redis.clusterSlot = keys.slot }
         let probe = RedisClient(redis)
-        try probe.connect()
-        _ = try probe.command(["PING"])
+        do {
+            try probe.connect()
+            _ = try probe.command(["PING"])
+        } catch {
+            throw StartupError(message: "Redis (\(redis.target)): \(error)")
+        }
+        if !redis.mode.isStandalone {
+            let seen = probe.topology.snapshot
+            log(
+                "Redis \(redis.target): master \(seen.master?.description ?? "?"), replicas "
+                    + "\(seen.replicas.isEmpty ? "none" : seen.replicas.joined(separator: ", ")); keys \(keys.base)*")
+        }
 
         // MARK: model
         notifyStatus("loading the model")
@@ -139,7 +151,7 @@ public final class WorkerDaemon: @unchecked Sendable {
 
         // MARK: the worker
         var queue = QueueConfiguration(queues: c.queues, worker: name)
-        queue.keys = KeySpace(prefix: c.keyPrefix, hashTag: c.hashTag)
+        queue.keys = keys
         queue.heartbeatInterval = .milliseconds(c.heartbeatMs)
         queue.maxAttempts = c.maxAttempts
         queue.retention = .seconds(c.retentionSeconds)
@@ -260,7 +272,9 @@ public final class WorkerDaemon: @unchecked Sendable {
         let interval = min(1, notifier.watchdogInterval.map { Self.seconds($0) / 2 } ?? 1)
         let timer = DispatchSource.makeTimerSource(queue: DispatchQueue(label: "kd.watchdog"))
         timer.schedule(deadline: .now() + interval, repeating: interval)
-        let probe = RedisClient(worker.options.redis)
+        var probeConfiguration = worker.options.redis
+        if probeConfiguration.mode.isCluster { probeConfiguration.clusterSlot = worker.options.queue.keys.slot }
+        let probe = RedisClient(probeConfiguration, topology: worker.topology)
         let keys = worker.options.queue.keys
         let queues = worker.options.queue.queues
         timer.setEventHandler { [weak self, metrics] in
@@ -274,6 +288,7 @@ public final class WorkerDaemon: @unchecked Sendable {
             }
             let stats = worker.stats
             metrics.update(from: stats)
+            metrics.update(from: worker.topology.snapshot)
             self.stateLock.withLock {
                 self.redisReachable = reachable
                 self.lastBeat = Date()

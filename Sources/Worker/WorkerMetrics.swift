@@ -10,6 +10,9 @@ public final class WorkerMetrics: @unchecked Sendable {
     private var jobCounters: [String: Counter] = [:]
     private var lastFinished: [String: Int] = [:]
     private var lastRedisErrors = 0
+    private var lastFailovers = 0
+    private var lastWithoutMaster = 0.0
+    private var lastWaitShortfalls = 0
     private var recentImages: [(Date, Int)] = []
     private var queueGauges: [String: Gauge] = [:]
     private var lastRate = 0.0
@@ -20,6 +23,10 @@ public final class WorkerMetrics: @unchecked Sendable {
     let modelLoad: Gauge
     let imagesPerSecond: Gauge
     let redisErrors: Counter
+    let redisFailovers: Counter
+    let redisWithoutMaster: Counter
+    let redisMasterLost: Gauge
+    let redisWaitTimeouts: Counter
     let stepSeconds: DurationHistogram
     let runSeconds: DurationHistogram
     let batchImages: ValueHistogram
@@ -35,6 +42,19 @@ public final class WorkerMetrics: @unchecked Sendable {
         redisErrors = registry.makeCounter(
             descriptor: Self.describe(
                 "kd_redis_reconnects_total", "Redis errors that made the worker reconnect or retry"))
+        redisFailovers = registry.makeCounter(
+            descriptor: Self.describe(
+                "kd_redis_failovers_total", "Times the worker found the Redis master at a new address and followed it"))
+        redisWithoutMaster = registry.makeCounter(
+            descriptor: Self.describe(
+                "kd_redis_without_master_seconds_total",
+                "Seconds the worker spent without a Redis master (ended outages)"))
+        redisMasterLost = registry.makeGauge(
+            descriptor: Self.describe(
+                "kd_redis_master_lost_seconds", "Seconds since the worker lost its Redis master; 0 while it has one"))
+        redisWaitTimeouts = registry.makeCounter(
+            descriptor: Self.describe(
+                "kd_redis_wait_timeouts_total", "Finishes whose WAIT timed out before the replicas confirmed them"))
         stepSeconds = registry.makeDurationHistogram(
             descriptor: Self.describe("kd_step_seconds", "Time of one sampling step (one UNet batch)"),
             buckets: [0.01, 0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30].map { .milliseconds(Int64($0 * 1000)) })
@@ -52,9 +72,28 @@ public final class WorkerMetrics: @unchecked Sendable {
         }
     }
 
+    /// Brings the Redis failover series up to date with what the worker's clients saw.
+    public func update(from topology: RedisTopologyState.Snapshot, nowMs: Int64 = ReliableQueue.nowMs()) {
+        lock.withLock {
+            if topology.failovers > lastFailovers {
+                redisFailovers.increment(by: Int64(topology.failovers - lastFailovers))
+            }
+            lastFailovers = topology.failovers
+            if topology.withoutMasterSeconds > lastWithoutMaster {
+                redisWithoutMaster.increment(by: topology.withoutMasterSeconds - lastWithoutMaster)
+            }
+            lastWithoutMaster = topology.withoutMasterSeconds
+            redisMasterLost.set(topology.withoutMasterSinceMs.map { Double(max(0, nowMs - $0)) / 1000 } ?? 0)
+        }
+    }
+
     /// Brings the counters up to date with the worker's statistics.
     public func update(from stats: QueueWorker.Stats) {
         lock.withLock {
+            if stats.waitShortfalls > lastWaitShortfalls {
+                redisWaitTimeouts.increment(by: Int64(stats.waitShortfalls - lastWaitShortfalls))
+            }
+            lastWaitShortfalls = stats.waitShortfalls
             for (state, n) in stats.finished {
                 let key = state.rawValue
                 let delta = n - (lastFinished[key] ?? 0)

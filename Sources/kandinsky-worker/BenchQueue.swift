@@ -7,7 +7,9 @@ import JobQueue
 struct BenchQueue: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "queue",
-        abstract: "Queue throughput (no-op generator): jobs/s, round trips per job, and redis-benchmark LPUSH/s.")
+        abstract:
+            "Queue throughput (no-op generator): jobs/s, round trips per job, and redis-benchmark LPUSH/s; --replica "
+            + "measures it against a replicated master, with WAIT (default) or without (--wait-replicas 0).")
 
     @Option(help: "Jobs to run (after a warm-up of 1,000).")
     var jobs = 20_000
@@ -21,24 +23,48 @@ struct BenchQueue: ParsableCommand {
     @Option(help: "Redis URL; a private redis-server (Unix socket, appendonly yes) when left out.")
     var redis: String?
 
-    @Flag(help: "Print one JSON object on the last line.")
+    @Flag(help: "With the private redis-server: give it one replica (replication over loopback TCP).")
+    var replica = false
+
+    @Option(help: "Replicas each finish waits for (WAIT); default: one where the master has a replica, else none.")
+    var waitReplicas: Int?
+
+    @Flag(help: "Print one JSON document on stdout (the human lines go to stderr).")
     var json = false
 
     func validate() throws {
         guard jobs >= 1, workers >= 1, batch >= 1 else { throw ValidationError("--jobs, --workers, --batch ≥ 1") }
+        guard waitReplicas.map({ $0 >= 0 }) ?? true else { throw ValidationError("--wait-replicas ≥ 0") }
+        guard !(replica && redis != nil) else { throw ValidationError("--replica is for the private redis-server") }
     }
 
     func run() throws {
-        var server: LocalRedisServer?
-        let config: RedisConfiguration
+        var servers: [LocalRedisServer] = []
+        var config: RedisConfiguration
         if let redis {
             config = try RedisConfiguration(url: redis)
+        } else if replica {
+            // The replica follows over TCP (replicaof takes no Unix socket); the workers use the master's socket.
+            let port = Self.freePort()
+            let master = try LocalRedisServer(extraConfig: ["port \(port)", "bind 127.0.0.1"])
+            let follower = try LocalRedisServer(extraConfig: ["replicaof 127.0.0.1 \(port)"])
+            servers = [master, follower]
+            let probe = RedisClient(RedisConfiguration(master.endpoint))
+            let deadline = Date().addingTimeInterval(30)
+            // Synced when the master lists the replica as online.
+            while try probe.command(["INFO", "replication"]).text?.contains("state=online") != true {
+                guard Date() < deadline else { throw ValidationError("bench queue: the replica did not sync") }
+                usleep(20_000)
+            }
+            config = RedisConfiguration(master.endpoint)
         } else {
             let local = try LocalRedisServer()
-            server = local
+            servers = [local]
             config = RedisConfiguration(local.endpoint)
         }
+        if let waitReplicas { config.waitReplicas = waitReplicas }
         let admin = RedisClient(config)
+        let replicasWaitedFor = try admin.replicasToWaitFor()
         let keys = KeySpace(prefix: "kd-bench:")
         try admin.command(["DEL", keys.queue("bench"), keys.events])
 
@@ -47,30 +73,34 @@ struct BenchQueue: ParsableCommand {
         try admin.command(["DEL", keys.events])
         let r = try run(jobs: jobs, config: config, keys: keys, admin: admin, tag: "m")
         let jobsPerSecond = Double(jobs) / r.seconds
-        print(
+        let console = Console(json: json)
+        console.line(
             String(
                 format: "queue: %d jobs, %d worker loop(s), take batch %d: %.0f jobs/s; %.3f round trips/job",
                 jobs, workers, batch, jobsPerSecond, r.roundTripsPerJob))
-        print(
+        console.line(
             String(
                 format: "redis: %.2f commands/job (INFO commandstats, script-internal calls included): %@",
                 r.commandsPerJob, r.breakdown))
         if let lpush {
-            print(String(format: "redis-benchmark LPUSH (50 clients, same server): %.0f requests/s", lpush))
+            console.line(String(format: "redis-benchmark LPUSH (50 clients, same server): %.0f requests/s", lpush))
         } else {
-            print("redis-benchmark: not found or failed; LPUSH rate not measured")
+            console.line("redis-benchmark: not found or failed; LPUSH rate not measured")
         }
-        withExtendedLifetime(server) {}
+        console.line(
+            "WAIT: \(replicasWaitedFor) replica(s) after every finish"
+                + (replicasWaitedFor > 0 ? ", timeout \(config.waitTimeout); \(r.waitTimeouts) timed out" : ""))
+        withExtendedLifetime(servers) {}
         if json {
             let object: [String: Any] = [
                 "jobs_per_s": (jobsPerSecond * 10).rounded() / 10,
                 "round_trips_per_job": (r.roundTripsPerJob * 1000).rounded() / 1000,
                 "redis_commands_per_job": (r.commandsPerJob * 100).rounded() / 100,
                 "redis_benchmark_lpush_per_s": lpush.map { ($0 * 10).rounded() / 10 } ?? NSNull(),
-                "jobs": jobs, "workers": workers, "take_batch": batch,
+                "jobs": jobs, "workers": workers, "take_batch": batch, "wait_replicas": replicasWaitedFor,
+                "wait_timeouts": r.waitTimeouts,
             ]
-            let data = try JSONSerialization.data(withJSONObject: object, options: [.sortedKeys])
-            print(String(decoding: data, as: UTF8.self))
+            try console.document(object)
         }
     }
 
@@ -79,6 +109,7 @@ struct BenchQueue: ParsableCommand {
         var roundTripsPerJob: Double
         var commandsPerJob: Double
         var breakdown: String
+        var waitTimeouts: Int
     }
 
     private func run(
@@ -124,7 +155,25 @@ struct BenchQueue: ParsableCommand {
         let trips = pool.reduce(0) { $0 + $1.stats.jobLoopRoundTrips }
         return Result(
             seconds: elapsed.seconds, roundTripsPerJob: Double(trips) / Double(jobs),
-            commandsPerJob: Double(total) / Double(jobs), breakdown: breakdown)
+            commandsPerJob: Double(total) / Double(jobs), breakdown: breakdown,
+            waitTimeouts: pool.reduce(0) { $0 + $1.stats.waitShortfalls })
+    }
+
+    /// A loopback TCP port that was free a moment ago.
+    static func freePort() -> Int {
+        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        defer { close(fd) }
+        var addr = sockaddr_in()
+        addr.sin_family = sa_family_t(AF_INET)
+        addr.sin_addr.s_addr = inet_addr("127.0.0.1")
+        var len = socklen_t(MemoryLayout<sockaddr_in>.size)
+        _ = withUnsafeMutablePointer(to: &addr) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, len) }
+        }
+        _ = withUnsafeMutablePointer(to: &addr) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(fd, $0, &len) }
+        }
+        return Int(UInt16(bigEndian: addr.sin_port))
     }
 
     /// redis-benchmark's LPUSH requests/s against the same server (nil when it is not installed).

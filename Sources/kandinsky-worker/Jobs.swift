@@ -9,14 +9,26 @@ import Worker
 
 /// Options shared by the commands that talk to Redis as a producer.
 struct RedisOptions: ParsableArguments {
-    @Option(help: "Redis URL (default: $KD_REDIS_URL, else redis://127.0.0.1:6379).") var redis: String?
-    @Option(help: "Key prefix.") var prefix = "kd:"
+    @Option(
+        help:
+            "Redis URL: redis://, unix://, redis-sentinel://h:p[,h:p…]/MASTER or redis://h:p[,…]?cluster=1 (default: $KD_REDIS_URL, else redis://127.0.0.1:6379)."
+    )
+    var redis: String?
+    @Option(help: "Key prefix (with ?cluster=1: put in braces, kd: → {kd}:, unless it or --hash-tag has a tag).")
+    var prefix = "kd:"
+    @Option(help: "Hash tag put in every key (one Redis Cluster slot), as the workers' hash_tag.") var hashTag: String?
 
     func producer() throws -> JobProducer {
         let url = redis ?? ProcessInfo.processInfo.environment["KD_REDIS_URL"] ?? "redis://127.0.0.1:6379"
-        let client = RedisClient(try RedisConfiguration(url: url))
+        var configuration = try RedisConfiguration(url: url)
+        var keys = KeySpace(prefix: prefix, hashTag: hashTag)
+        if configuration.mode.isCluster {
+            keys = keys.forCluster()
+            configuration.clusterSlot = keys.slot
+        }
+        let client = RedisClient(configuration)
         try client.connect()
-        return JobProducer(client: client, keys: KeySpace(prefix: prefix))
+        return JobProducer(client: client, keys: keys)
     }
 }
 

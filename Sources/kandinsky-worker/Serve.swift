@@ -12,7 +12,10 @@ struct Serve: AsyncParsableCommand {
     @Option(help: "Configuration file (YAML; every key documented in Config/worker.yaml).") var config: String?
     @Option(help: "cpu or cuda:N.") var device: String?
     @Option(
-        help: "Redis URL (redis://[user:password@]host:port/db or unix:///path?db=N); none: a private redis-server.")
+        help: """
+            Redis URL: redis://[user:password@]host:port/db, unix:///path?db=N, redis-sentinel://h:p[,h:p…]/MASTER, \
+            redis://h:p[,h:p…]?cluster=1; none: a private redis-server.
+            """)
     var redis: String?
     @Option(help: "Model directory (default: the embedded shapes demo model).") var model: String?
     @Option(help: "Result store root.") var store: String?

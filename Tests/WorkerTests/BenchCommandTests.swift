@@ -30,6 +30,22 @@ import Testing
         return try #require(try JSONSerialization.jsonObject(with: data) as? [String: Any], "\(process.output)")
     }
 
+    /// `bench queue --replica`: a master with one replica; every finish waits for it unless told not to.
+    @Test(arguments: [([String](), 1), (["--wait-replicas", "0"], 0)])
+    func queueAgainstAReplicatedMaster(extra: [String], waited: Int) throws {
+        let dir = try TemporaryDirectory(prefix: "kd-bench")
+        defer { dir.remove() }
+        let process = try WorkerProcess(
+            name: "bench", command: ["bench", "queue", "--replica", "--jobs", "300", "--json"] + extra,
+            logDirectory: dir.path, captureOutput: true)
+        #expect(eventually(timeout: 120) { !process.isRunning })
+        #expect(process.terminate() == 0, "\(process.log)")
+        let object = try jsonDocument(process)
+        #expect(object["wait_replicas"] as? Int == waited, "\(object)")
+        #expect(object["wait_timeouts"] as? Int == 0, "\(object)")
+        #expect((object["jobs_per_s"] as? Double ?? 0) > 0, "\(object)")
+    }
+
     @Test func kernelsRatioIsTheSlowestPickedAlgorithmsNotAForcedAlternative() throws {
         let dir = try TemporaryDirectory(prefix: "kd-bench")
         defer { dir.remove() }
