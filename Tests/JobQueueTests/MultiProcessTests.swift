@@ -85,7 +85,8 @@ import Testing
         defer { for w in workers { w.terminate() } }
         #expect(try eventually(timeout: 10) { try h.events().count >= 25 })
         h.server.stop(hard: true)
-        usleep(700_000)
+        // Restarted once a worker has seen the outage (it logs its retry), not after a guessed delay.
+        #expect(eventually(timeout: 10) { workers.contains { $0.log.contains("retrying in") } })
         try h.server.restart()
         _ = try? h.admin.command(["PING"])  // the test's own connection broke too: this call replaces it
         #expect(

@@ -99,7 +99,10 @@ import Testing
         let id = try client.command(["CLIENT", "ID"]).integer!
         // Unblock the blocked client with an error, from another connection, while it waits.
         let unblocker = Thread {
-            usleep(200_000)
+            // Once the server lists the client as blocked in BLMOVE.
+            _ = eventually(timeout: 10) {
+                (try? admin.command(["CLIENT", "LIST", "ID", String(id)]).text)?.contains("cmd=blmove") == true
+            }
             _ = try? admin.command(["CLIENT", "UNBLOCK", String(id), "ERROR"])
         }
         unblocker.start()
@@ -114,15 +117,28 @@ import Testing
         // A server restart: the next call reconnects with backoff.
         try client.command(["SET", "x", "1"])
         server.stop(hard: true)
+        // Restarted once the client has failed to reach it at least once (so the retry path is what recovers).
+        final class Failures: @unchecked Sendable {
+            let condition = NSCondition()
+            var count = 0
+        }
+        let failures = Failures()
         let restarter = Thread {
-            usleep(300_000)
+            failures.condition.lock()
+            while failures.count == 0 { failures.condition.wait() }
+            failures.condition.unlock()
             try? server.restart()
         }
         restarter.start()
-        var retries = 0
-        let value = try client.retrying(onRetry: { _, _ in retries += 1 }) { c throws(RedisError) in
+        let value = try client.retrying(onRetry: { _, _ in
+            failures.condition.lock()
+            failures.count += 1
+            failures.condition.signal()
+            failures.condition.unlock()
+        }) { c throws(RedisError) in
             try c.command(["INCR", "counter"])
         }
+        let retries = failures.condition.withLock { failures.count }
         #expect(value == .integer(1))
         #expect(retries >= 1)
         #expect(client.reconnects >= 1)

@@ -206,7 +206,7 @@ public final class SentinelSet: @unchecked Sendable {
         sentinels = started
         let replica = replica
         // Ready when the replica is in sync and every sentinel has found it (so a failover can promote it).
-        let ok = waitUntil(timeout: 30) {
+        let ok = eventually(timeout: 30) {
             let info = (try? replica.command(["INFO", "replication"]).text) ?? ""
             guard info.contains("master_link_status:up") else { return false }
             return started.allSatisfy { s in
@@ -267,7 +267,7 @@ public final class ClusterSet: @unchecked Sendable {
         guard process.terminationStatus == 0 else {
             throw NSError(domain: "ClusterSet", code: 1, userInfo: [NSLocalizedDescriptionKey: "cluster create failed"])
         }
-        let ok = waitUntil(timeout: 30) {
+        let ok = eventually(timeout: 30) {
             nodes.allSatisfy { n in (try? n.command(["CLUSTER", "INFO"]).text)?.contains("cluster_state:ok") == true }
                 && nodes.filter { n in
                     (try? n.command(["ROLE"]))?.array?.first?.text == "slave"
@@ -295,14 +295,4 @@ public final class ClusterSet: @unchecked Sendable {
     }
 
     public func node(at address: String) -> RedisNode? { nodes.first { $0.address == address } }
-}
-
-/// Polls `condition` every 20 ms until it holds or `timeout` seconds pass.
-public func waitUntil(timeout: Double, _ condition: () throws -> Bool) rethrows -> Bool {
-    let deadline = Date().addingTimeInterval(timeout)
-    while Date() < deadline {
-        if try condition() { return true }
-        usleep(20_000)
-    }
-    return try condition()
 }

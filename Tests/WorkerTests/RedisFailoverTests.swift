@@ -34,7 +34,7 @@ import Testing
         let logs = { workers.map { "--- \($0.name):\n\($0.log.suffix(4000))" }.joined(separator: "\n") }
         let master = ha.master
         try #require(
-            waitUntil(timeout: 120) {
+            eventually(timeout: 120) {
                 workers.allSatisfy { (try? master.command(["EXISTS", "kd:worker:\($0.name)"]))?.integer == 1 }
             }, "workers not registered:\n\(logs())")
 
@@ -47,11 +47,11 @@ import Testing
         // A third of the jobs done: cut the replica off (the master's password changes under it, and its link is
         // killed), so the next finishes are acknowledged by the master alone (their WAIT times out) and die with it.
         try #require(
-            waitUntil(timeout: 120) { ((try? master.command(["XLEN", "kd:events"]))?.integer ?? 0) >= Self.jobs / 3 },
+            eventually(timeout: 120) { ((try? master.command(["XLEN", "kd:events"]))?.integer ?? 0) >= Self.jobs / 3 },
             "jobs did not run:\n\(logs())")
         // … at a moment when a job is running: its claim reaches the replica, its finish will not.
         try #require(
-            waitUntil(timeout: 30) {
+            eventually(timeout: 30) {
                 ids.contains { (try? master.command(["HGET", "kd:job:\($0)", "state"]))?.text == "running" }
             })
         let ports = try workers.map { w in
@@ -68,11 +68,12 @@ import Testing
             return (try? c.send(["XLEN", "kd:events"]))?.integer ?? 0
         }
         let beforeCut = eventsOnMaster()
-        #expect(waitUntil(timeout: 30) { eventsOnMaster() >= beforeCut + 2 }, "no finish while the replica was cut off")
+        #expect(
+            eventually(timeout: 30) { eventsOnMaster() >= beforeCut + 2 }, "no finish while the replica was cut off")
         // … and a worker whose WAIT timed out has moved on, leaving the finished jobs in its processing list on
         // the replica.
         #expect(
-            waitUntil(timeout: 30) {
+            eventually(timeout: 30) {
                 ports.contains { port in
                     let text = (try? httpGet(port: port, path: "/metrics").1) ?? ""
                     return text.split(separator: "\n").contains {
@@ -99,11 +100,11 @@ import Testing
 
         // The sentinels promote the replica; the workers find it and carry on.
         try #require(
-            waitUntil(timeout: 60) { ha.masterAddress().map { $0 != oldMaster } ?? false }, "no promotion")
+            eventually(timeout: 60) { ha.masterAddress().map { $0 != oldMaster } ?? false }, "no promotion")
         let promoted = Date()
         let newMaster = try #require(ha.node(at: ha.masterAddress() ?? ""))
         #expect(newMaster.address == ha.replica.address)
-        let allDone = waitUntil(timeout: 180) {
+        let allDone = eventually(timeout: 180) {
             ids.allSatisfy { (try? newMaster.command(["HGET", "kd:job:\($0)", "state"]))?.text == "done" }
         }
         #expect(allDone, "not every job finished after the failover:\n\(logs())")
@@ -146,7 +147,7 @@ import Testing
         #expect(events.keys.sorted() == ids.sorted(), "ids in the stream: \(events.keys.sorted())")
         #expect(events.values.allSatisfy { $0 == 1 }, "events per job: \(events.filter { $0.value != 1 })")
         #expect(
-            waitUntil(timeout: 10) {
+            eventually(timeout: 10) {
                 workers.allSatisfy {
                     (try? newMaster.command(["LLEN", "kd:processing:\($0.name)"]))?.integer == 0
                 }
@@ -165,7 +166,7 @@ import Testing
         // Both workers followed (their heartbeat says so) and counted it.
         for w in workers {
             var hash: [String: String] = [:]
-            let followed = waitUntil(timeout: 15) {
+            let followed = eventually(timeout: 15) {
                 let fields = (try? newMaster.command(["HGETALL", "kd:worker:\(w.name)"]))?.array ?? []
                 for i in stride(from: 0, to: fields.count - 1, by: 2) {
                     hash[fields[i].text ?? ""] = fields[i + 1].text
@@ -183,7 +184,7 @@ import Testing
         // `health` through the sentinels names the new master and the failover the workers followed.
         let health = try WorkerProcess(
             name: "health", command: ["health", "--redis", url], logDirectory: dir.path, captureOutput: true)
-        #expect(waitUntil(timeout: 30) { !health.isRunning })
+        #expect(eventually(timeout: 30) { !health.isRunning })
         health.terminate()
         #expect(health.output.contains("redis: master \(newMaster.address) (master \"\(ha.masterName)\" via sentinels"))
         #expect(health.output.contains("last failover followed: "), "\(health.output)")
@@ -225,7 +226,7 @@ import Testing
         let logs = { workers.map { "--- \($0.name):\n\($0.log.suffix(4000))" }.joined(separator: "\n") }
         let master = try #require(cluster.master(ofSlot: slot).flatMap(cluster.node(at:)))
         try #require(
-            waitUntil(timeout: 120) {
+            eventually(timeout: 120) {
                 workers.allSatisfy { (try? master.command(["EXISTS", keys.worker($0.name)]))?.integer == 1 }
             }, "workers not registered on \(master.address) (slot \(slot)):\n\(logs())")
 
@@ -237,16 +238,16 @@ import Testing
         #expect(producer.client.connectedEndpoint?.description == master.address)
 
         try #require(
-            waitUntil(timeout: 120) { ((try? master.command(["XLEN", keys.events]))?.integer ?? 0) >= Self.jobs / 3 },
+            eventually(timeout: 120) { ((try? master.command(["XLEN", keys.events]))?.integer ?? 0) >= Self.jobs / 3 },
             "jobs did not run:\n\(logs())")
         let oldMaster = master.address
         master.kill9()
         let killed = Date()
         try #require(
-            waitUntil(timeout: 60) { cluster.master(ofSlot: slot).map { $0 != oldMaster } ?? false }, "no promotion")
+            eventually(timeout: 60) { cluster.master(ofSlot: slot).map { $0 != oldMaster } ?? false }, "no promotion")
         let promoted = Date()
         let newMaster = try #require(cluster.master(ofSlot: slot).flatMap(cluster.node(at:)))
-        let allDone = waitUntil(timeout: 180) {
+        let allDone = eventually(timeout: 180) {
             ids.allSatisfy { (try? newMaster.command(["HGET", keys.job($0), "state"]))?.text == "done" }
         }
         #expect(allDone, "not every job finished after the failover:\n\(logs())")
@@ -257,7 +258,7 @@ import Testing
         #expect(perJob.keys.sorted() == ids.sorted(), "ids in the stream: \(perJob.keys.sorted())")
         #expect(perJob.values.allSatisfy { $0 == 1 }, "events per job: \(perJob.filter { $0.value != 1 })")
         #expect(
-            waitUntil(timeout: 10) {
+            eventually(timeout: 10) {
                 workers.allSatisfy { (try? newMaster.command(["LLEN", keys.processing($0.name)]))?.integer == 0 }
             })
         #expect(((try? newMaster.command(["LLEN", keys.queue("default")]))?.integer ?? -1) == 0)
