@@ -60,11 +60,11 @@ let package = Package(
             name: "Kandinsky", dependencies: ["Tensor", "Generation", "CSentencePiece"], resources: [.copy("Resources")]
         ),
         .target(name: "ModelConversion", dependencies: ["Tensor", "ZIPFoundation"]),
+        // The Redis client (hiredis): connections, Sentinel and Cluster topology, retries; a private redis-server.
+        .target(name: "Redis", dependencies: ["CHiredis"]),
         .target(
             name: "JobQueue",
-            dependencies: [
-                "CHiredis", "Generation", "ResultStore", .product(name: "Crypto", package: "swift-crypto"),
-            ]),
+            dependencies: ["Redis", "Generation", "ResultStore", .product(name: "Crypto", package: "swift-crypto")]),
         .target(name: "ResultStore", dependencies: ["CPNG", .product(name: "Crypto", package: "swift-crypto")]),
         .target(name: "Systemd", dependencies: ["CSystemd", .product(name: "Logging", package: "swift-log")]),
         .target(
@@ -93,7 +93,7 @@ let package = Package(
         .testTarget(name: "GenerationTests", dependencies: ["Generation"]),
         .testTarget(name: "KandinskyTests", dependencies: ["Kandinsky", "Tensor", "TestSupport"]),
         .testTarget(name: "ModelConversionTests", dependencies: ["ModelConversion", "Tensor", "TestSupport"]),
-        .testTarget(name: "JobQueueTests", dependencies: ["JobQueue", "TestSupport"]),
+        .testTarget(name: "JobQueueTests", dependencies: ["JobQueue", "Redis", "TestSupport"]),
         .testTarget(name: "ResultStoreTests", dependencies: ["ResultStore", "TestSupport"]),
         .testTarget(
             name: "WorkerTests",

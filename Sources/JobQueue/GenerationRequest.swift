@@ -1,4 +1,5 @@
 @_exported import Generation
+@_exported import Redis
 
 // MARK: - The validated request
 

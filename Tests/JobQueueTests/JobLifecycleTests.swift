@@ -2,6 +2,7 @@ import TestSupport
 import Testing
 
 @testable import JobQueue
+@testable import Redis
 
 /// The per-job state machine, without any I/O.
 @Suite struct JobLifecycleTests {

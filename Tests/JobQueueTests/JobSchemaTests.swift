@@ -3,6 +3,7 @@ import TestSupport
 import Testing
 
 @testable import JobQueue
+@testable import Redis
 
 /// Job schema v1: every rejection names the field and the rule; nothing traps on hostile input.
 @Suite struct JobSchemaTests {

@@ -3,6 +3,7 @@ import TestSupport
 import Testing
 
 @testable import JobQueue
+@testable import Redis
 
 /// Worker processes (`kandinsky-worker queue-worker`) killed with SIGKILL, a redis-server killed and restarted,
 /// and a mixed load across three processes. Every promise is checked from what Redis and the store hold.

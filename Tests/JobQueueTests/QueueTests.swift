@@ -4,6 +4,7 @@ import TestSupport
 import Testing
 
 @testable import JobQueue
+@testable import Redis
 
 /// A real redis-server, a store directory, and helpers to read back what workers did.
 final class QueueHarness: @unchecked Sendable {

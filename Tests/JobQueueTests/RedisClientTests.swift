@@ -3,6 +3,7 @@ import TestSupport
 import Testing
 
 @testable import JobQueue
+@testable import Redis
 
 /// The client layer against a real redis-server: URLs, AUTH, SELECT, timeouts, reconnects, script reloads.
 @Suite struct RedisClientTests {

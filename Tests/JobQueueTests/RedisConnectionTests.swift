@@ -3,6 +3,7 @@ import TestSupport
 import Testing
 
 @testable import JobQueue
+@testable import Redis
 
 /// hiredis against a real redis-server started by each test.
 @Suite struct RedisConnectionTests {

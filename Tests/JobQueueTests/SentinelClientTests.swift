@@ -3,6 +3,7 @@ import TestSupport
 import Testing
 
 @testable import JobQueue
+@testable import Redis
 
 /// The client's high-availability side: URLs, discovery through real sentinels, clear errors for what is wrong, the
 /// shared topology state, and the cluster key space.

@@ -156,12 +156,14 @@ import Testing
 
         // Finishes that died with the old master were done again on the new one.
         #expect(!lost.isEmpty && redone.count == lost.count, "lost \(lost.sorted()), redone \(redone)")
-        // Those claimed before the cut were still in their worker's processing list on the promoted replica, though
-        // the worker had moved on: it handed them back when it reconnected.
+        // Which way each came back depends on timing: a finish whose reply was lost is sent again; one claimed before
+        // the cut whose worker had moved on was still in its processing list on the promoted replica and was handed
+        // back when the worker reconnected. Either way it is done once (above) and no processing list is left (a
+        // hand-back that never happened would leave its job there, unfinished); how many went each way is reported.
         let handedBack = lost.filter {
             (try? newMaster.command(["HGET", "kd:job:\($0)", "recovered_by"]))?.text == "self"
         }
-        #expect(!handedBack.isEmpty, "no lost finish was handed back (lost: \(lost.sorted()))")
+        print("failover: \(lost.count) finishes lost with the old master, \(handedBack.count) of them handed back")
 
         // Both workers followed (their heartbeat says so) and counted it.
         for w in workers {

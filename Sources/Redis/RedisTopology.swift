@@ -51,7 +51,7 @@ public final class RedisTopologyState: @unchecked Sendable {
 
     /// A client connected to `master` (verified with `ROLE`). Returns the generation it is now current for.
     @discardableResult
-    func connected(to master: RedisEndpoint, replicas: [String], nowMs: Int64 = ReliableQueue.nowMs()) -> Int {
+    func connected(to master: RedisEndpoint, replicas: [String], nowMs: Int64 = RedisTime.nowMs()) -> Int {
         lock.withLock {
             if let since = state.withoutMasterSinceMs {
                 state.withoutMasterSeconds += Double(max(0, nowMs - since)) / 1000
@@ -70,7 +70,7 @@ public final class RedisTopologyState: @unchecked Sendable {
     }
 
     /// A client lost its master or could not find one.
-    func lost(nowMs: Int64 = ReliableQueue.nowMs()) {
+    func lost(nowMs: Int64 = RedisTime.nowMs()) {
         lock.withLock { if state.withoutMasterSinceMs == nil { state.withoutMasterSinceMs = nowMs } }
     }
 
@@ -162,5 +162,14 @@ enum TopologyReplies {
         }
         guard !host.isEmpty, (1...65535).contains(port) else { return nil }
         return .tcp(host: String(host), port: port)
+    }
+}
+
+/// Wall-clock milliseconds since the epoch, and whole milliseconds of a duration (what Redis's `PX`, `WAIT` and the
+/// topology's timestamps take).
+enum RedisTime {
+    static func nowMs() -> Int64 { Int64(Date().timeIntervalSince1970 * 1000) }
+    static func milliseconds(_ d: Duration) -> Int64 {
+        Int64(d.components.seconds) * 1000 + Int64(d.components.attoseconds / 1_000_000_000_000_000)
     }
 }

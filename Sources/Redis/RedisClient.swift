@@ -424,7 +424,7 @@ public final class RedisClient: @unchecked Sendable {
     }
 
     /// Sets the read timeout of the current connection (for blocking commands: block time plus a margin).
-    func withCommandTimeout<T>(_ timeout: Duration, _ body: () throws(RedisError) -> T) throws(RedisError) -> T {
+    public func withCommandTimeout<T>(_ timeout: Duration, _ body: () throws(RedisError) -> T) throws(RedisError) -> T {
         try connect()
         let c = connection!
         try c.setTimeout(timeout)
@@ -505,7 +505,7 @@ public final class RedisClient: @unchecked Sendable {
         let wanted: Int
         if let replicas { wanted = replicas } else { wanted = try replicasToWaitFor() }
         guard wanted > 0 else { return nil }
-        let ms = ReliableQueue.milliseconds(configuration.waitTimeout)
+        let ms = RedisTime.milliseconds(configuration.waitTimeout)
         let acked =
             try withCommandTimeout(configuration.waitTimeout + configuration.commandTimeout) {
                 () throws(RedisError) in
