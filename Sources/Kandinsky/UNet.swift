@@ -356,9 +356,8 @@ public final class Text2ImUNet: @unchecked Sendable {
 
     /// The freed activations a forward keeps for the next one (`TensorStorage.keepFreedBuffers`): 192 MiB a row at a
     /// 64×64 latent, in proportion to the plane. Below the default 512 MiB up to 2 rows; at 8 rows (4 images a guided
-    /// step) 512 MiB and 1 GiB held too few, and every step page-faulted and zeroed its activations again (`bench unet
-    /// --batch 4 --repeats 2`, the full-size model: 16.1 and 16.0 s best against 14.6 s with 1.5 GiB, which 2 GiB did
-    /// not better; peak RSS 6.5, 6.8 and 7.0 GiB).
+    /// step) 512 MiB and 1 GiB held too few, and every step page-faulted and zeroed its activations again, about a
+    /// tenth slower than with 1.5 GiB; 2 GiB was no faster, for a higher peak resident memory.
     static func reusedActivationBytes(rows: Int, height: Int, width: Int) -> Int {
         (192 << 20) * rows * height * width / (64 * 64)
     }

@@ -166,9 +166,8 @@ public final class AutoencoderKL: @unchecked Sendable {
     /// Decodes a latent in the UNet's scale: `decoder(post_quant_conv(z / scale))` → `[N, 3, 8h, 8w]` ≈ [-1, 1].
     ///
     /// One image at a time: the decoder's activations grow with the images decoded at once (four 512×512 images
-    /// together peaked 1.24 GB above one, `bench vae --batch 4` against `--batch 1`) and together they were no faster
-    /// (19.9 s against 4 × 4.9 s), so a batch's peak stays one image's, and each image is decoded as its request alone
-    /// would decode it.
+    /// together peaked 1.24 GB above one) and together they were no faster, so a batch's peak stays one image's, and
+    /// each image is decoded as its request alone would decode it.
     public func decode(_ z: Tensor) -> Tensor {
         let n = z.shape[0]
         if n <= 1 { return decodeImage(z) }

@@ -6,7 +6,7 @@ import Foundation
 /// OpenBLAS runs single-threaded; a product large enough to share is cut into one slab per thread of
 /// `ComputePool.shared`, so GEMMs and the element-wise kernels between them use the same threads. With OpenBLAS's own
 /// threads, its workers kept spinning in `sched_yield` after each product and competed with the pool for the cores
-/// (10 % of all cycles in `bench kernels` on 2 cores).
+/// (a tenth of all cycles on two cores).
 public enum BLAS {
     /// Products below this many multiply-adds run on the calling thread: cutting them costs more than it saves.
     static let parallelThreshold = 1 << 18
@@ -117,7 +117,7 @@ public enum BLAS {
 
     /// The `OPENBLAS_CORETYPE` to restart with, or nil: where OpenBLAS picked a family for older processors than this
     /// one, because its detection does not know the model yet (Debian 12's 0.3.21 gives an Emerald Rapids Xeon its
-    /// SSE3 Prescott kernel: sgemm at 35–40 GFLOP/s on 2 cores where its SkylakeX kernel reaches 230–260), the
+    /// SSE3 Prescott kernel, whose sgemm runs at about a sixth of its SkylakeX kernel's speed), the
     /// family that the processor's flags (`/proc/cpuinfo`) allow: SkylakeX for AVX-512 (F, CD, BW, DQ and VL, what
     /// OpenBLAS's AVX-512 kernels use), Haswell for AVX2 with FMA. Never where `OPENBLAS_CORETYPE` is set already:
     /// an operator's choice stands, and the restarted process sees its own.

@@ -14,10 +14,9 @@ final class BlockCache: @unchecked Sendable {
     /// Sizes are rounded up to a multiple of this, so tensors of nearly equal size share blocks.
     static let granularity = 64 << 10
 
-    /// 512 MiB: with 256 a UNet step at batch 2 still missed 41 times (≈ 30 K page faults, 117 MB of pages zeroed
-    /// again); with 512 it misses none after the first (`perf stat -e page-faults` over `bench unet --repeats 1` and
-    /// `3`: 387 K and 454 K faults against 314 K and 313 K), and `bench unet --repeats 4` spent 1.00–1.03 s in the
-    /// kernel against 1.46–1.53 s (about 0.05 s a step), for 70–130 MiB more peak resident memory in the UNet.
+    /// 512 MiB: with 256 a UNet step at batch 2 still missed dozens of times, each miss page-faulting and zeroing its
+    /// block again; with 512 it misses none after the first step and spends about 0.05 s less a step in the kernel,
+    /// for 70–130 MiB more peak resident memory in the UNet.
     static let shared = BlockCache(limitBytes: 512 << 20)
 
     /// The limit a `trim()` goes back to.

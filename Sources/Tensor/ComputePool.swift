@@ -38,10 +38,10 @@ public final class ComputePool: @unchecked Sendable {
     /// Workers still running the current region; the caller spins on it for a while before it sleeps.
     private let activeWorkers = Atomic<Int>(0)
 
-    /// Rounds of `pause` a thread spins before it sleeps on a condition variable (≈ 0.5 ms on Zen 4, 25 ns a pause):
+    /// Rounds of `pause` a thread spins before it sleeps on a condition variable (≈ 0.5 ms where a pause takes 25 ns):
     /// parallel regions follow each other within microseconds during a forward pass, and waking a sleeping thread
-    /// costs a futex call and the scheduler's latency every time (`bench unet --repeats 3`: 8.5 K context switches
-    /// without the spin, 1.1 K with it).
+    /// costs a futex call and the scheduler's latency every time (without the spin a UNet step switched contexts
+    /// about eight times as often).
     static let spinRounds = 20_000
 
     /// Spins while `waiting()` holds, at most `spinRounds` rounds (the caller then sleeps if it still holds).

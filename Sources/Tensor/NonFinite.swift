@@ -10,7 +10,7 @@ public enum NonFinite {
     /// searched element by element (a plain loop over a full-size model's 8 GB took most of its loading time).
     ///
     /// The two vector loops (`first`, `firstHalf`) are written for their concrete lane types: one loop generic over
-    /// `SIMD` was not specialised, even always inlined, and took loading from 0.6 s to 7–20 s.
+    /// `SIMD` was not specialised, even always inlined, and made loading more than ten times slower.
     static func firstIndex(count: Int, chunkHolds: (Int, Int) -> Bool, isBad: (Int) -> Bool) -> Int? {
         let found = Mutex<Int?>(nil)
         ComputePool.shared.run(chunks: (count + chunk - 1) / chunk) { c in

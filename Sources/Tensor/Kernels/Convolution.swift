@@ -15,8 +15,8 @@ public struct Padding: Equatable, Sendable {
 
 extension Kernels {
     /// The most floats one im2col buffer may hold (16 MiB): larger convolutions are done in bands of output rows,
-    /// which keeps the columns in the last-level cache while the GEMM reads them (`bench kernels`: 16 MiB bands beat
-    /// 64 MiB and 4 MiB ones on the UNet's 64×64 layers).
+    /// which keeps the columns in the last-level cache while the GEMM reads them (on the UNet's 64×64 layers, bands
+    /// of 64 MiB and of 4 MiB were both slower).
     static let im2colBudget = 4 << 20
     /// Below this many output pixels per image, several images share one GEMM (wider products run faster).
     static let smallPlane = 2048

@@ -5,14 +5,13 @@ import CKernels
 // its copy routines, since each of the 36 products meets its operands only once).
 //
 // The register tile is 4 rows × 24 columns: twelve 8-float accumulators, three vector loads of B and four broadcasts
-// of A per step of k, which keeps both FMA pipes busy with AVX2 (about 110 GFLOP/s on one Zen 4 core from the
-// caches, what OpenBLAS's own kernels reach there). A holds its panels in pairs, eight floats per step of k, as the
-// weight transform computes eight output channels at once (one 32-byte store per point; stored as two halves, the
-// compiler split the whole transform into 128-bit halves and spilled it); twenty-four columns are three groups of the
-// input transform's eight tiles. With AVX-512VL's 32 registers the 24-wide panels are met by both panels of a pair at
-// once (`kw_gemm_8x24`): where k is long the panel of B (24 · k floats, 74 KB for k = 768) is out of L1 and came from L2
-// once per four rows; now once per eight (`bench kernels`, four alternating runs: the UNet's attention at 32×32 45.3 →
-// 42.5 ms, 384 → 384 at 64×64 40.8 → 38.9 ms).
+// of A per step of k, which keeps both FMA pipes busy with AVX2 (from the caches, as fast as OpenBLAS's own kernels). A
+// holds its panels in pairs, eight floats per step of k, as the weight transform computes eight output channels at once
+// (one 32-byte store per point; stored as two halves, the compiler split the whole transform into 128-bit halves and
+// spilled it); twenty-four columns are three groups of the input transform's eight tiles. With AVX-512VL's 32 registers
+// the 24-wide panels are met by both panels of a pair at once (`kw_gemm_8x24`): where k is long the panel of B (24 · k
+// floats, 74 KB for k = 768) is out of L1 and came from L2 once per four rows; now once per eight, which made the
+// UNet's attention and its 64×64 convolutions faster.
 
 /// C = A·B for A packed in pairs of 4-row panels (`[rowPanels / 2][k][8]`, rows 0–3 of the pair then rows 4–7 at
 /// each step of k) and B in panels of 24 columns (`[panel][k][24]`, the last panel 8, 16 or 24 wide).
@@ -68,10 +67,9 @@ enum PanelGEMM {
 
     /// Whether to multiply pairs of 24-wide panels in sixteen-lane vectors (`kw_gemm_8x48`): where the processor has
     /// AVX-512VL and its cores multiply-add sixteen lanes at least 1.5 times as fast as eight (`fmaLaneRatio`),
-    /// i.e. have two 512-bit units. On an Emerald Rapids Xeon (2.0 ×) the UNet's 64×64 and 32×32 levels took
-    /// 30.5–30.6 ms against 41.1–41.6 (384 → 384) and 29.2–30.5 against 37.5–37.6 (768 → 768; `bench kernels`,
-    /// two alternating rounds). Where 512-bit multiply-adds run as two halves (Zen 4) the tile would do the same
-    /// work in as many cycles, and the choice leaves the results' bits as they are either way.
+    /// i.e. have two 512-bit units: there the UNet's 64×64 and 32×32 levels took about a quarter less time. Where
+    /// 512-bit multiply-adds run as two halves (Zen 4) the tile would do the same work in as many cycles, and the
+    /// choice leaves the results' bits as they are either way.
     public static let sixteenLanes = wide && fmaLaneRatio() >= 1.5
 
     /// The rate of sixteen-lane multiply-adds over eight-lane ones on one core (`kw_fma_peak`, best of three runs of

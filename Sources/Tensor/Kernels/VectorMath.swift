@@ -3,7 +3,7 @@
 enum VectorMath {
     /// Eight lanes, one AVX2 register: with SIMD16 the optimiser passed vectors to `exp` in four 128-bit registers,
     /// did its arithmetic in 128-bit halves and called it instead of inlining it (`perf annotate`); with SIMD8 it is
-    /// inlined and 256 bits wide, and a 512×512 VAE decode's norms (GroupNorm + SiLU) took 0.24–0.27 s against 0.33–0.36.
+    /// inlined and 256 bits wide, and a VAE decode's norms (GroupNorm + SiLU) take about a quarter less time.
     typealias Vector = SIMD8<Float>
 
     /// eˣ on eight lanes: Cephes `expf` (range reduction by n·ln 2 in two parts, a degree-6 polynomial, 2ⁿ built in the
@@ -11,11 +11,9 @@ enum VectorMath {
     /// subnormal) exactly 0, above 88 +∞ is not produced (the kernels only exponentiate x − max ≤ 0 and −x for SiLU,
     /// where the clamp is harmless). Never subnormal: it returned 1.6e−38 for every x below −87, so a softmax gave
     /// each masked key (score −FLT_MAX) a subnormal weight instead of PyTorch's 0, and on Intel cores every
-    /// multiply-add on those weights took a microcode assist: the XLM-R encoder's attention took 0.35 s instead of
-    /// 0.012 s (Emerald Rapids, `bench text`). Range reduction and polynomial are fused multiply-adds (`addingProduct`: Swift
-    /// does not contract `a * b + c`, and the separate multiplies and adds made the attention's softmax wait on their
-    /// latency): `bench kernels --only 'attention 24'` best 46.7 against 49.6 ms over six alternating runs, a UNet
-    /// step's attention 0.407–0.410 against 0.430–0.440 s.
+    /// multiply-add on those weights took a microcode assist, which made the XLM-R encoder's attention about thirty
+    /// times slower. Range reduction and polynomial are fused multiply-adds (`addingProduct`: Swift does not contract
+    /// `a * b + c`, and the separate multiplies and adds made the attention's softmax wait on their latency).
     @inline(__always)
     static func exp(_ x: Vector) -> Vector {
         let clamped = minimum(maximum(x, Vector(repeating: lowest)), Vector(repeating: 88))

@@ -14,9 +14,8 @@ import CKernels
 // The transforms write U and V already packed for `PanelGEMM`'s register tile, which multiplies them without copying
 // (through OpenBLAS each of the 36 products packed both its operands again, since it met them only once).
 //
-// F(2×2, 3×3) (U only 16/9 of the weights) was built and measured against it on every UNet level (`bench kernels`,
-// batch 2 and 8): once F(4×4)'s blocks of U were sized for the cache it was slower everywhere (16×16: 39 against
-// 30 ms, 8×8 batch 8: 75 against 61 ms), so it was not kept.
+// F(2×2, 3×3) (U only 16/9 of the weights) was built and measured against it on every UNet level: once F(4×4)'s
+// blocks of U were sized for the cache it was slower everywhere, so it was not kept.
 
 /// How `Kernels.conv2d` computes a convolution.
 public enum ConvAlgorithm: String, Sendable, CaseIterable {
@@ -30,8 +29,8 @@ public enum ConvAlgorithm: String, Sendable, CaseIterable {
 
 extension Kernels {
     /// Winograd from this many 4×4 output tiles over the whole batch: 8×8 planes at batch 2 have 8, and there it
-    /// still beats im2col (`bench kernels`, 1536 → 1536 channels: 21 against 30 ms); with fewer the weight transform
-    /// (four times the filter's size, rebuilt on every call) would cost more than the products save.
+    /// was still measured faster than im2col; with fewer the weight transform (four times the filter's size, rebuilt
+    /// on every call) would cost more than the products save.
     static let winogradMinimumTiles = 8
     /// The most floats one block of transformed weights U may hold (12 MiB, so that it stays in the last-level cache
     /// between the weight transform and the products; 16 MiB blocks made the 8×8 layers a third slower): larger
@@ -40,13 +39,12 @@ extension Kernels {
 
     /// The most floats of V (and of M) one thread's band may hold when each thread takes its own bands: 1 MiB, so V
     /// and M stay in the core's L2 between the transforms and the products (56 tiles of a 128-channel VAE layer, 8 of
-    /// a 512-channel one). `bench vae`, same run: 5.26–5.36 s with 1 MiB bands, 5.48–5.81 with 2 MiB, 5.68–5.75 with
-    /// whole tile rows of 4 MiB, 5.52–5.96 with 512 KiB (Zen 4, eight-lane tiles).
+    /// a 512-channel one). With the eight-lane tiles, bands of 512 KiB, 2 MiB and whole tile rows of 4 MiB were all
+    /// measured slower on the VAE.
     ///
     /// 4 MiB with the sixteen-lane tiles (`PanelGEMM.sixteenLanes`), whose 8 × 48 tile needs two whole panels of 24
-    /// tiles in a band: 1 MiB bands of a 512-channel layer held 8 tiles, and ran on the 8-wide tile alone. `bench
-    /// vae --repeats 2`, Emerald Rapids, alternating: 4.29–4.49 s with 4 MiB, 4.43–4.46 with 8 MiB, 4.43–4.61 with
-    /// 2 MiB, 4.75–4.81 with 1.5 MiB, 4.92–4.99 with 1 MiB.
+    /// tiles in a band: 1 MiB bands of a 512-channel layer held 8 tiles, and ran on the 8-wide tile alone. Smaller
+    /// bands (1 to 2 MiB) were slower on the VAE, and 8 MiB no faster.
     static let bandBudget = PanelGEMM.sixteenLanes ? 1 << 20 : 1 << 18
     /// Bands of their own for the threads from this many bands (with fewer, one thread would wait on the other).
     static let minimumOwnBands = 4
@@ -64,9 +62,8 @@ extension Kernels {
     /// AVX-512VL (`PanelGEMM.wide`), whose products over the 8-wide panel of B take three pairs of rows at once.
     ///
     /// With the sixteen-lane products (`PanelGEMM.sixteenLanes`) six pairs (`kw_gemm_rows_x16`: two pairs per vector,
-    /// 24 accumulators); a chunk of U is then 885 KB (the L2 of this Emerald Rapids core: 2 MB). `bench
-    /// kernels`, Emerald Rapids, two alternating rounds: 1536 → 1536 at 8×8 13.4–14.4 ms against 16.4–16.8 (three
-    /// pairs, eight lanes) and 14.0–15.4 (four pairs); 1152 → 1152 at 16×16 19.5–21.1 against 27.9–29.4 and 21.1–21.4.
+    /// 24 accumulators); a chunk of U is then 885 KB, within a 2 MB L2. On the 8×8 and 16×16 levels this was faster
+    /// than three pairs over eight lanes and than four pairs.
     static func fewTilesBlock(wide: Bool, sixteen: Bool = false) -> Int { sixteen ? 48 : wide ? 24 : 8 }
     /// Input channels per chunk of a few-tile block when `wide`: its transformed weights (36 · 24 · 128 floats,
     /// 442 KB) and V's rows for it stay in L2 between the weight transform and the products.
@@ -76,11 +73,9 @@ extension Kernels {
     ///
     /// Within `budget`; and when the tiles are few (the 16×16 and 8×8 levels) at most `fewTilesBlock`, so each
     /// thread's U (36 · 8 · Cin floats, 1.3 MiB for 1152 input channels) stays in its own L2 between the weight
-    /// transform and the products, which meet it only 8 or 32 times (`bench kernels`, 1152 → 1152 at 16×16, batch 2:
-    /// 24.6 ms in blocks of 8, 25.4 in blocks of 32, 29.5 in blocks of 64; 1536 → 1536 at 8×8, batch 2: 21.1, 22.4,
-    /// 30.6 ms). Not on 32×32 planes (128 tiles): there every block of eight reads all of V again (14–35 MB, out of
-    /// the last-level cache from 1152 input channels), and shared blocks of ≈ 112 channels were faster (`bench unet
-    /// --layers`, 1920 → 768: 0.10–0.11 against 0.14–0.15 s; 768 → 768 the same).
+    /// transform and the products, which meet it only 8 or 32 times (blocks of 32 and 64 were measured slower on
+    /// both levels). Not on 32×32 planes (128 tiles): there every block of eight reads all of V again (14–35 MB, out
+    /// of the last-level cache from 1152 input channels), and shared blocks of ≈ 112 channels were faster.
     static func winogradBlockChannels(
         inChannels: Int, tiles: Int, budget: Int, points: Int, wide: Bool = PanelGEMM.wide,
         sixteen: Bool = PanelGEMM.sixteenLanes
@@ -103,12 +98,10 @@ extension Kernels {
     /// where both hold:
     /// - its work is at most 0.95 of F(4×4)'s, counted as the transforms do it: points × tile rows × tiles of a row
     ///   in whole groups of eight. From 128×128 planes (0.92 there, 0.82 at 512×512). Not on 64×64 planes, whose 11
-    ///   tiles a row fill 16 lanes (1.22): there F(6×6) was 5–10 % slower on every UNet layer (`bench unet --layers`)
-    ///   and no faster on the VAE's;
+    ///   tiles a row fill 16 lanes (1.22): there F(6×6) was slower on every UNet layer and no faster on the VAE's;
     /// - its U (64 points a filter against 36) is not over `winogradWeightBudget` where F(4×4)'s is within it: the
-    ///   tiles would then be taken in bands shared by the threads, each reading all of U again (`bench kernels`,
-    ///   256 → 256 at 256×256: 123 against F(4×4)'s 116 ms; 512 → 512 at 128×128, both over the budget: 112 against
-    ///   119 ms; 128 → 128 at 512×512, both within it: 115 against 126 ms).
+    ///   tiles would then be taken in bands shared by the threads, each reading all of U again, and F(6×6) was
+    ///   measured slower there; where both are over the budget, or both within it, F(6×6) was the faster.
     static func convAlgorithm(
         kernel: (Int, Int), stride: Int, padding: Padding, batch: Int, outH: Int, outW: Int, inChannels: Int,
         outChannels: Int
@@ -264,13 +257,11 @@ extension Kernels {
         // With AVX-512VL and few tiles (the 8×8 and 16×16 levels at batch 2, the 8×8 level at batch 4 and 6), each
         // block of up to 24 output channels goes `fewTilesChunk` input channels at a time (`chunkedProducts`): whole,
         // its U was 5.3 MB for 1536 input channels, written to and read back from the last-level cache, and the next
-        // block's weights, prefetched into L2 during the products, did not stay there. `bench kernels`, five
-        // alternating runs: 1536 → 1536 at 8×8, batch 2, best 10.5–10.8 against 11.8–12.5 ms (blocks of eight, 8 × 8
-        // tile); 1152 → 1152 at 16×16 17.8–19.3 against 18.1–19.2 ms. At first only a last panel of eight tiles was
-        // chunked; with 16 tiles (8×8 at 4 rows, U 10.6 MB for 3072 input channels) chunking took the 13 1536 → 1536
-        // layers from 0.31 to 0.26 s and the three 3072 → 1536 from 0.23 to 0.12 s (`bench unet --batch 2 --layers`,
-        // two alternating rounds), and with one whole panel and none after it (24 tiles, 8×8 at 6 rows) the level from
-        // 0.81–0.95 to 0.63–0.72 s (`--batch 3`).
+        // block's weights, prefetched into L2 during the products, did not stay there. Chunked, the 8×8 level ran
+        // faster than in blocks of eight over the 8 × 8 tile, and the 16×16 level no slower. Chunking also pays with
+        // whole panels of tiles, not only with a last panel of eight: with 16 tiles (8×8 at 4 rows, U 10.6 MB for 3072
+        // input channels) and with one whole panel and none after it (24 tiles, 8×8 at 6 rows) it made those levels
+        // clearly faster.
         let chunked = own && wide && blockOut <= fewTilesBlock(wide: true, sixteen: sixteen)
         // M's rows: whole pairs when chunked (the AVX-512VL products write both panels of a pair).
         let blockRows = chunked ? PanelGEMM.packedCount(rows: blockOut, k: 1) : PanelGEMM.packedRows(blockOut)
@@ -284,8 +275,8 @@ extension Kernels {
         /// in order): its products bring them into L2 for that block's transform. Each few-tile block reads its
         /// weights (442 KB for 1536 input channels) from memory, where one thread streams at about 12 GB/s, and the
         /// transform waited on them; fetched during the products (from the 8- or 16-wide tiles of the last panel,
-        /// `PanelGEMM.Prefetch`), 1536 → 1536 at 8×8, batch 2 took 11.7–12.3 against 13.3–14.0 ms and 1152 → 1152 at
-        /// 16×16 18.2–19.2 against 18.8–19.1 (`bench kernels`, six alternating runs; the larger planes unchanged).
+        /// `PanelGEMM.Prefetch`), they are in L2 when the transform starts, which made the 8×8 level faster (the
+        /// larger planes were unchanged).
         func nextWeights(after b: Int) -> UnsafeBufferPointer<Float>? {
             let next = (b + ComputePool.shared.threadCount) * blockOut
             guard next < cout else { return nil }
@@ -548,8 +539,8 @@ extension WinogradTiling {
                         Self.inputGroup(t + tile * tx, into: at, pointStride: pointStride, lanes: lanes)
                     } else {
                         // Eight tiles across the end of a panel (rows of tiles not a multiple of eight wide): the lanes
-                        // before it, then the rest at the start of the next (stored lane by lane, they held F(6×6)'s
-                        // 512 → 512 layer at 128×128 at 118 ms against 107–109).
+                        // before it, then the rest at the start of the next, two contiguous runs (stored lane by lane,
+                        // each at its own column offset, they made F(6×6)'s 512 → 512 layer at 128×128 slower).
                         let first = PanelGEMM.panelColumns - column % PanelGEMM.panelColumns
                         let next = out + columns.offset(row: c, column: column + first, rows: channels)
                         Self.inputGroup(t + tile * tx, into: group, pointStride: 8, lanes: 8)
@@ -599,8 +590,7 @@ extension WinogradTiling {
     /// stays in L1, then transformed (`kw_winograd_f4_filters` for F(4×4)): gathered straight from w by the
     /// transform, the weights came from memory at a quarter of its speed and the eight row addresses made the
     /// compiler spill the transform's vectors (the transform took 13 % of a UNet step). Interleaving whole rows first
-    /// (72 · Cin floats, out of L1 from 64 input channels) and transforming them in Swift: 1536 → 1536 at 8×8, batch 2
-    /// (`bench kernels`, five alternating runs) best 14.0 against 13.5 ms, median 14.1 against 13.5.
+    /// (72 · Cin floats, out of L1 from 64 input channels) and transforming them in Swift was measured slower.
     static func transformWeights(
         _ w: UnsafePointer<Float>, outChannels: Int, inChannels: Int, rowFloats: Int? = nil,
         into u: UnsafeMutablePointer<Float>
@@ -647,8 +637,7 @@ extension WinogradF4 {
 /// along the rows in C (`kw_winograd_f4_output_group`). Along the rows the tiles' 6-wide input
 /// windows, overlapping by two, are transposed from four 8-float loads and the 4-wide outputs transposed back into 32
 /// floats. Written with Swift's SIMD32 halves, the optimiser turned those shuffles into 128-bit inserts, blends and
-/// stack spills; in C, 384 → 384 at 64×64, batch 2, took 33.4 against 35.4 ms and 1152 → 1152 at 16×16 18.8 against
-/// 20.0 ms (`bench kernels`, best of three alternating runs), and a UNet step 4.13–4.36 against 4.29–4.58 s.
+/// stack spills; in C both the convolutions and a whole UNet step run faster.
 struct WinogradF4: WinogradTiling {
     typealias Lanes = SIMD8<Float>
     let batch: Int, height: Int, width: Int

@@ -22,13 +22,12 @@ import CKernels
 ///
 /// As `WinogradF4`, both transforms work on eight horizontally adjacent tiles at once (one SIMD lane each). The input
 /// transform is in C (`kw_winograd_f6_input_columns`, `kw_winograd_f6_input_group`: in Swift the optimiser kept the
-/// eight row pointers on the stack and split part of the transform into 128-bit halves; the 128 → 128 layers at
-/// 512×512 took 0.59–0.61 s against 0.63–0.64 in `bench vae --layers`). The tiles' 8-wide input windows start six
-/// columns apart: the eight windows are loaded whole and transposed in registers (window l becomes lane l of the eight
-/// vectors); the output transform is in C too (`kw_winograd_f6_output_columns`, `kw_winograd_f6_output_group`: no
-/// faster than the Swift one, but one Aᵀ beside the one Bᵀ), where the six outputs of each tile are transposed back in
-/// registers and stored as overlapping 8-float writes, left to right, each overwriting the two spare floats of the one
-/// before.
+/// eight row pointers on the stack and split part of the transform into 128-bit halves, which made the VAE's 128 → 128
+/// layers at 512×512 slower). The tiles' 8-wide input windows start six columns apart: the eight windows are loaded
+/// whole and transposed in registers (window l becomes lane l of the eight vectors); the output transform is in C too
+/// (`kw_winograd_f6_output_columns`, `kw_winograd_f6_output_group`: no faster than the Swift one, but one Aᵀ beside the
+/// one Bᵀ), where the six outputs of each tile are transposed back in registers and stored as overlapping 8-float
+/// writes, left to right, each overwriting the two spare floats of the one before.
 struct WinogradF6: WinogradTiling {
     typealias Lanes = SIMD8<Float>
     typealias Eight = (Lanes, Lanes, Lanes, Lanes, Lanes, Lanes, Lanes, Lanes)
