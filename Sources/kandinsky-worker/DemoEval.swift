@@ -9,8 +9,7 @@ struct DemoEval: ParsableCommand {
         abstract: "Score the shapes demo model: the share of images whose colour and shape match the caption.",
         shouldDisplay: false)
 
-    @Option(help: "Model directory with a demo section (default: the embedded demo model).")
-    var model: String?
+    @OptionGroup var model: ModelOptions
 
     @Option(help: "Captions per language (taken in order, cycling through colours and shapes).")
     var perLanguage = 24
@@ -25,9 +24,7 @@ struct DemoEval: ParsableCommand {
     var json = false
 
     func run() throws {
-        let directory =
-            try model.map { path throws(KandinskyError) in try ModelDirectory(path: path) }
-            ?? ModelDirectory.embeddedDemo()
+        let directory = try model.directory()
         let demo = try ShapesDemo(directory: directory)
         let pipeline = try KandinskyPipeline(directory: directory)
         let defaults = directory.config.defaults

@@ -20,8 +20,7 @@ struct Generate: ParsableCommand {
     @Argument(help: "The prompt, in any language.")
     var prompt: String
 
-    @Option(help: "The model directory (default: the embedded multilingual shapes demo model).")
-    var model: String?
+    @OptionGroup var model: ModelOptions
 
     @Option(
         name: [.short, .customLong("output")], help: "Output PNG; several images get -1, -2, … before the extension.")
@@ -32,14 +31,8 @@ struct Generate: ParsableCommand {
     @Option(help: "img2img strength in (0, 1]: the share of steps skipped.") var strength: Double?
     @Option(help: "Inpainting mask (PNG, width × height): white keeps, black regenerates.") var mask: String?
 
-    @Flag(help: "Keep weights stored as F16/BF16 in half precision, expanded to float32 at each use.")
-    var halfWeights = false
-
     func run() throws {
-        var directory =
-            try model.map { path throws(KandinskyError) in try ModelDirectory(path: path) }
-            ?? ModelDirectory.embeddedDemo()
-        directory.keepHalfPrecision = halfWeights
+        let directory = try model.directory()
         // The request goes through the workers' job decoder and defaults, so it meets the same rules and limits and
         // gives the same PNG bytes as the same job through `serve`; every parameter is checked before any weight
         // is loaded.
