@@ -25,6 +25,9 @@ public final class QueueWorker: @unchecked Sendable {
         public var stuck: @Sendable () -> String? = { nil }
         /// Called for every job this worker finishes as done, with its queue wait and run time in milliseconds.
         public var onDone: @Sendable (_ queuedMs: Int64, _ runMs: Int64) -> Void = { _, _ in }
+        /// Called once for every job whose final transition this worker made (done, failed, cancelled or dead), after
+        /// Redis took it: the daemon's one log line per job.
+        public var onFinished: @Sendable (FinishedJob) -> Void = { _ in }
         /// With a `BatchingJobGenerator`: the most images one batch may hold, and how long a claimed job (already
         /// leased in this worker's processing list) waits for batch-mates when fewer than that were taken.
         public var maxBatchImages = 1
@@ -52,6 +55,56 @@ public final class QueueWorker: @unchecked Sendable {
         public var finishesRedone = 0
         /// Round trips to Redis made by the job loop (the heartbeat thread's are not counted).
         public var jobLoopRoundTrips = 0
+
+        public init() {}
+    }
+
+    /// One line from the loops (hand-backs, reconnects, retries) and the job it concerns, when it concerns one.
+    public struct Note: Sendable, Equatable, CustomStringConvertible {
+        public var message: String
+        public var jobId: String?
+
+        public init(_ message: String, jobId: String? = nil) {
+            self.message = message
+            self.jobId = jobId
+        }
+
+        public var description: String { message }
+    }
+
+    /// A job this worker moved to its final state (another worker's transition is not reported here).
+    public struct FinishedJob: Sendable, Equatable {
+        /// nil when the payload held no usable id (it failed validation).
+        public var id: String?
+        public var state: FinalState
+        public var attempts: Int
+        /// Enqueued (or first seen) to started, and the run itself; nil when the job never ran.
+        public var queuedMs: Int64?
+        public var runMs: Int64?
+        /// Images stored (done jobs only).
+        public var images: Int
+        public var error: JobError?
+        /// The ids of the model batch the job ran in, itself included; empty when it never ran.
+        public var batch: [String]
+
+        public init(
+            id: String?, state: FinalState, attempts: Int, queuedMs: Int64? = nil, runMs: Int64? = nil, images: Int = 0,
+            error: JobError? = nil, batch: [String] = []
+        ) {
+            (self.id, self.state, self.attempts, self.queuedMs, self.runMs) = (id, state, attempts, queuedMs, runMs)
+            (self.images, self.error, self.batch) = (images, error, batch)
+        }
+
+        /// The record a final event was made from (the event JSON carries the figures).
+        init(_ finish: Finish, batch: [String]) {
+            let event = finish.event
+            var images = 0
+            if case .array(let list)? = event["images"] { images = list.count }
+            self.init(
+                id: finish.jobKeyId, state: finish.state, attempts: event["attempts"]?.int64Value.map(Int.init) ?? 0,
+                queuedMs: event["queued_ms"]?.int64Value, runMs: event["run_ms"]?.int64Value, images: images,
+                error: finish.error, batch: batch)
+        }
     }
 
     public let options: Options
@@ -59,7 +112,7 @@ public final class QueueWorker: @unchecked Sendable {
     public let topology = RedisTopologyState()
     private let generator: any JobGenerator
     private let store: ResultStore?
-    private let log: @Sendable (String) -> Void
+    private let note: @Sendable (Note) -> Void
     private let decoder: JobDecoder
 
     private let lock = NSLock()
@@ -72,15 +125,16 @@ public final class QueueWorker: @unchecked Sendable {
 
     /// - Parameters:
     ///   - store: where images go; nil writes no files (queue benchmarks only).
-    ///   - log: one line per notable event (hand-backs, reconnects, failures).
+    ///   - log: one line per notable event (hand-backs, reconnects, retries), with the job it concerns; finished
+    ///     jobs go to `Options.onFinished` instead.
     public init(
         options: Options, generator: any JobGenerator, store: ResultStore?,
-        log: @escaping @Sendable (String) -> Void = { _ in }
+        log: @escaping @Sendable (Note) -> Void = { _ in }
     ) {
         self.options = options
         self.generator = generator
         self.store = store
-        self.log = log
+        self.note = log
         self.decoder = JobDecoder(limits: options.limits)
     }
 
@@ -129,6 +183,8 @@ public final class QueueWorker: @unchecked Sendable {
     }
 
     private func count(_ update: (inout Stats) -> Void) { lock.withLock { update(&_stats) } }
+
+    private func log(_ message: String, job: String? = nil) { note(Note(message, jobId: job)) }
 
     // MARK: - Job loop
 
@@ -220,6 +276,7 @@ public final class QueueWorker: @unchecked Sendable {
         let q = options.queue
         var jobs: [InHand] = []
         var pending: [Finish] = []
+        var pendingBatches: [[String]] = []
         var pendingSince: ContinuousClock.Instant?
         let clock = ContinuousClock()
 
@@ -245,11 +302,16 @@ public final class QueueWorker: @unchecked Sendable {
             for (f, m) in zip(pending, made) {
                 if m { count { $0.finished[f.state, default: 0] += 1 } } else { count { $0.alreadyFinal += 1 } }
             }
+            for ((f, batch), m) in zip(zip(pending, pendingBatches), made) where m {
+                options.onFinished(FinishedJob(f, batch: batch))
+            }
             pending = []
+            pendingBatches = []
             pendingSince = nil
         }
-        func enqueueFinish(_ f: Finish) {
+        func enqueueFinish(_ f: Finish, batch: [String] = []) {
             pending.append(f)
+            pendingBatches.append(batch)
             if pendingSince == nil { pendingSince = clock.now }
         }
 
@@ -308,11 +370,12 @@ public final class QueueWorker: @unchecked Sendable {
                     Result { try generator.generate(job.request, context: context) }
                 }
             }
+            let batch = group.map(\.request.id)
             for (job, result) in zip(group, results) {
                 let f = complete(
                     &jobs[job.index], request: job.request, attempt: job.attempt, result: result, started: started,
                     queue: queue, random: &random)
-                if let f { enqueueFinish(f) }
+                if let f { enqueueFinish(f, batch: batch) }
             }
             lock.withLock { current = [] }
         }
@@ -431,14 +494,16 @@ public final class QueueWorker: @unchecked Sendable {
                 _ = job.lifecycle.handle(.retryAcknowledged(scheduled: scheduled), random: &random)
                 if scheduled { count { $0.retried += 1 } }
                 log(
-                    "job \(request.id) attempt \(attempt.number) failed (\(error)); retry in \(Int(delay.seconds * 1000)) ms"
-                )
+                    "job \(request.id) attempt \(attempt.number) failed (\(error)); retry in \(Int(delay.seconds * 1000)) ms",
+                    job: request.id)
             } catch {
-                log("job \(request.id): could not schedule its retry (\(error)); it stays in the processing list")
+                log(
+                    "job \(request.id): could not schedule its retry (\(error)); it stays in the processing list",
+                    job: request.id)
             }
             return nil
         default:
-            log("job \(request.id): unexpected lifecycle action \(outcome)")
+            log("job \(request.id): unexpected lifecycle action \(outcome)", job: request.id)
             return nil
         }
     }

@@ -160,6 +160,7 @@ public final class WorkerDaemon: @unchecked Sendable {
         options.maxBatchImages = c.maxBatchImages
         options.maxBatchWait = .milliseconds(c.maxBatchWaitMs)
         options.onDone = { [metrics] queuedMs, _ in metrics.jobDone(queuedMs: queuedMs) }
+        options.onFinished = { [weak self] job in self?.logFinished(job) }
         options.defaults = defaults
         options.device = c.device
         options.model = modelName
@@ -179,7 +180,7 @@ public final class WorkerDaemon: @unchecked Sendable {
         try? FileManager.default.createDirectory(atPath: c.inputDirectory, withIntermediateDirectories: true)
         let worker = QueueWorker(
             options: options, generator: generator, store: ResultStore(root: c.storeRoot),
-            log: { [weak self] line in self?.logFromWorker(line) })
+            log: { [weak self] note in self?.logFromWorker(note) })
         self.worker = worker
 
         try worker.start()
@@ -214,7 +215,7 @@ public final class WorkerDaemon: @unchecked Sendable {
             return first
         }
         if finished {
-            log("stopped: \(worker.stats)")
+            log("stopped: \(Self.summary(worker.stats))")
         } else {
             log(
                 "the running job did not finish within the grace period; it stays in the processing list and is taken back by this worker's next start (or the reaper)"
@@ -222,15 +223,51 @@ public final class WorkerDaemon: @unchecked Sendable {
         }
     }
 
-    /// A line from the worker's loops, logged with structured fields (journald: JOB_ID, BATCH): the job it names
-    /// and the batch running now.
-    func logFromWorker(_ line: String) {
+    /// A line from the worker's loops, logged with structured fields (journald: JOB_ID, BATCH): the job it concerns,
+    /// as the loop said, and the batch running now.
+    func logFromWorker(_ note: QueueWorker.Note) {
         var metadata: Logger.Metadata = [:]
-        if let range = line.range(of: #"job [A-Za-z0-9._-]{1,128}"#, options: .regularExpression) {
-            metadata["job_id"] = "\(line[range].dropFirst(4))"
-        }
+        if let id = note.jobId { metadata["job_id"] = "\(id)" }
         if let batch = worker?.currentJobs, !batch.isEmpty { metadata["batch"] = "\(batch.joined(separator: ","))" }
-        logger.info("\(line)", metadata: metadata)
+        logger.info("\(note.message)", metadata: metadata)
+    }
+
+    /// The one line per finished job (journald: JOB_ID, BATCH, STATE, ATTEMPTS, QUEUED_MS, RUN_MS, IMAGES and
+    /// ERROR_CODE when it failed), as operators of job workers expect: `journalctl JOB_ID=abc` finds it.
+    func logFinished(_ job: QueueWorker.FinishedJob) {
+        let (message, metadata) = Self.finishedLine(job)
+        logger.info("\(message)", metadata: metadata)
+    }
+
+    /// The text and fields of a finished job's line.
+    static func finishedLine(_ job: QueueWorker.FinishedJob) -> (String, Logger.Metadata) {
+        var parts = ["\(job.attempts) attempt\(job.attempts == 1 ? "" : "s")"]
+        if let queued = job.queuedMs { parts.append("\(queued) ms in the queue") }
+        if let run = job.runMs { parts.append("ran \(run) ms") }
+        if job.state == .done { parts.append("\(job.images) image\(job.images == 1 ? "" : "s")") }
+        var message = "job \(job.id ?? "(no id)") \(job.state.rawValue): " + parts.joined(separator: ", ")
+        if let error = job.error { message += " (\(error.code): \(error.message))" }
+        var metadata: Logger.Metadata = [
+            "state": "\(job.state.rawValue)", "attempts": "\(job.attempts)", "images": "\(job.images)",
+        ]
+        if let id = job.id { metadata["job_id"] = "\(id)" }
+        if !job.batch.isEmpty { metadata["batch"] = "\(job.batch.joined(separator: ","))" }
+        if let queued = job.queuedMs { metadata["queued_ms"] = "\(queued)" }
+        if let run = job.runMs { metadata["run_ms"] = "\(run)" }
+        if let error = job.error { metadata["error_code"] = "\(error.code.rawValue)" }
+        return (message, metadata)
+    }
+
+    /// What the worker did, in words, for the line that says it stopped.
+    static func summary(_ stats: QueueWorker.Stats) -> String {
+        let finished = FinalState.allCases.map { "\(stats.finished[$0, default: 0]) \($0.rawValue)" }
+        var parts = ["jobs " + finished.joined(separator: ", ")]
+        parts.append("\(stats.retried) retried")
+        parts.append("\(stats.handedBack) handed back")
+        if stats.reaped > 0 { parts.append("\(stats.reaped) reaped from other workers") }
+        if stats.alreadyFinal > 0 { parts.append("\(stats.alreadyFinal) already finished elsewhere") }
+        if stats.redisErrors > 0 { parts.append("\(stats.redisErrors) Redis errors") }
+        return parts.joined(separator: "; ")
     }
 
     /// Stops the HTTP server.

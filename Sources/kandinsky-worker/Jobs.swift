@@ -3,10 +3,6 @@ import Foundation
 import JobQueue
 import Worker
 
-#if canImport(FoundationNetworking)
-    import FoundationNetworking
-#endif
-
 /// Options shared by the commands that talk to Redis as a producer.
 struct RedisOptions: ParsableArguments {
     @Option(
@@ -137,25 +133,9 @@ struct Health: ParsableCommand {
     }
 }
 
-/// GET `<base>/readyz`: the status (nil when unreachable) and the body's first line.
+/// GET `<base>/readyz`: the status (nil when unreachable) and the body's first line. Through `HTTPProbe`, not
+/// URLSession, so the binary needs no libcurl.
 func readiness(_ base: String) -> (Int?, String) {
-    guard let url = URL(string: base.hasSuffix("/") ? base + "readyz" : base + "/readyz") else {
-        return (nil, "bad URL")
-    }
-    var request = URLRequest(url: url)
-    request.timeoutInterval = 5
-    let done = DispatchSemaphore(value: 0)
-    nonisolated(unsafe) var result: (Int?, String) = (nil, "no answer")
-    URLSession.shared.dataTask(with: request) { data, response, error in
-        if let http = response as? HTTPURLResponse {
-            let body =
-                String(decoding: data ?? Data(), as: UTF8.self).split(separator: "\n").first.map(String.init) ?? ""
-            result = (http.statusCode, body)
-        } else {
-            result = (nil, error.map { "\($0.localizedDescription)" } ?? "no answer")
-        }
-        done.signal()
-    }.resume()
-    _ = done.wait(timeout: .now() + 6)
-    return result
+    let answer = HTTPProbe.get(base.hasSuffix("/") ? base + "readyz" : base + "/readyz", timeout: .seconds(5))
+    return (answer.status, answer.body.split(separator: "\n").first.map(String.init) ?? "")
 }

@@ -108,6 +108,29 @@ import Testing
         #expect(fields["JOB_ID"] == "j1")
     }
 
+    /// What `serve` logs for a finished job: the logger's WORKER and DEVICE, the job's own fields beside them.
+    @Test func aFinishedJobRecordHasTheFieldsOperatorsSelectOn() throws {
+        let journal = MemoryJournal()
+        var logger = Logger(label: "kandinsky-worker.serve") { label in
+            JournalLogHandler(label: label, identifier: "kandinsky-worker", sink: journal)
+        }
+        logger[metadataKey: "worker"] = "host-cpu"
+        logger[metadataKey: "device"] = "cpu"
+        logger.info(
+            "job j-7 done: 1 attempt, 120 ms in the queue, ran 3400 ms, 2 images",
+            metadata: [
+                "job_id": "j-7", "batch": "j-7,j-8", "state": "done", "attempts": "1", "queued_ms": "120",
+                "run_ms": "3400", "images": "2",
+            ])
+        try #require(journal.records.count == 1)
+        let fields = Dictionary(journal.records[0].map { ($0.name, $0.value) }, uniquingKeysWith: { a, _ in a })
+        #expect(fields["PRIORITY"] == "6")
+        #expect(fields["WORKER"] == "host-cpu" && fields["DEVICE"] == "cpu")
+        #expect(fields["JOB_ID"] == "j-7" && fields["BATCH"] == "j-7,j-8" && fields["STATE"] == "done")
+        #expect(fields["ATTEMPTS"] == "1" && fields["QUEUED_MS"] == "120" && fields["RUN_MS"] == "3400")
+        #expect(fields["IMAGES"] == "2")
+    }
+
     struct RefusingJournal: JournalSink {
         func send(_ fields: [JournalField]) throws(SystemdError) { throw SystemdError("journal socket gone") }
     }
