@@ -45,7 +45,7 @@ struct BenchQueue: ParsableCommand {
             config = try RedisConfiguration(url: redis)
         } else if replica {
             // The replica follows over TCP (replicaof takes no Unix socket); the workers use the master's socket.
-            let port = Self.freePort()
+            let port = LocalRedisServer.freePort()
             let master = try LocalRedisServer(extraConfig: ["port \(port)", "bind 127.0.0.1"])
             let follower = try LocalRedisServer(extraConfig: ["replicaof 127.0.0.1 \(port)"])
             servers = [master, follower]
@@ -157,23 +157,6 @@ struct BenchQueue: ParsableCommand {
             seconds: elapsed.seconds, roundTripsPerJob: Double(trips) / Double(jobs),
             commandsPerJob: Double(total) / Double(jobs), breakdown: breakdown,
             waitTimeouts: pool.reduce(0) { $0 + $1.stats.waitShortfalls })
-    }
-
-    /// A loopback TCP port that was free a moment ago.
-    static func freePort() -> Int {
-        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
-        defer { close(fd) }
-        var addr = sockaddr_in()
-        addr.sin_family = sa_family_t(AF_INET)
-        addr.sin_addr.s_addr = inet_addr("127.0.0.1")
-        var len = socklen_t(MemoryLayout<sockaddr_in>.size)
-        _ = withUnsafeMutablePointer(to: &addr) {
-            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, len) }
-        }
-        _ = withUnsafeMutablePointer(to: &addr) {
-            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(fd, $0, &len) }
-        }
-        return Int(UInt16(bigEndian: addr.sin_port))
     }
 
     /// redis-benchmark's LPUSH requests/s against the same server (nil when it is not installed).

@@ -83,7 +83,7 @@ import Testing
     @Test func findsTheMasterThroughSentinelsAndChecksItsRole() throws {
         let ha = try SentinelSet()
         // The first sentinel listed is down: the next one answers.
-        let url = "redis-sentinel://127.0.0.1:\(RedisServerPorts.unused()),\(ha.sentinelList)/\(ha.masterName)"
+        let url = "redis-sentinel://127.0.0.1:\(RedisServer.freePort()),\(ha.sentinelList)/\(ha.masterName)"
         let client = RedisClient(try RedisConfiguration(url: url))
         try client.command(["SET", "k", "v"])
         #expect(client.connectedEndpoint == .tcp(host: "127.0.0.1", port: ha.master.port))
@@ -112,7 +112,7 @@ import Testing
             } catch { return error }
         }
         // Nothing listens at the sentinels' addresses: each is named, and retrying backs off.
-        let (p1, p2) = (RedisServerPorts.unused(), RedisServerPorts.unused())
+        let (p1, p2) = (RedisServer.freePort(), RedisServer.freePort())
         let nobody = "redis-sentinel://:right@127.0.0.1:\(p1),127.0.0.1:\(p2)/\(name)?sentinel_password=watch"
         let e1 = try #require(failure(nobody))
         #expect(
@@ -205,25 +205,5 @@ extension QueueConfiguration {
         var c = self
         c.keys = keys
         return c
-    }
-}
-
-/// Ports for "nothing listens here".
-enum RedisServerPorts {
-    /// A loopback port that was free a moment ago.
-    static func unused() -> Int {
-        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
-        defer { close(fd) }
-        var addr = sockaddr_in()
-        addr.sin_family = sa_family_t(AF_INET)
-        addr.sin_addr.s_addr = inet_addr("127.0.0.1")
-        var len = socklen_t(MemoryLayout<sockaddr_in>.size)
-        _ = withUnsafeMutablePointer(to: &addr) {
-            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, len) }
-        }
-        _ = withUnsafeMutablePointer(to: &addr) {
-            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(fd, $0, &len) }
-        }
-        return Int(UInt16(bigEndian: addr.sin_port))
     }
 }

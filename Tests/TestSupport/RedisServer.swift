@@ -1,4 +1,5 @@
 import Foundation
+import Redis
 
 /// A real `redis-server` that a test starts for itself: its own temporary directory, a Unix socket, no TCP port
 /// unless asked, `appendonly yes`. Starting fails loudly when `redis-server` is not installed.
@@ -143,21 +144,6 @@ public final class RedisServer: @unchecked Sendable {
         return nil
     }
 
-    /// A TCP port that was free a moment ago (bound to port 0, then released).
-    static func freePort() -> Int {
-        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
-        defer { close(fd) }
-        var addr = sockaddr_in()
-        addr.sin_family = sa_family_t(AF_INET)
-        addr.sin_addr.s_addr = inet_addr("127.0.0.1")
-        addr.sin_port = 0
-        var len = socklen_t(MemoryLayout<sockaddr_in>.size)
-        _ = withUnsafeMutablePointer(to: &addr) {
-            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, len) }
-        }
-        _ = withUnsafeMutablePointer(to: &addr) {
-            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(fd, $0, &len) }
-        }
-        return Int(UInt16(bigEndian: addr.sin_port))
-    }
+    /// A TCP port that was free a moment ago (the product's own probe).
+    public static func freePort() -> Int { LocalRedisServer.freePort() }
 }

@@ -16,13 +16,13 @@ import Testing
         Array(#"{"id":"\#(id)","prompt":"a red circle","width":64,"height":64,"steps":3,"seed":\#(seed)}"#.utf8)
     }
 
-    @Test func serveWorkersFollowASentinelFailoverAndLoseNothing() throws {
-        let ha = try SentinelSet(password: "s3cret")
-        let dir = try TemporaryDirectory(prefix: "kd-failover")
-        defer { dir.remove() }
-        let url = "redis-sentinel://:s3cret@\(ha.sentinelList)/\(ha.masterName)"
-        let store = dir.file("store")
-        let workers = try ["w1", "w2"].map { name in
+    /// `serve` workers named `names` on the Redis at `url`, sharing one store.
+    func startWorkers(
+        _ names: [String], redis url: String, store: String, in dir: TemporaryDirectory
+    ) throws
+        -> [WorkerProcess]
+    {
+        try names.map { name in
             try WorkerProcess(
                 name: name,
                 command: [
@@ -30,8 +30,22 @@ import Testing
                     "--http", "127.0.0.1:0",
                 ], logDirectory: dir.path)
         }
+    }
+
+    /// The end of each worker's log, for failure messages.
+    static func logs(_ workers: [WorkerProcess]) -> String {
+        workers.map { "--- \($0.name):\n\($0.log.suffix(4000))" }.joined(separator: "\n")
+    }
+
+    @Test func serveWorkersFollowASentinelFailoverAndLoseNothing() throws {
+        let ha = try SentinelSet(password: "s3cret")
+        let dir = try TemporaryDirectory(prefix: "kd-failover")
+        defer { dir.remove() }
+        let url = "redis-sentinel://:s3cret@\(ha.sentinelList)/\(ha.masterName)"
+        let store = dir.file("store")
+        let workers = try startWorkers(["w1", "w2"], redis: url, store: store, in: dir)
         defer { for w in workers { w.kill9() } }
-        let logs = { workers.map { "--- \($0.name):\n\($0.log.suffix(4000))" }.joined(separator: "\n") }
+        let logs = { Self.logs(workers) }
         let master = ha.master
         try #require(
             eventually(timeout: 120) {
@@ -216,16 +230,9 @@ import Testing
         defer { dir.remove() }
         let url = "redis://\(cluster.seeds)?cluster=1"
         let store = dir.file("store")
-        let workers = try ["c1", "c2"].map { name in
-            try WorkerProcess(
-                name: name,
-                command: [
-                    "serve", "--redis", url, "--name", name, "--store", store, "--state-dir", dir.file("state-\(name)"),
-                    "--http", "127.0.0.1:0",
-                ], logDirectory: dir.path)
-        }
+        let workers = try startWorkers(["c1", "c2"], redis: url, store: store, in: dir)
         defer { for w in workers { w.kill9() } }
-        let logs = { workers.map { "--- \($0.name):\n\($0.log.suffix(4000))" }.joined(separator: "\n") }
+        let logs = { Self.logs(workers) }
         let master = try #require(cluster.master(ofSlot: slot).flatMap(cluster.node(at:)))
         try #require(
             eventually(timeout: 120) {
