@@ -89,6 +89,17 @@ let package = Package(
         // MARK: Tests
         // Shared by the test targets: where the committed fixtures are, and a real redis-server per test.
         .target(name: "TestSupport", dependencies: ["Redis"], path: "Tests/TestSupport"),
+        // Test doubles for the worker: a generator scripted by the job's metadata, and `kd-test-worker`, a worker
+        // process built on it that the multi-process tests and Ops/loadgen and Ops/chaos kill and restart.
+        .target(
+            name: "WorkerTesting", dependencies: ["Worker", "JobQueue", "ResultStore"], path: "Tests/WorkerTesting"),
+        .executableTarget(
+            name: "kd-test-worker",
+            dependencies: [
+                "WorkerTesting", "Worker", "JobQueue", "ResultStore",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            ],
+            path: "Tests/TestWorker"),
         .testTarget(name: "TensorTests", dependencies: ["Tensor", "TestSupport"]),
         .testTarget(name: "GenerationTests", dependencies: ["Generation"]),
         .testTarget(name: "KandinskyTests", dependencies: ["Kandinsky", "Tensor", "TestSupport"]),
@@ -98,7 +109,7 @@ let package = Package(
         .testTarget(
             name: "WorkerTests",
             dependencies: [
-                "Worker", "JobQueue", "Kandinsky", "ResultStore", "Tensor", "TestSupport",
+                "Worker", "WorkerTesting", "JobQueue", "Kandinsky", "ResultStore", "Tensor", "TestSupport",
                 .product(name: "Logging", package: "swift-log"),
             ]),
         .testTarget(name: "SystemdTests", dependencies: ["Systemd", "TestSupport"]),

@@ -243,20 +243,20 @@ class LocalRedis:
 
 
 def default_worker_command(repo_root):
-    """$KD_WORKER_CMD, else the queue-worker test command of the first kandinsky-worker found ($KD_WORKER_BINARY,
-    the repository's .build/debug or .build/release, then PATH). Placeholders: {redis} {name} {store} {dir}."""
+    """$KD_WORKER_CMD, else the first kd-test-worker found (the scripted test worker: $KD_TEST_WORKER_BINARY, the
+    repository's .build/debug or .build/release). Placeholders: {redis} {name} {store} {dir}."""
     if os.environ.get("KD_WORKER_CMD"):
         return os.environ["KD_WORKER_CMD"]
     candidates = [
-        os.environ.get("KD_WORKER_BINARY"),
-        os.path.join(repo_root, ".build", "debug", "kandinsky-worker"),
-        os.path.join(repo_root, ".build", "release", "kandinsky-worker"),
-        shutil.which("kandinsky-worker"),
+        os.environ.get("KD_TEST_WORKER_BINARY"),
+        os.path.join(repo_root, ".build", "debug", "kd-test-worker"),
+        os.path.join(repo_root, ".build", "release", "kd-test-worker"),
     ]
     binary = next((c for c in candidates if c and os.access(c, os.X_OK)), None)
     if binary is None:
-        raise SystemExit("no kandinsky-worker found: build it (swift build), or set KD_WORKER_BINARY or KD_WORKER_CMD")
-    return shlex.quote(binary) + " queue-worker --redis {redis} --name {name} --store {store} --heartbeat-ms 500"
+        raise SystemExit(
+            "no kd-test-worker found: build it (swift build), or set KD_TEST_WORKER_BINARY or KD_WORKER_CMD")
+    return shlex.quote(binary) + " --redis {redis} --name {name} --store {store} --heartbeat-ms 500"
 
 
 class Worker:

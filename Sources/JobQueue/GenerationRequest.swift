@@ -42,6 +42,7 @@ public struct GenerationRequest: Equatable, Sendable {
     }
 
     /// The request with every parameter decided: absent ones from `defaults`, an absent seed from `chooseSeed`.
+    /// `strength` is img2img's alone: inpainting (a mask) keeps the unmasked pixels instead, so it has none.
     public func resolved(defaults: GenerationDefaults, chooseSeed: () -> UInt64) -> GenerationParameters {
         let threshold: Double?
         switch dynamicThreshold {
@@ -55,7 +56,8 @@ public struct GenerationRequest: Equatable, Sendable {
             steps: steps ?? defaults.steps, guidanceScale: guidanceScale ?? defaults.guidanceScale,
             sampler: sampler ?? defaults.sampler, eta: eta ?? defaults.eta, dynamicThreshold: threshold,
             seed: seed ?? (chooseSeed() & 0x7FFF_FFFF_FFFF_FFFF), initImage: initImage,
-            strength: initImage == nil ? nil : (strength ?? defaults.strength), maskImage: maskImage)
+            strength: initImage == nil || maskImage != nil ? nil : (strength ?? defaults.strength),
+            maskImage: maskImage)
     }
 
     /// The request as canonical JSON (what `job.json` records; only the fields the job gave).

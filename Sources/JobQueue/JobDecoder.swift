@@ -181,9 +181,10 @@ public struct JobDecoder: Sendable {
             r.sampler = sampler
         }
         if let n = m["seed"] {
-            guard case .number = n, let s = n.int64Value, s >= 0 else {
+            guard case .number = n, let s = n.int64Value, s >= 0, limits.seed.contains(UInt64(s)) else {
                 if case .number = n {
-                    throw JobError(.outOfRange, "seed must be an integer in 0...\(Int64.max)", field: "seed")
+                    let range = "\(limits.seed.lowerBound)...\(limits.seed.upperBound)"
+                    throw JobError(.outOfRange, "seed must be an integer in \(range)", field: "seed")
                 }
                 throw wrongType("seed", "an integer", n)
             }

@@ -92,6 +92,14 @@ public struct Finish: Sendable {
     public var result: JSONNode?
     public var error: JobError?
     public var deadEntry: JSONNode?
+
+    public init(
+        jobKeyId: String? = nil, payload: [UInt8], state: FinalState, event: JSONNode, result: JSONNode? = nil,
+        error: JobError? = nil, deadEntry: JSONNode? = nil
+    ) {
+        (self.jobKeyId, self.payload, self.state, self.event) = (jobKeyId, payload, state, event)
+        (self.result, self.error, self.deadEntry) = (result, error, deadEntry)
+    }
 }
 
 public enum FinalState: String, Sendable, CaseIterable {
@@ -403,7 +411,7 @@ public final class ReliableQueue: @unchecked Sendable {
 
     // MARK: - Helpers
 
-    static func milliseconds(_ d: Duration) -> Int64 {
+    public static func milliseconds(_ d: Duration) -> Int64 {
         Int64(d.components.seconds) * 1000 + Int64(d.components.attoseconds / 1_000_000_000_000_000)
     }
 

@@ -57,10 +57,7 @@ public final class GenerationService: @unchecked Sendable {
     public func imageRequest(
         _ p: GenerationParameters, initImage: PixelImage?, mask: PixelImage?
     ) throws(GenerationFailure) -> ImageRequest {
-        var image = ImageRequest(
-            prompt: p.prompt, negativePrompt: p.negativePrompt, width: p.width, height: p.height,
-            numImages: p.numImages, steps: p.steps, guidanceScale: Float(p.guidanceScale), sampler: p.sampler,
-            eta: p.eta, dynamicThreshold: p.dynamicThreshold, seed: p.seed)
+        var image = ImageRequest(p)
         if let initImage {
             var rgb: [UInt8] = []
             rgb.reserveCapacity(initImage.width * initImage.height * 3)
@@ -68,7 +65,6 @@ public final class GenerationService: @unchecked Sendable {
                 rgb += initImage.pixels[(i * initImage.channels)..<(i * initImage.channels + 3)]
             }
             image.initImage = RGBImage(width: initImage.width, height: initImage.height, pixels: rgb)
-            image.strength = mask == nil ? p.strength : nil
         }
         if let mask {
             // White keeps, black regenerates: the first channel, scaled to 0…1.

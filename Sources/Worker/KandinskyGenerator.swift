@@ -33,8 +33,7 @@ public final class KandinskyGenerator: BatchingJobGenerator, @unchecked Sendable
         // img2img and inpainting run alone (their starting images differ per job).
         guard request.initImage == nil, request.maskImage == nil else { return nil }
         let p = request.resolved(defaults: defaults) { 0 }
-        let latent = ImageRequest(prompt: "", width: p.width, height: p.height, seed: 0)
-            .latentSize(factor: pipeline.vae.downsamplingFactor)
+        let latent = ImageRequest(p).latentSize(factor: pipeline.vae.downsamplingFactor)
         return "\(latent.height)x\(latent.width)|\(p.sampler.rawValue)|\(p.steps)"
     }
 

@@ -1,6 +1,7 @@
 import ArgumentParser
 import Foundation
 import JobQueue
+import Worker
 
 /// `bench queue`: jobs/s through take → claim → finish → event with a generator that does no work, against a local
 /// redis-server, with Redis commands per job and redis-benchmark's LPUSH rate measured in the same run.
@@ -128,7 +129,7 @@ struct BenchQueue: ParsableCommand {
             pool.append(
                 QueueWorker(
                     options: QueueWorker.Options(redis: config, queue: q),
-                    generator: ScriptedGenerator(makesImages: false), store: nil))
+                    generator: NoModelWork(), store: nil))
         }
         let start = ContinuousClock.now
         for w in pool { try w.start() }
@@ -185,5 +186,15 @@ struct BenchQueue: ParsableCommand {
             }
         }
         return nil
+    }
+}
+
+/// The queue benchmark's generator: no model work and no images, so only the queue is measured.
+private struct NoModelWork: JobGenerator {
+    func generate(_ request: GenerationRequest, context: GenerationContext) throws -> GenerationOutput {
+        var seedSource = SystemRandomNumberGenerator()
+        return GenerationOutput(
+            parameters: request.resolved(defaults: context.defaults) { seedSource.next() }, images: [],
+            model: "none")
     }
 }

@@ -27,7 +27,7 @@ struct DemoEval: ParsableCommand {
         let directory = try model.directory()
         let demo = try ShapesDemo(directory: directory)
         let pipeline = try KandinskyPipeline(directory: directory)
-        let defaults = directory.config.defaults
+        let modelDefaults = GenerationDefaults().overridden(by: directory.config.defaults)
         var scores: [String: (color: Int, shape: Int, total: Int)] = [:]
         for language in demo.languages {
             // Every (colour, shape) pair once per 24 captions, spread so a short run still mixes colours and shapes.
@@ -37,12 +37,7 @@ struct DemoEval: ParsableCommand {
             while index < chosen.count {
                 let slice = chosen[index..<min(chosen.count, index + batch)]
                 let requests = slice.enumerated().map { k, c in
-                    ImageRequest(
-                        prompt: c.text, width: defaults?.width ?? 64, height: defaults?.height ?? 64,
-                        steps: defaults?.steps ?? 30, guidanceScale: Float(defaults?.guidanceScale ?? 4),
-                        sampler: defaults?.sampler ?? .ddim,
-                        eta: defaults?.eta ?? 0.05,
-                        dynamicThreshold: defaults?.dynamicThreshold ?? 99.5, seed: seed + UInt64(index + k))
+                    ImageRequest(prompt: c.text, seed: seed + UInt64(index + k), defaults: modelDefaults)
                 }
                 let images = try pipeline.generate(requests)
                 for (caption, group) in zip(slice, images) {

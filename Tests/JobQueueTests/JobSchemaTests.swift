@@ -49,6 +49,34 @@ import Testing
         #expect(p.strength == nil)
     }
 
+    /// `strength` is img2img's: an inpainting job (init and mask image) resolves to none, so the pipeline, the PNG
+    /// text and `job.json` do not report a value that played no part; img2img takes the default.
+    @Test func strengthResolvesForImageToImageOnly() throws {
+        let img2img = #"{"id":"a","prompt":"p","init_image":"in/a.png"}"#
+        let inpaint = #"{"id":"a","prompt":"p","init_image":"in/a.png","mask_image":"in/m.png","strength":0.4}"#
+        guard case .valid(let a) = decode(img2img), case .valid(let b) = decode(inpaint) else {
+            Issue.record("not valid")
+            return
+        }
+        #expect(a.resolved(defaults: GenerationDefaults()) { 1 }.strength == GenerationDefaults().strength)
+        #expect(b.resolved(defaults: GenerationDefaults()) { 1 }.strength == nil)
+    }
+
+    /// The seed range is the one table's (`JobLimits.seed`): every signed 64-bit value, nothing above.
+    @Test func seedRangeComesFromTheLimitsTable() {
+        #expect(JobLimits().seed == 0...UInt64(Int64.max))
+        guard case .valid(let r) = decode(#"{"id":"a","prompt":"p","seed":9223372036854775807}"#) else {
+            Issue.record("Int64.max refused")
+            return
+        }
+        #expect(r.seed == UInt64(Int64.max))
+        guard case .invalid(_, let e) = decode(#"{"id":"a","prompt":"p","seed":9223372036854775808}"#) else {
+            Issue.record("2⁶³ accepted")
+            return
+        }
+        #expect(e.field == "seed" && e.message.contains("9223372036854775807"), "\(e.message)")
+    }
+
     /// (payload, expected code, expected field): one row per rule.
     static let rejections: [(String, JobError.Code, String?)] = [
         (#"{"id":"a","prompt":"p","colour":"red"}"#, .unknownField, "colour"),

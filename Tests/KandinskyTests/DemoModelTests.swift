@@ -12,12 +12,9 @@ import Testing
     func score(_ captions: [ShapesDemo.Caption], seedBase: UInt64) throws -> (colours: Int, shapes: Int) {
         let directory = try ModelDirectory.embeddedDemo()
         let pipeline = try KandinskyPipeline(directory: directory)
-        let defaults = try #require(directory.config.defaults)
+        let defaults = GenerationDefaults().overridden(by: directory.config.defaults)
         let requests = captions.enumerated().map { k, c in
-            ImageRequest(
-                prompt: c.text, width: defaults.width!, height: defaults.height!, steps: defaults.steps!,
-                guidanceScale: Float(defaults.guidanceScale!), sampler: defaults.sampler!,
-                eta: defaults.eta!, dynamicThreshold: defaults.dynamicThreshold, seed: seedBase + UInt64(k))
+            ImageRequest(prompt: c.text, seed: seedBase + UInt64(k), defaults: defaults)
         }
         var (colours, shapes) = (0, 0)
         for (caption, group) in zip(captions, try pipeline.generate(requests)) {

@@ -105,6 +105,19 @@ import Testing
         #expect(Sampler(rawValue: "euler") == nil)
     }
 
+    /// Any seed the job decoder takes runs (it used to be refused at run time from 2³³ on), and, as with
+    /// `torch.manual_seed`, the noise depends on its low 32 bits: seed 2⁴⁰ + 5 draws what seed 5 draws.
+    @Test func largeSeedsRunAndKeepTorchsLow32Bits() throws {
+        let big = try pipeline.generate([request("x", seed: (1 << 40) + 5)])[0][0]
+        let small = try pipeline.generate([request("x", seed: 5)])[0][0]
+        #expect(big.seed == (1 << 40) + 5)
+        #expect(big.rgb == small.rgb)
+        var r = request("x", seed: UInt64(Int64.max))
+        try r.validate()
+        r.seed = UInt64(Int64.max) + 1
+        #expect(throws: KandinskyError.self) { try r.validate() }
+    }
+
     @Test func cancellationStopsBetweenSteps() throws {
         var seen = 0
         do {

@@ -1,15 +1,17 @@
 import Foundation
 
-/// A `kandinsky-worker queue-worker` process started by a test, so it can be killed with SIGKILL mid-job.
+/// A `kandinsky-worker` (or `kd-test-worker`) process started by a test, so it can be killed with SIGKILL mid-job.
 ///
-/// The binary is found, in order: `$KD_WORKER_BINARY`; beside the running test bundle (the build directory of
-/// whatever scratch path `swift test` used); `.build/debug` under the repository root.
+/// A binary is found, in order: `$KD_WORKER_BINARY` (for `kandinsky-worker`) or `$KD_TEST_WORKER_BINARY`; beside the
+/// running test bundle (the build directory of whatever scratch path `swift test` used); `.build/debug` under the
+/// repository root.
 public final class WorkerProcess: @unchecked Sendable {
     public struct BinaryMissing: Error, CustomStringConvertible {
+        public var name: String
         public var searched: [String]
         public var description: String {
-            "kandinsky-worker was not found (looked at \(searched.joined(separator: ", "))): build it first "
-                + "(swift build --build-tests), or set KD_WORKER_BINARY"
+            "\(name) was not found (looked at \(searched.joined(separator: ", "))): build it first "
+                + "(swift build --build-tests), or set \(WorkerProcess.environmentVariable(name))"
         }
     }
 
@@ -18,18 +20,19 @@ public final class WorkerProcess: @unchecked Sendable {
     public let outputPath: String
     private let process: Process
 
-    /// Starts `kandinsky-worker queue-worker --name NAME` plus `arguments`; its stderr goes to `logPath`.
+    /// Starts `kd-test-worker --name NAME` plus `arguments` (the scripted generator); its stderr goes to `logPath`.
     public convenience init(name: String, arguments: [String], logDirectory: String) throws {
-        try self.init(name: name, command: ["queue-worker", "--name", name] + arguments, logDirectory: logDirectory)
+        try self.init(
+            name: name, command: ["--name", name] + arguments, logDirectory: logDirectory, binary: "kd-test-worker")
     }
 
     /// Starts `kandinsky-worker` with `command` (any subcommand and its arguments) and extra environment
     /// variables; its stderr goes to `logPath`, its stdout to `outputPath` (nowhere unless `captureOutput`).
     public init(
         name: String, command: [String], logDirectory: String, environment: [String: String] = [:],
-        captureOutput: Bool = false
+        captureOutput: Bool = false, binary binaryName: String = "kandinsky-worker"
     ) throws {
-        let binary = try Self.binary()
+        let binary = try Self.binary(binaryName)
         self.name = name
         logPath = (logDirectory as NSString).appendingPathComponent(
             "worker-\(name)-\(UInt32.random(in: 0...UInt32.max)).log")
@@ -77,22 +80,26 @@ public final class WorkerProcess: @unchecked Sendable {
 
     deinit { kill9() }
 
-    public static func binary() throws -> String {
+    static func environmentVariable(_ name: String) -> String {
+        name == "kandinsky-worker" ? "KD_WORKER_BINARY" : "KD_TEST_WORKER_BINARY"
+    }
+
+    public static func binary(_ name: String = "kandinsky-worker") throws -> String {
         var candidates: [String] = []
-        if let explicit = ProcessInfo.processInfo.environment["KD_WORKER_BINARY"] { candidates.append(explicit) }
+        if let explicit = ProcessInfo.processInfo.environment[environmentVariable(name)] { candidates.append(explicit) }
         if let exe = try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/exe") {
             // …/<scratch>/<config>/kandinsky-workerPackageTests.xctest (or inside a bundle on other systems)
             var dir = (exe as NSString).deletingLastPathComponent
             for _ in 0..<3 {
-                candidates.append((dir as NSString).appendingPathComponent("kandinsky-worker"))
+                candidates.append((dir as NSString).appendingPathComponent(name))
                 dir = (dir as NSString).deletingLastPathComponent
             }
         }
         let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
             .deletingLastPathComponent().path
-        candidates.append(root + "/.build/debug/kandinsky-worker")
+        candidates.append(root + "/.build/debug/" + name)
         for c in candidates where FileManager.default.isExecutableFile(atPath: c) { return c }
-        throw BinaryMissing(searched: candidates)
+        throw BinaryMissing(name: name, searched: candidates)
     }
 }
 

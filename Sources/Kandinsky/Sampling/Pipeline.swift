@@ -1,38 +1,41 @@
 import Foundation
 import Tensor
 
-/// One generation request as the pipeline sees it (already validated by its caller).
+/// One generation as the pipeline runs it: the decided parameters, in the request vocabulary the queue, the
+/// configuration and the command line share (`GenerationParameters`), and the input images they name, already read.
+/// Parameters read through it (`request.width`); only the pixels are its own.
+@dynamicMemberLookup
 public struct ImageRequest: Sendable, Equatable {
-    public var prompt: String
-    public var negativePrompt: String
-    public var width: Int
-    public var height: Int
-    public var numImages: Int
-    public var steps: Int
-    public var guidanceScale: Float
-    public var sampler: Sampler
-    public var eta: Double
-    /// Percentile for dynamic thresholding, or nil for none.
-    public var dynamicThreshold: Double?
-    /// Seed of the first image; image k uses seed + k.
-    public var seed: UInt64
-    /// img2img or inpainting: the starting image, exactly width × height.
+    public var parameters: GenerationParameters
+    /// img2img or inpainting: the starting image, exactly width × height (`parameters.initImage` names its file).
+    /// img2img's `strength` is the share of the sampler's steps skipped, as the official code reads it: the sampler
+    /// runs the last ⌊K·(1 − strength)⌋ of its K steps from the image noised to that step's level, so a larger
+    /// strength stays closer to the image (1 returns it re-encoded). In (0, 1].
     public var initImage: RGBImage?
-    /// img2img: the share of the sampler's steps skipped, as the official code reads it: the sampler runs the last
-    /// ⌊K·(1 − strength)⌋ of its K steps from the image noised to that step's level, so a larger strength stays
-    /// closer to the image (1 returns it re-encoded). In (0, 1].
-    public var strength: Double?
     /// Inpainting: per pixel of width × height, 1 = keep, 0 = regenerate.
     public var mask: [Float]?
 
+    public init(_ parameters: GenerationParameters, initImage: RGBImage? = nil, mask: [Float]? = nil) {
+        (self.parameters, self.initImage, self.mask) = (parameters, initImage, mask)
+    }
+
+    /// A text-to-image request with the configuration's defaults for what is not given (tests and tools).
     public init(
-        prompt: String, negativePrompt: String = "", width: Int = 512, height: Int = 512, numImages: Int = 1,
-        steps: Int = 50, guidanceScale: Float = 7, sampler: Sampler = .ddim, eta: Double = 0.05,
-        dynamicThreshold: Double? = 99.5, seed: UInt64
+        prompt: String, negativePrompt: String = "", width: Int? = nil, height: Int? = nil, numImages: Int? = nil,
+        steps: Int? = nil, guidanceScale: Double? = nil, sampler: Sampler? = nil, eta: Double? = nil,
+        dynamicThreshold: Double?? = nil, seed: UInt64, defaults d: GenerationDefaults = GenerationDefaults()
     ) {
-        (self.prompt, self.negativePrompt, self.width, self.height) = (prompt, negativePrompt, width, height)
-        (self.numImages, self.steps, self.guidanceScale, self.sampler) = (numImages, steps, guidanceScale, sampler)
-        (self.eta, self.dynamicThreshold, self.seed) = (eta, dynamicThreshold, seed)
+        parameters = GenerationParameters(
+            prompt: prompt, negativePrompt: negativePrompt, width: width ?? d.width, height: height ?? d.height,
+            numImages: numImages ?? d.numImages, steps: steps ?? d.steps,
+            guidanceScale: guidanceScale ?? d.guidanceScale,
+            sampler: sampler ?? d.sampler, eta: eta ?? d.eta, dynamicThreshold: dynamicThreshold ?? d.dynamicThreshold,
+            seed: seed)
+    }
+
+    public subscript<T>(dynamicMember path: WritableKeyPath<GenerationParameters, T>) -> T {
+        get { parameters[keyPath: path] }
+        set { parameters[keyPath: path] = newValue }
     }
 
     /// The latent size for an autoencoder that downsamples by `factor`: sides rounded up to multiples of 8 latent
@@ -40,18 +43,26 @@ public struct ImageRequest: Sendable, Equatable {
     /// to H×W.
     public func latentSize(factor: Int = 8) -> (height: Int, width: Int) {
         let cell = 8 * factor
-        return ((height + cell - 1) / cell * 8, (width + cell - 1) / cell * 8)
+        return ((parameters.height + cell - 1) / cell * 8, (parameters.width + cell - 1) / cell * 8)
     }
 
     /// Requests that may share one UNet batch: same latent size, sampler, step count and mode (and, for img2img,
     /// the same number of steps to run).
     public func isCompatible(with other: ImageRequest) -> Bool {
-        latentSize() == other.latentSize() && sampler == other.sampler && steps == other.steps && mode == other.mode
-            && strength == other.strength
+        let (p, q) = (parameters, other.parameters)
+        return latentSize() == other.latentSize() && p.sampler == q.sampler && p.steps == q.steps
+            && mode == other.mode && p.strength == q.strength
     }
 
     /// Checks ranges before any compute.
     public func validate() throws(KandinskyError) {
+        let (width, height, numImages, steps) = (
+            parameters.width, parameters.height, parameters.numImages, parameters.steps
+        )
+        let (guidanceScale, eta, dynamicThreshold) = (
+            parameters.guidanceScale, parameters.eta, parameters.dynamicThreshold
+        )
+        let (seed, strength) = (parameters.seed, parameters.strength)
         func bad(_ field: String, _ rule: String) -> KandinskyError {
             KandinskyError(.invalidParameter, "\(field) \(rule)", key: field)
         }
@@ -66,14 +77,14 @@ public struct ImageRequest: Sendable, Equatable {
             throw bad("num_images", "must be \(range(limits.numImages)) (got \(numImages))")
         }
         guard limits.steps.contains(steps) else { throw bad("steps", "must be \(range(limits.steps)) (got \(steps))") }
-        guard guidanceScale.isFinite, limits.guidanceScale.contains(Double(guidanceScale)) else {
+        guard guidanceScale.isFinite, limits.guidanceScale.contains(guidanceScale) else {
             throw bad("guidance_scale", "must be \(range(limits.guidanceScale)) (got \(guidanceScale))")
         }
         guard eta.isFinite, (0...1).contains(eta) else { throw bad("eta", "must be between 0 and 1 (got \(eta))") }
         if let p = dynamicThreshold, !(p > 0 && p <= 100) {
             throw bad("dynamic_threshold", "must be a percentile in (0, 100] or null (got \(p))")
         }
-        guard seed <= UInt64(UInt32.max) * 2 else { throw bad("seed", "must be below 2³³") }
+        guard limits.seed.contains(seed) else { throw bad("seed", "must be \(range(limits.seed)) (got \(seed))") }
         if let initImage, initImage.width != width || initImage.height != height {
             throw bad("init_image", "is \(initImage.width)×\(initImage.height) but the request is \(width)×\(height)")
         }
@@ -243,7 +254,8 @@ public final class KandinskyPipeline: @unchecked Sendable {
                 prompts.append(r.prompt)
                 negatives.append(r.negativePrompt)
                 images.append(
-                    ImageSampling(guidanceScale: r.guidanceScale, eta: r.eta, dynamicThreshold: r.dynamicThreshold))
+                    ImageSampling(
+                        guidanceScale: Float(r.guidanceScale), eta: r.eta, dynamicThreshold: r.dynamicThreshold))
                 seeds.append(r.seed + UInt64(k))
             }
         }

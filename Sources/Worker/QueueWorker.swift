@@ -1,4 +1,5 @@
 import Foundation
+import JobQueue
 import ResultStore
 
 /// A worker: takes jobs from its queues, runs them through a `JobGenerator`, writes their files to the result

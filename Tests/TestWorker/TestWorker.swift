@@ -3,14 +3,16 @@ import Foundation
 import JobQueue
 import ResultStore
 import Worker
+import WorkerTesting
 
-/// A worker process with the scripted (no-model) generator: what the multi-process queue tests start, kill and
-/// restart. Hidden: `serve` is the real daemon.
-struct QueueWorkerCommand: ParsableCommand {
+/// A worker process with the scripted (no-model) generator: what the multi-process queue tests and the load and
+/// chaos scripts (`Ops/loadgen`, `Ops/chaos`) start, kill and restart. A test tool, not part of the product:
+/// `kandinsky-worker serve` is the real daemon.
+@main
+struct TestWorker: ParsableCommand {
     static let configuration = CommandConfiguration(
-        commandName: "queue-worker",
-        abstract: "Run the queue worker loop with the scripted test generator (for tests).",
-        shouldDisplay: false)
+        commandName: "kd-test-worker",
+        abstract: "Run the queue worker loop with the scripted test generator (for tests and Ops/loadgen).")
 
     @Option(help: "Redis URL (redis://[user:password@]host:port/db or unix:///path/redis.sock).")
     var redis: String
@@ -73,7 +75,7 @@ struct QueueWorkerCommand: ParsableCommand {
             worker.stop()
         }
         try worker.start()
-        FileHandle.standardOutput.write(Data("queue-worker \(name) started (pid \(getpid()))\n".utf8))
+        FileHandle.standardOutput.write(Data("kd-test-worker \(name) started (pid \(getpid()))\n".utf8))
         worker.wait()
         let stats = worker.stats
         FileHandle.standardError.write(Data("[\(name)] stopped: \(stats)\n".utf8))

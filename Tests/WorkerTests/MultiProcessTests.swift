@@ -5,7 +5,7 @@ import Testing
 @testable import JobQueue
 @testable import Redis
 
-/// Worker processes (`kandinsky-worker queue-worker`) killed with SIGKILL, a redis-server killed and restarted,
+/// Worker processes (`kd-test-worker`, the scripted test worker) killed with SIGKILL, a redis-server killed and restarted,
 /// and a mixed load across three processes. Every promise is checked from what Redis and the store hold.
 @Suite(.serialized) struct MultiProcessTests {
     func workerArguments(_ h: QueueHarness, heartbeatMs: Int = 300, extra: [String] = []) -> [String] {

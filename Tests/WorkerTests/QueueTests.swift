@@ -2,9 +2,11 @@ import Foundation
 import ResultStore
 import TestSupport
 import Testing
+import WorkerTesting
 
 @testable import JobQueue
 @testable import Redis
+@testable import Worker
 
 /// A real redis-server, a store directory, and helpers to read back what workers did.
 final class QueueHarness: @unchecked Sendable {

@@ -1,8 +1,10 @@
 import Foundation
 import TestSupport
 import Testing
+import WorkerTesting
 
 @testable import JobQueue
+@testable import Worker
 
 /// `Options.onFinished`: one report per job whose final transition this worker made, with what the daemon logs.
 @Suite(.serialized) struct FinishedJobTests {
