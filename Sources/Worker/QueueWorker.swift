@@ -176,10 +176,16 @@ public final class QueueWorker: @unchecked Sendable {
     /// Blocks until both loops have ended (call from a thread of your own).
     public func wait() { threads.wait() }
 
-    /// Suspends until both loops have ended, without blocking the cooperative pool.
-    public func waitUntilStopped() async {
-        await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
-            threads.notify(queue: .global()) { continuation.resume() }
+    /// Suspends until both loops have ended or `limit` has passed, without blocking the cooperative pool; returns
+    /// whether they ended. (The wait is bounded here, on a thread of its own: a task group cannot bound it from
+    /// outside, since it waits for every child, and a child waiting on the loops ignores cancellation.)
+    public func waitUntilStopped(within limit: Duration) async -> Bool {
+        let threads = self.threads
+        return await withCheckedContinuation { (continuation: CheckedContinuation<Bool, Never>) in
+            Thread.detachNewThread {
+                let deadline = DispatchTime.now() + .milliseconds(Int(Self.ms(limit)))
+                continuation.resume(returning: threads.wait(timeout: deadline) == .success)
+            }
         }
     }
 

@@ -28,6 +28,8 @@ public final class WorkerDaemon: @unchecked Sendable {
     private var lastBeat = Date()
     private var worker: QueueWorker?
     private var health: HealthServer?
+    /// Set by `stop` when the grace period ended with a job still running (read once the services have ended).
+    private var stoppedWithJobRunning = false
     public let metrics = WorkerMetrics()
     /// What the generation loop reports: the watchdog, the heartbeat and `/readyz` follow it, not a timer.
     public let liveness: Liveness
@@ -78,6 +80,11 @@ public final class WorkerDaemon: @unchecked Sendable {
         metrics.ready.set(0.0)
         _ = notifications.sync(execute: {}) as Void?  // flush what is queued (bounded by the manager reading)
         privateRedis?.stop()
+        if stoppedWithJobRunning {
+            // The job's thread is still in the model: leave without running exit handlers (libraries' destructors
+            // would free what it uses). Its files are written atomically, so nothing half-made is left behind.
+            _exit(0)
+        }
         return 0
     }
 
@@ -201,24 +208,12 @@ public final class WorkerDaemon: @unchecked Sendable {
         notify(["STOPPING=1", "STATUS=stopping"])
         log("stopping: no new jobs; the running job finishes within \(configuration.shutdownGraceSeconds) s")
         worker.stop()
-        let finished = await withTaskGroup(of: Bool.self) { group in
-            group.addTask {
-                await worker.waitUntilStopped()
-                return true
-            }
-            group.addTask {
-                try? await Task.sleep(for: .seconds(self.configuration.shutdownGraceSeconds))
-                return false
-            }
-            let first = await group.next() ?? false
-            group.cancelAll()
-            return first
-        }
-        if finished {
+        if await worker.waitUntilStopped(within: .seconds(configuration.shutdownGraceSeconds)) {
             log("stopped: \(Self.summary(worker.stats))")
         } else {
+            stoppedWithJobRunning = true
             log(
-                "the running job did not finish within the grace period; it stays in the processing list and is taken back by this worker's next start (or the reaper)"
+                "the running job did not finish within the grace period (\(configuration.shutdownGraceSeconds) s); it stays in this worker's processing list and is handed back by another worker's reaper, or by this worker's next start"
             )
         }
     }

@@ -244,6 +244,30 @@ import Testing
         #expect(rescuer.terminate(timeout: 60) == 0)
     }
 
+    /// A job longer than `shutdown_grace_s` does not hold the worker past it: SIGTERM, the grace ends, the worker
+    /// exits 0 with the job still in its processing list, and another worker's reaper hands it back.
+    @Test func aStopEndsAfterTheGracePeriodWithTheJobLeftForAnotherWorker() throws {
+        let fleet = try Fleet(prefix: "kd-grace", config: "heartbeat_ms: 300\nshutdown_grace_s: 1\n")
+        defer { fleet.dir.remove() }
+        let (client, producer) = (fleet.client, fleet.producer)
+        let slow = try fleet.start("g1", ["KD_FAULT_HANG_AFTER_STEP": "1"])
+        defer { slow.kill9() }
+        try producer.submit(Array(#"{"id":"long","prompt":"a red circle","seed":1,"steps":6}"#.utf8), queue: "default")
+        #expect(
+            eventually(timeout: 120) { (try? producer.status("long")["state"]) == "running" }, "log:\n\(slow.log)")
+        let start = Date()
+        #expect(slow.terminate(timeout: 30) == 0, "log:\n\(slow.log)")
+        #expect(Date().timeIntervalSince(start) < 30, "the stop waited for the job")
+        #expect(slow.log.contains("did not finish within the grace period (1 s)"), "\(slow.log)")
+        #expect(try client.command(["LRANGE", "kd:processing:g1", "0", "-1"]).array?.count == 1)
+
+        let rescuer = try fleet.start("g2")
+        defer { rescuer.kill9() }
+        #expect(eventually(timeout: 120) { (try? producer.status("long")["state"]) == "done" }, "\(rescuer.log)")
+        #expect(try producer.status("long")["worker"] == "g2")
+        #expect(rescuer.terminate(timeout: 60) == 0)
+    }
+
     @Test func sigtermFinishesTheRunningJobAndHandsBackTheRest() throws {
         let dir = try TemporaryDirectory(prefix: "kd-sigterm")
         defer { dir.remove() }
