@@ -472,14 +472,7 @@ public final class JobProducer: @unchecked Sendable {
 
     /// The job hash of `id` (empty when unknown).
     public func status(_ id: String) throws(RedisError) -> [String: String] {
-        let items = try client.command(["HGETALL", keys.job(id)]).array ?? []
-        var out: [String: String] = [:]
-        var i = 0
-        while i + 1 < items.count {
-            if let k = items[i].text, let v = items[i + 1].text { out[k] = v }
-            i += 2
-        }
-        return out
+        try client.command(["HGETALL", keys.job(id)]).fields
     }
 
     /// The final event of `id`, looked up among the newest `scan` entries of the events stream (nil when not there).

@@ -21,6 +21,16 @@ public enum RedisReply: Equatable, Sendable {
 
     public var integer: Int? { if case .integer(let n) = self { return n } else { return nil } }
     public var array: [RedisReply]? { if case .array(let a) = self { return a } else { return nil } }
+
+    /// An `HGETALL` reply (field, value, field, value, …) as a dictionary; empty for anything else.
+    public var fields: [String: String] {
+        let items = array ?? []
+        var out: [String: String] = [:]
+        for i in stride(from: 0, to: items.count - 1, by: 2) {
+            if let k = items[i].text, let v = items[i + 1].text { out[k] = v }
+        }
+        return out
+    }
 }
 
 /// An error talking to Redis. `server` errors carry the reply's prefix as `kind` (`READONLY`, `NOSCRIPT`, `LOADING`,

@@ -75,7 +75,7 @@ public struct FleetHealth: Sendable, Equatable {
         var workers: [WorkerInfo] = []
         var queueNames = Set(extraQueues)
         for name in names {
-            let fields = hash(try client.command(["HGETALL", keys.worker(name)]))
+            let fields = try client.command(["HGETALL", keys.worker(name)]).fields
             let age = fields["last_beat_ms"].flatMap(Int64.init).map { nowMs - $0 }
             workers.append(
                 WorkerInfo(
@@ -96,7 +96,7 @@ public struct FleetHealth: Sendable, Equatable {
                 let node = try? JSONNode.parse(Array(payload.utf8)), let id = node["id"]?.stringValue
             {
                 info.oldestId = id
-                let job = hash(try client.command(["HGETALL", keys.job(id)]))
+                let job = try client.command(["HGETALL", keys.job(id)]).fields
                 info.oldestWaitMs = job["enqueued_ms"].flatMap(Int64.init).map { nowMs - $0 }
             }
             queues.append(info)
@@ -115,17 +115,6 @@ public struct FleetHealth: Sendable, Equatable {
             redis = RedisInfo(target: client.configuration.target, master: master.description, replicas: replicas)
         }
         return FleetHealth(workers: workers, queues: queues, dead: dead, delayed: delayed, redis: redis)
-    }
-
-    static func hash(_ reply: RedisReply) -> [String: String] {
-        let items = reply.array ?? []
-        var out: [String: String] = [:]
-        var i = 0
-        while i + 1 < items.count {
-            if let k = items[i].text, let v = items[i + 1].text { out[k] = v }
-            i += 2
-        }
-        return out
     }
 
     /// A human report, one line per worker and queue.
