@@ -31,9 +31,12 @@ public struct ServeConfiguration: Equatable, Sendable {
     /// A sampling step that does not return within this many seconds makes the worker stop its watchdog pings and
     /// heartbeat (systemd restarts it, another worker takes its jobs over).
     public var stepTimeoutSeconds = 300
-    /// Keep F16/BF16-stored layer weights in half precision, expanded at each use (about half the resident memory,
-    /// about a fifth more time per UNet step).
-    public var halfWeights = false
+    /// The weights' number format on the device (`precision`): on the CPU, `f16` keeps F16/BF16-stored layer weights
+    /// in half precision, expanded at each use (about half the resident memory, about a fifth more time per UNet
+    /// step). Whether the device runs it is checked at start (`Devices.select`).
+    public var precision = Precision.f32
+    /// The older name of `precision: f16`.
+    public var halfWeights: Bool { precision == .f16 }
     public var defaults = GenerationDefaults()
 
     public init() {}
@@ -120,7 +123,7 @@ public struct ServeConfiguration: Equatable, Sendable {
         "name", "device", "redis_url", "redis_wait_replicas", "redis_wait_timeout_ms", "queues", "key_prefix",
         "hash_tag", "model", "state_dir", "store", "input_root",
         "http", "max_batch_images", "max_batch_wait_ms", "heartbeat_ms", "max_attempts", "retention_s",
-        "shutdown_grace_s", "step_timeout_s", "half_weights",
+        "shutdown_grace_s", "step_timeout_s", "half_weights", "precision",
     ]
 
     static let defaultKeys: Set<String> = [
@@ -151,10 +154,16 @@ public struct ServeConfiguration: Equatable, Sendable {
             }
             name = optional(value)
         case "device":
-            guard value == "cpu" || value.range(of: #"^cuda:[0-9]+$"#, options: .regularExpression) != nil else {
-                throw bad("must be cpu or cuda:N (got \"\(value)\")")
+            do {
+                device = try DeviceID(parsing: value).description
+            } catch {
+                throw bad("must be cpu or vulkan:N (got \"\(value)\")")
             }
-            device = value
+        case "precision":
+            guard let p = Precision(rawValue: value.trimmingCharacters(in: .whitespaces).lowercased()) else {
+                throw bad("must be f32, f16 or bf16 (got \"\(value)\")")
+            }
+            precision = p
         case "redis_url":
             if !value.isEmpty {
                 do { _ = try RedisConfiguration(url: value) } catch { throw bad("\(error)") }
@@ -190,8 +199,8 @@ public struct ServeConfiguration: Equatable, Sendable {
         case "step_timeout_s": stepTimeoutSeconds = try int(1...86_400)
         case "half_weights":
             switch value.trimmingCharacters(in: .whitespaces).lowercased() {
-            case "true", "yes", "on", "1": halfWeights = true
-            case "false", "no", "off", "0": halfWeights = false
+            case "true", "yes", "on", "1": precision = .f16
+            case "false", "no", "off", "0": precision = .f32
             default: throw bad("must be true or false (got \"\(value)\")")
             }
         // Defaults obey the limits jobs do (the one table, DESIGN §3).

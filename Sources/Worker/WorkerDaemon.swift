@@ -92,9 +92,14 @@ public final class WorkerDaemon: @unchecked Sendable {
     /// the started worker. Blocking, so never called on the cooperative pool.
     func prelude() throws -> QueueWorker {
         let c = configuration
-        guard c.device == "cpu" else {
-            throw StartupError(message: "device \(c.device): only the CPU backend exists so far (use --device cpu)")
+        // The device and precision first: a host that cannot run them says so before anything starts.
+        let device: DeviceInfo
+        do {
+            device = try Devices.select(c.device, precision: c.precision.rawValue).device
+        } catch {
+            throw StartupError(message: error.message)
         }
+        log("device \(device.line); precision \(c.precision.rawValue)")
         let name = workerName
 
         // MARK: HTTP first, so /readyz answers 503 while the rest starts

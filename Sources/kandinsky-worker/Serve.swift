@@ -10,7 +10,7 @@ struct Serve: AsyncParsableCommand {
         abstract: "Run a worker: take jobs from Redis, generate, store PNGs, publish events (see Config/worker.yaml).")
 
     @Option(help: "Configuration file (YAML; every key documented in Config/worker.yaml).") var config: String?
-    @Option(help: "cpu or cuda:N.") var device: String?
+    @OptionGroup var placement: DeviceOptions
     @Option(
         help: """
             Redis URL: redis://[user:password@]host:port/db, unix:///path?db=N, redis-sentinel://h:p[,h:p…]/MASTER, \
@@ -48,7 +48,8 @@ struct Serve: AsyncParsableCommand {
             }
             try c.apply(environment: ProcessInfo.processInfo.environment)
             let flags: [(String, String?)] = [
-                ("device", device), ("redis_url", redis), ("model", model), ("store", store), ("name", name),
+                ("device", placement.device), ("precision", placement.precision), ("redis_url", redis),
+                ("model", model), ("store", store), ("name", name),
                 ("http", http), ("state_dir", stateDir), ("queues", queue.isEmpty ? nil : queue.joined(separator: ",")),
             ]
             for case let (key, value?) in flags { try c.set(key, value, source: "--\(key)") }

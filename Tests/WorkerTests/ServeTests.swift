@@ -306,6 +306,10 @@ import Testing
         for (yaml, key) in [
             ("max_batch_images: lots\n", "max_batch_images"), ("colour: red\n", "colour"),
             ("defaults:\n  sampler: euler\n", "defaults.sampler"), ("http: nowhere\n", "http"),
+            ("device: cuda:0\n", "device"), ("precision: f8\n", "precision"),
+            // Well-formed, but not what this host runs: refused at start, before Redis or the model.
+            ("device: vulkan:0\n", "device vulkan:0 is not available"),
+            ("precision: bf16\n", "precision bf16 is not available on device cpu"),
         ] {
             let file = dir.file("bad.yaml")
             try yaml.write(toFile: file, atomically: true, encoding: .utf8)
