@@ -106,5 +106,7 @@ let package = Package(
                 .product(name: "Logging", package: "swift-log"),
             ]),
         .testTarget(name: "SystemdTests", dependencies: ["Systemd", "TestSupport"]),
+        .testTarget(
+            name: "BenchTests", dependencies: ["Bench", "JobQueue", "Kandinsky", "Redis", "Tensor", "TestSupport"]),
     ]
 )
