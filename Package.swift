@@ -78,10 +78,14 @@ let package = Package(
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             ]),
+        // The bench harness: each benchmark a function of plain options, returning its figures and its JSON report
+        // (`kandinsky-worker bench` only parses arguments and prints; the tests call it directly).
+        .target(name: "Bench", dependencies: ["Tensor", "Kandinsky", "Redis", "JobQueue", "Worker"]),
         .executableTarget(
             name: "kandinsky-worker",
             dependencies: [
                 "Tensor", "Generation", "Kandinsky", "ModelConversion", "JobQueue", "ResultStore", "Systemd", "Worker",
+                "Bench",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
             ]),
@@ -113,5 +117,7 @@ let package = Package(
                 .product(name: "Logging", package: "swift-log"),
             ]),
         .testTarget(name: "SystemdTests", dependencies: ["Systemd", "TestSupport"]),
+        .testTarget(
+            name: "BenchTests", dependencies: ["Bench", "JobQueue", "Kandinsky", "Redis", "Tensor", "TestSupport"]),
     ]
 )

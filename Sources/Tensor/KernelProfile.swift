@@ -3,8 +3,9 @@ import Foundation
 /// Time spent in each kind of kernel, for the per-layer-type breakdown of `kandinsky-worker bench`.
 ///
 /// Off unless a benchmark turns it on; then each instrumented kernel adds its wall time to its category. Only the
-/// outermost instrumented call counts (a kernel calling another is not counted twice). Meant for one calling thread
-/// (the model's); the kernels' own parallel regions run inside the measured calls.
+/// outermost instrumented call counts (a kernel calling another is not counted twice). For one calling thread at a
+/// time (the model's): the kernels record on the thread that called them, their own parallel regions run inside the
+/// measured calls, and only the thread that turned profiling on records.
 public enum KernelProfile {
     public enum Category: String, CaseIterable, Sendable {
         case conv3x3 = "conv3x3", conv1x1 = "conv1x1", linear, attention, norms
@@ -15,8 +16,14 @@ public enum KernelProfile {
         public var seconds = 0.0, calls = 0, flops = 0.0
     }
 
-    /// Whether kernels record their time.
-    nonisolated(unsafe) public static var enabled = false
+    /// Whether kernels called on this thread record their time. Set on the thread that runs the model: kernels that
+    /// other threads run meanwhile (tests beside a benchmark in the same process) neither count in its totals nor
+    /// race on them.
+    public static var enabled: Bool {
+        get { profiling.value }
+        set { profiling.value = newValue }
+    }
+    private static let profiling = ThreadLocalFlag()
     /// Whether instrumented kernels that name their shape (the convolutions) also record time per shape.
     nonisolated(unsafe) public static var byShape = false
     nonisolated(unsafe) private static var shapes: [String: ShapeTotal] = [:]

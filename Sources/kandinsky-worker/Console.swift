@@ -17,6 +17,11 @@ struct Console {
     /// The one JSON document, keys sorted, on stdout.
     func document(_ object: Any) throws {
         let data = try JSONSerialization.data(withJSONObject: object, options: [.sortedKeys])
-        print(String(decoding: data, as: UTF8.self))
+        document(json: String(decoding: data, as: UTF8.self))
+    }
+
+    /// The one JSON document, already serialised (one line), on stdout.
+    func document(json text: String) {
+        print(text)
     }
 }

@@ -46,7 +46,9 @@ import Testing
         #expect((object["jobs_per_s"] as? Double ?? 0) > 0, "\(object)")
     }
 
-    @Test func kernelsRatioIsTheSlowestPickedAlgorithmsNotAForcedAlternative() throws {
+    /// `bench kernels --only … --json`: the cases named, the header's kernel, the multiply-add peak or why not.
+    /// (`KernelBenchTests` checks the document's ratios.)
+    @Test func kernelsOnOneShape() throws {
         let dir = try TemporaryDirectory(prefix: "kd-bench")
         defer { dir.remove() }
         let process = try WorkerProcess(
@@ -56,25 +58,23 @@ import Testing
         #expect(process.terminate() == 0, "\(process.log)")
         try expectFittingBLASKernel(process)
         let object = try jsonDocument(process)
-        let sgemm = try #require(object["sgemm_gflops"] as? Double)
-        let convs = try #require(object["conv3x3_gflops"] as? [String: Double])
+        #expect((object["sgemm_gflops"] as? Double ?? 0) > 0, "\(object)")
         // The picked algorithm (in parentheses: "… b2 (F(4×4))") and the two forced ones ("… b2 im2col", "… b2 F(6×6)").
-        #expect(convs.count == 3, "\(convs)")
-        let picked = try #require(convs.first { $0.key.contains(" (") }?.value, "\(convs)")
-        let ratio = try #require(object["conv3x3_over_sgemm"] as? Double)
-        #expect(abs(ratio - picked / sgemm) <= 0.011, "ratio \(ratio) for \(picked) / \(sgemm) GFLOP/s")
-        // The cores' multiply-add peak where the processor has AVX2 and FMA, with sgemm's share of it; said otherwise.
-        if let fma = object["fma_peak_gflops"] as? Double {
-            let share = try #require(object["sgemm_over_fma_peak"] as? Double)
-            #expect(fma > 0 && abs(share - sgemm / fma) <= 0.011, "sgemm \(sgemm) of \(fma) GFLOP/s: \(share)")
-        } else {
+        let convs = try #require(object["conv3x3_gflops"] as? [String: Double])
+        #expect(convs.count == 3 && convs.keys.contains { $0.contains(" (") }, "\(convs)")
+        #expect(object["conv3x3_over_sgemm"] is Double, "\(object)")
+        // The cores' multiply-add peak where the processor has AVX2 and FMA; said otherwise.
+        if object["fma_peak_gflops"] == nil {
             #expect(process.log.contains("multiply-add peak: not measured"), "\(process.log)")
+        } else {
+            #expect(object["sgemm_over_fma_peak"] is Double, "\(object)")
         }
     }
 
-    /// `bench unet --json` pairs each timed run with the sgemm sampled around it, and its `sgemm_work_gflop` (what
-    /// `Ops/bench-report` scales the official times by) is the fastest and the median of those runs' seconds × sgemm.
-    @Test func modelBenchPairsEachRunWithTheSgemmAroundIt() throws {
+    /// `bench unet --json` from the binary: the kernel family of its header (the process restarts itself for a
+    /// wider one) and how wide its vectors are, and a pair for each timed run. (`ModelBenchTests` checks the figures
+    /// themselves: the sgemm work, the breakdown, the rounding.)
+    @Test func modelBenchNamesItsKernelAndPairsEachRun() throws {
         let dir = try TemporaryDirectory(prefix: "kd-bench")
         defer { dir.remove() }
         let process = try WorkerProcess(
@@ -90,22 +90,7 @@ import Testing
         #expect(object["blas_kernel"] as? String == core, "\(object)")
         #expect(object["blas_vector_level"] as? Int == BLAS.vectorLevel(core: core), "\(object)")
         let runs = try #require(object["runs"] as? [[String: Double]], "\(object)")
-        #expect(runs.count == 3, "\(runs)")
-        let pairs = runs.compactMap { run in run["s"].flatMap { s in run["sgemm_gflops"].map { (s, $0) } } }
-        #expect(pairs.count == 3 && pairs.allSatisfy { $0.0 >= 0 && $0.1 > 1 }, "\(runs)")
-        let work = pairs.map { $0.0 * $0.1 }.sorted()
-        let reported = try #require(object["sgemm_work_gflop"] as? [String: Double], "\(object)")
-        // Within the rounding of the printed figures (six decimals): half a microsecond × the sgemm, and so on.
-        let tolerance = { (value: Double) in 1e-6 * (pairs.map(\.1).max() ?? 0) + 1e-5 * value + 1e-5 }
-        #expect(abs((reported["best"] ?? -1) - work[0]) <= tolerance(work[0]), "\(reported) against \(work)")
-        #expect(abs((reported["median"] ?? -1) - work[1]) <= tolerance(work[1]), "\(reported) against \(work)")
-        let best = try #require(object["best_s"] as? Double)
-        #expect(pairs.map(\.0).min().map { abs($0 - best) <= 6e-4 } == true, "best \(best) of \(pairs)")
-        // The fastest run's FLOPs (its GFLOP/s × its seconds) are its kernels' (the breakdown's, within what no
-        // category holds): the sgemm sampled after a run (34 GFLOP) is not counted in it.
-        let gflops = try #require(object["gflops"] as? Double)
-        let kernels = try #require(object["breakdown_gflop"] as? [String: Double]).values.reduce(0, +)
-        let runFlop = gflops * (pairs.map(\.0).min() ?? 0)
-        #expect(kernels > 0 && abs(runFlop - kernels) <= 0.1 * kernels, "\(runFlop) GFLOP a run, kernels \(kernels)")
+        #expect(runs.count == 3 && runs.allSatisfy { ($0["s"] ?? -1) >= 0 && ($0["sgemm_gflops"] ?? 0) > 1 }, "\(runs)")
+        #expect(object["sgemm_work_gflop"] is [String: Double], "\(object)")
     }
 }
