@@ -10,8 +10,7 @@ struct ModelBenchArguments: ParsableArguments {
     @Option(help: "A model directory to load (memory-mapped weights); its model.json replaces --preset.")
     var model: String?
 
-    @Flag(help: "Keep weights stored as F16/BF16 in half precision, expanded to float32 at each use.")
-    var halfWeights = false
+    @OptionGroup var placement: DeviceOptions
 
     @Option(help: "Images per guided step (the UNet runs 2 × this many rows).")
     var batch = 1
@@ -38,11 +37,12 @@ struct ModelBenchArguments: ParsableArguments {
         guard latentSize != nil else { throw ValidationError("--latent must be HxW, e.g. 64x64") }
     }
 
-    /// The library's options (after `validate`).
-    var options: ModelBenchOptions {
+    /// The library's options (after `validate`), for the device and precision chosen.
+    func options() throws -> ModelBenchOptions {
         let size = latentSize!
+        let precision = try placement.select().precision
         return ModelBenchOptions(
-            source: model.map { .directory($0, keepHalfPrecision: halfWeights) }
+            source: model.map { .directory($0, keepHalfPrecision: precision == .f16) }
                 ?? .preset(ModelPreset(rawValue: preset)!),
             batch: batch, latentHeight: size.height, latentWidth: size.width, repeats: measurement.repeats,
             threads: measurement.threads, layers: layers)
@@ -53,7 +53,7 @@ struct ModelBenchArguments: ParsableArguments {
         _ benchmark: (ModelBenchOptions, _ log: (String) -> Void) throws -> ModelBenchReport
     ) throws {
         let output = measurement.output
-        let report = try benchmark(options, output.console.line)
+        let report = try benchmark(try options(), output.console.line)
         try output.print(lines: report.lines, document: report.jsonDocument)
     }
 }

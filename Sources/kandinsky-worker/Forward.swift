@@ -2,6 +2,7 @@ import ArgumentParser
 import Foundation
 import Kandinsky
 import Tensor
+import Worker
 
 /// `forward COMPONENT`: runs one component on tensors from a safetensors file, with the fixtures' tensor names.
 struct Forward: ParsableCommand {
@@ -32,6 +33,8 @@ struct Forward: ParsableCommand {
     @Option(help: "The model directory.")
     var model: String
 
+    @OptionGroup var placement: DeviceOptions
+
     @Option(help: "Input tensors (safetensors).")
     var inputs: String?
 
@@ -57,7 +60,9 @@ struct Forward: ParsableCommand {
     }
 
     func run() throws {
-        let directory = try ModelDirectory(path: model)
+        let precision = try placement.select().precision
+        var directory = try ModelDirectory(path: model)
+        directory.keepHalfPrecision = precision == .f16
         if component == .tokenize {
             try tokenize(directory)
             return

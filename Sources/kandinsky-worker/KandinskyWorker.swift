@@ -14,7 +14,7 @@ struct KandinskyWorker: AsyncParsableCommand {
         subcommands: [
             Generate.self, Serve.self, Submit.self, Status.self, Cancel.self, Health.self, ModelCommand.self,
             Forward.self,
-            BenchCommand.self, DemoEval.self,
+            BenchCommand.self, DevicesCommand.self, DemoEval.self,
         ]
     )
 

@@ -1,23 +1,26 @@
 import ArgumentParser
 import Kandinsky
+import Worker
 
-/// `--model` and `--half-weights`, shared by the commands that generate on this machine (`generate`, `demo-eval`).
+/// `--model`, `--device` and `--precision`, shared by the commands that generate on this machine (`generate`,
+/// `demo-eval`).
 struct ModelOptions: ParsableArguments {
     @Option(help: "The model directory (default: the embedded multilingual shapes demo model).")
     var model: String?
 
-    @Flag(help: "Keep weights stored as F16/BF16 in half precision, expanded to float32 at each use.")
-    var halfWeights = false
+    @OptionGroup var placement: DeviceOptions
 
-    /// The model directory opened (its model.json read; no weights loaded yet).
-    func directory() throws(KandinskyError) -> ModelDirectory {
+    /// The model directory opened (its model.json read; no weights loaded yet), after the device and precision are
+    /// checked.
+    func directory() throws -> ModelDirectory {
+        let precision = try placement.select().precision
         var directory: ModelDirectory
         if let model {
             directory = try ModelDirectory(path: model)
         } else {
             directory = try ModelDirectory.embeddedDemo()
         }
-        directory.keepHalfPrecision = halfWeights
+        directory.keepHalfPrecision = precision == .f16
         return directory
     }
 }

@@ -1,4 +1,5 @@
 import Foundation
+import TestSupport
 import Testing
 
 @testable import Worker
@@ -60,5 +61,45 @@ import Testing
         #expect(c.precision == .f32, "half_weights is the older name of precision f16")
         #expect(throws: ServeConfiguration.Problem.self) { try c.apply(yaml: "device: cuda:0\n", source: "t.yaml") }
         #expect(throws: ServeConfiguration.Problem.self) { try c.apply(yaml: "precision: f64\n", source: "t.yaml") }
+    }
+}
+
+/// The real binary: `devices --json` is one document listing the CPU, and the model commands refuse what this host
+/// cannot run before loading anything.
+@Suite struct DevicesCommandTests {
+    @Test func devicesJSONListsTheCPU() throws {
+        let dir = try TemporaryDirectory(prefix: "kd-devices")
+        defer { dir.remove() }
+        let process = try WorkerProcess(
+            name: "devices", command: ["devices", "--json"], logDirectory: dir.path, captureOutput: true)
+        #expect(eventually(timeout: 30) { !process.isRunning })
+        #expect(process.terminate() == 0, "\(process.log)")
+        let output = process.output
+        #expect(output.hasSuffix("}\n") && output.filter { $0 == "\n" }.count == 1, "\(output)")
+        let document = try #require(
+            try JSONSerialization.jsonObject(with: Data(output.utf8)) as? [String: Any], "\(output)")
+        let devices = try #require(document["devices"] as? [[String: Any]])
+        #expect(devices.first?["id"] as? String == "cpu" && devices.first?["kind"] as? String == "cpu")
+        #expect((devices.first?["precisions"] as? [String]) == ["f32", "f16"])
+        #expect(((devices.first?["memory_bytes"] as? Int) ?? 0) > 0)
+        #expect((document["notes"] as? [String])?.contains { $0.hasPrefix("vulkan") } == true)
+    }
+
+    @Test(arguments: [
+        (["generate", "x", "--device", "vulkan:0"], "device vulkan:0 is not available"),
+        (["generate", "x", "--precision", "bf16"], "precision bf16 is not available on device cpu"),
+        (["bench", "unet", "--preset", "tiny", "--device", "vulkan:0"], "device vulkan:0 is not available"),
+        (
+            ["forward", "tokenize", "--text", "a", "--model", "/nonexistent", "--device", "gpu"],
+            "is not one this worker knows"
+        ),
+    ])
+    func modelCommandsRefuseWhatTheHostCannotRun(arguments: [String], message: String) throws {
+        let dir = try TemporaryDirectory(prefix: "kd-devices")
+        defer { dir.remove() }
+        let process = try WorkerProcess(name: "refuse", command: arguments, logDirectory: dir.path)
+        #expect(eventually(timeout: 60) { !process.isRunning }, "\(arguments) still running")
+        #expect(process.terminate() != 0)
+        #expect(process.log.contains(message), "\(arguments): \(process.log)")
     }
 }
