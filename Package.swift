@@ -51,6 +51,8 @@ let package = Package(
             linkerSettings: [.linkedLibrary("sentencepiece")]),
 
         // MARK: Swift modules
+        // One JSON parser and writer for every document: safetensors headers, model.json, jobs and events.
+        .target(name: "JSON"),
         .target(name: "CKernels", cSettings: [.unsafeFlags(["-O2"], .when(configuration: .debug))]),
         .target(name: "Tensor", dependencies: ["COpenBLAS", "CKernels"], swiftSettings: kernelSettings),
         // The generation vocabulary (samplers, defaults and their merge, request limits, the PNG parameters text):
@@ -89,6 +91,7 @@ let package = Package(
         // MARK: Tests
         // Shared by the test targets: where the committed fixtures are, and a real redis-server per test.
         .target(name: "TestSupport", dependencies: ["Redis"], path: "Tests/TestSupport"),
+        .testTarget(name: "JSONTests", dependencies: ["JSON"]),
         .testTarget(name: "TensorTests", dependencies: ["Tensor", "TestSupport"]),
         .testTarget(name: "GenerationTests", dependencies: ["Generation"]),
         .testTarget(name: "KandinskyTests", dependencies: ["Kandinsky", "Tensor", "TestSupport"]),
