@@ -54,14 +54,14 @@ let package = Package(
         // One JSON parser and writer for every document: safetensors headers, model.json, jobs and events.
         .target(name: "JSON"),
         .target(name: "CKernels", cSettings: [.unsafeFlags(["-O2"], .when(configuration: .debug))]),
-        .target(name: "Tensor", dependencies: ["COpenBLAS", "CKernels"], swiftSettings: kernelSettings),
+        .target(name: "Tensor", dependencies: ["COpenBLAS", "CKernels", "JSON"], swiftSettings: kernelSettings),
         // The generation vocabulary (samplers, defaults and their merge, request limits, the PNG parameters text):
         // one set of types for the model, the queue, the configuration and the command line.
         .target(name: "Generation"),
         .target(
             name: "Kandinsky", dependencies: ["Tensor", "Generation", "CSentencePiece"], resources: [.copy("Resources")]
         ),
-        .target(name: "ModelConversion", dependencies: ["Tensor", "ZIPFoundation"]),
+        .target(name: "ModelConversion", dependencies: ["Tensor", "JSON", "ZIPFoundation"]),
         // The Redis client (hiredis): connections, Sentinel and Cluster topology, retries; a private redis-server.
         .target(name: "Redis", dependencies: ["CHiredis"]),
         .target(
@@ -95,7 +95,7 @@ let package = Package(
         .testTarget(name: "TensorTests", dependencies: ["Tensor", "TestSupport"]),
         .testTarget(name: "GenerationTests", dependencies: ["Generation"]),
         .testTarget(name: "KandinskyTests", dependencies: ["Kandinsky", "Tensor", "TestSupport"]),
-        .testTarget(name: "ModelConversionTests", dependencies: ["ModelConversion", "Tensor", "TestSupport"]),
+        .testTarget(name: "ModelConversionTests", dependencies: ["ModelConversion", "JSON", "Tensor", "TestSupport"]),
         .testTarget(name: "JobQueueTests", dependencies: ["JobQueue", "Redis", "TestSupport"]),
         .testTarget(name: "ResultStoreTests", dependencies: ["ResultStore", "TestSupport"]),
         .testTarget(
