@@ -66,7 +66,9 @@ let package = Package(
         .target(name: "Redis", dependencies: ["CHiredis"]),
         .target(
             name: "JobQueue",
-            dependencies: ["Redis", "Generation", "ResultStore", .product(name: "Crypto", package: "swift-crypto")]),
+            dependencies: [
+                "Redis", "Generation", "JSON", "ResultStore", .product(name: "Crypto", package: "swift-crypto"),
+            ]),
         .target(name: "ResultStore", dependencies: ["CPNG", .product(name: "Crypto", package: "swift-crypto")]),
         .target(name: "Systemd", dependencies: ["CSystemd", .product(name: "Logging", package: "swift-log")]),
         .target(
