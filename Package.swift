@@ -59,7 +59,8 @@ let package = Package(
         // one set of types for the model, the queue, the configuration and the command line.
         .target(name: "Generation"),
         .target(
-            name: "Kandinsky", dependencies: ["Tensor", "Generation", "CSentencePiece"], resources: [.copy("Resources")]
+            name: "Kandinsky", dependencies: ["Tensor", "Generation", "JSON", "CSentencePiece"],
+            resources: [.copy("Resources")]
         ),
         .target(name: "ModelConversion", dependencies: ["Tensor", "JSON", "ZIPFoundation"]),
         // The Redis client (hiredis): connections, Sentinel and Cluster topology, retries; a private redis-server.
