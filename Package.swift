@@ -86,7 +86,8 @@ let package = Package(
         .executableTarget(
             name: "kandinsky-worker",
             dependencies: [
-                "Tensor", "Generation", "Kandinsky", "ModelConversion", "JobQueue", "ResultStore", "Systemd", "Worker",
+                "Tensor", "Generation", "JSON", "Kandinsky", "ModelConversion", "JobQueue", "ResultStore", "Systemd",
+                "Worker",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
             ]),
