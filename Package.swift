@@ -51,20 +51,25 @@ let package = Package(
             linkerSettings: [.linkedLibrary("sentencepiece")]),
 
         // MARK: Swift modules
+        // One JSON parser and writer for every document: safetensors headers, model.json, jobs and events.
+        .target(name: "JSON"),
         .target(name: "CKernels", cSettings: [.unsafeFlags(["-O2"], .when(configuration: .debug))]),
-        .target(name: "Tensor", dependencies: ["COpenBLAS", "CKernels"], swiftSettings: kernelSettings),
+        .target(name: "Tensor", dependencies: ["COpenBLAS", "CKernels", "JSON"], swiftSettings: kernelSettings),
         // The generation vocabulary (samplers, defaults and their merge, request limits, the PNG parameters text):
         // one set of types for the model, the queue, the configuration and the command line.
         .target(name: "Generation"),
         .target(
-            name: "Kandinsky", dependencies: ["Tensor", "Generation", "CSentencePiece"], resources: [.copy("Resources")]
+            name: "Kandinsky", dependencies: ["Tensor", "Generation", "JSON", "CSentencePiece"],
+            resources: [.copy("Resources")]
         ),
-        .target(name: "ModelConversion", dependencies: ["Tensor", "ZIPFoundation"]),
+        .target(name: "ModelConversion", dependencies: ["Tensor", "JSON", "ZIPFoundation"]),
         // The Redis client (hiredis): connections, Sentinel and Cluster topology, retries; a private redis-server.
         .target(name: "Redis", dependencies: ["CHiredis"]),
         .target(
             name: "JobQueue",
-            dependencies: ["Redis", "Generation", "ResultStore", .product(name: "Crypto", package: "swift-crypto")]),
+            dependencies: [
+                "Redis", "Generation", "JSON", "ResultStore", .product(name: "Crypto", package: "swift-crypto"),
+            ]),
         .target(name: "ResultStore", dependencies: ["CPNG", .product(name: "Crypto", package: "swift-crypto")]),
         .target(name: "Systemd", dependencies: ["CSystemd", .product(name: "Logging", package: "swift-log")]),
         .target(
@@ -80,12 +85,12 @@ let package = Package(
             ]),
         // The bench harness: each benchmark a function of plain options, returning its figures and its JSON report
         // (`kandinsky-worker bench` only parses arguments and prints; the tests call it directly).
-        .target(name: "Bench", dependencies: ["Tensor", "Kandinsky", "Redis", "JobQueue", "Worker"]),
+        .target(name: "Bench", dependencies: ["Tensor", "JSON", "Kandinsky", "Redis", "JobQueue", "Worker"]),
         .executableTarget(
             name: "kandinsky-worker",
             dependencies: [
-                "Tensor", "Generation", "Kandinsky", "ModelConversion", "JobQueue", "ResultStore", "Systemd", "Worker",
-                "Bench",
+                "Tensor", "Generation", "JSON", "Kandinsky", "ModelConversion", "JobQueue", "ResultStore", "Systemd",
+                "Worker", "Bench",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
             ]),
@@ -104,10 +109,11 @@ let package = Package(
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ],
             path: "Tests/TestWorker"),
+        .testTarget(name: "JSONTests", dependencies: ["JSON"]),
         .testTarget(name: "TensorTests", dependencies: ["Tensor", "TestSupport"]),
         .testTarget(name: "GenerationTests", dependencies: ["Generation"]),
         .testTarget(name: "KandinskyTests", dependencies: ["Kandinsky", "Tensor", "TestSupport"]),
-        .testTarget(name: "ModelConversionTests", dependencies: ["ModelConversion", "Tensor", "TestSupport"]),
+        .testTarget(name: "ModelConversionTests", dependencies: ["ModelConversion", "JSON", "Tensor", "TestSupport"]),
         .testTarget(name: "JobQueueTests", dependencies: ["JobQueue", "Redis", "TestSupport"]),
         .testTarget(name: "ResultStoreTests", dependencies: ["ResultStore", "TestSupport"]),
         .testTarget(

@@ -1,4 +1,5 @@
 @_exported import Generation
+@_exported import JSON
 @_exported import Redis
 
 // MARK: - The validated request
@@ -32,7 +33,7 @@ public struct GenerationRequest: Equatable, Sendable {
     public var strength: Double?
     public var maskImage: String?
     /// Any JSON, echoed back in the event.
-    public var metadata: JSONNode?
+    public var metadata: JSONValue?
     /// Epoch seconds after which the job must not start.
     public var deadline: Double?
 
@@ -61,8 +62,8 @@ public struct GenerationRequest: Equatable, Sendable {
     }
 
     /// The request as canonical JSON (what `job.json` records; only the fields the job gave).
-    public var json: JSONNode {
-        var m: [String: JSONNode] = ["id": .string(id), "prompt": .string(prompt)]
+    public var json: JSONValue {
+        var m: JSONObject = ["id": .string(id), "prompt": .string(prompt)]
         if let negativePrompt { m["negative_prompt"] = .string(negativePrompt) }
         if let width { m["width"] = .integer(width) }
         if let height { m["height"] = .integer(height) }

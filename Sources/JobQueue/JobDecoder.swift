@@ -49,9 +49,10 @@ public struct JobDecoder: Sendable {
             return Self.underReadableId(payload, payloadError)
         }
 
-        let root: JSONNode
+        let root: JSONValue
         do {
-            root = try JSONNode.parse(payload)
+            // Invalid UTF-8 is already reported above; read as U+FFFD, it still lets the id be found.
+            root = try JSONValue.parse(payload, invalidUTF8: .replace)
         } catch {
             return Self.underReadableId(
                 payload, payloadError ?? JobError(.invalidJSON, "the payload is not JSON: \(error)"))
@@ -112,7 +113,7 @@ public struct JobDecoder: Sendable {
         return found
     }
 
-    private func idOf(_ members: [String: JSONNode]) -> Result<String, JobError> {
+    private func idOf(_ members: JSONObject) -> Result<String, JobError> {
         guard let node = members["id"] else { return .failure(JobError(.missingField, "id is required", field: "id")) }
         guard case .string(let id) = node else {
             return .failure(JobError(.wrongType, "id must be a string, not a \(node.typeName)", field: "id"))
@@ -137,7 +138,7 @@ public struct JobDecoder: Sendable {
 
     // MARK: - Fields
 
-    private func request(id: String, _ m: [String: JSONNode]) throws(JobError) -> GenerationRequest {
+    private func request(id: String, _ m: JSONObject) throws(JobError) -> GenerationRequest {
         if let unknown = m.keys.filter({ !Self.fields.contains($0) }).sorted().first {
             throw JobError(.unknownField, "unknown field \"\(unknown)\" (schema version 1)", field: unknown)
         }
@@ -207,11 +208,11 @@ public struct JobDecoder: Sendable {
         return r
     }
 
-    private func wrongType(_ field: String, _ expected: String, _ node: JSONNode) -> JobError {
+    private func wrongType(_ field: String, _ expected: String, _ node: JSONValue) -> JobError {
         JobError(.wrongType, "\(field) must be \(expected), not a \(node.typeName)", field: field)
     }
 
-    private func text(_ node: JSONNode, _ field: String) throws(JobError) -> String {
+    private func text(_ node: JSONValue, _ field: String) throws(JobError) -> String {
         guard case .string(let s) = node else { throw wrongType(field, "a string", node) }
         guard s.utf8.count <= limits.maxPromptBytes else {
             throw JobError(.outOfRange, "\(field) is longer than \(limits.maxPromptBytes) bytes", field: field)
@@ -223,7 +224,7 @@ public struct JobDecoder: Sendable {
     }
 
     private func number(
-        _ node: JSONNode, _ field: String, in range: ClosedRange<Double>? = nil
+        _ node: JSONValue, _ field: String, in range: ClosedRange<Double>? = nil
     ) throws(JobError)
         -> Double
     {
@@ -236,7 +237,7 @@ public struct JobDecoder: Sendable {
         return d
     }
 
-    private func integer(_ node: JSONNode, _ field: String, in range: ClosedRange<Int>) throws(JobError) -> Int {
+    private func integer(_ node: JSONValue, _ field: String, in range: ClosedRange<Int>) throws(JobError) -> Int {
         guard case .number = node else { throw wrongType(field, "an integer", node) }
         guard let v = node.int64Value else {
             throw JobError(.wrongType, "\(field) must be an integer", field: field)
@@ -247,7 +248,7 @@ public struct JobDecoder: Sendable {
         return Int(v)
     }
 
-    private func size(_ node: JSONNode, _ field: String) throws(JobError) -> Int {
+    private func size(_ node: JSONValue, _ field: String) throws(JobError) -> Int {
         let v = try integer(node, field, in: limits.size)
         guard v % limits.sizeMultiple == 0 else {
             throw JobError(.invalidValue, "\(field) must be a multiple of \(limits.sizeMultiple)", field: field)
@@ -255,7 +256,7 @@ public struct JobDecoder: Sendable {
         return v
     }
 
-    private func path(_ node: JSONNode, _ field: String) throws(JobError) -> String {
+    private func path(_ node: JSONValue, _ field: String) throws(JobError) -> String {
         guard case .string(let p) = node else { throw wrongType(field, "a string (a relative path)", node) }
         if let problem = InputPath.problem(p, maxBytes: limits.maxPathBytes) {
             throw JobError(problem.code, "\(field) \(problem.message)", field: field)

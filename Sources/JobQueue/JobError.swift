@@ -46,8 +46,8 @@ public struct JobError: Error, Equatable, Sendable, CustomStringConvertible {
     }
 
     /// The error as event JSON: `{code, message}` plus `field` and `key` when known.
-    public var json: JSONNode {
-        var members: [String: JSONNode] = ["code": .string(code.rawValue), "message": .string(message)]
+    public var json: JSONValue {
+        var members: JSONObject = ["code": .string(code.rawValue), "message": .string(message)]
         if let field { members["field"] = .string(field) }
         if let key { members["key"] = .string(key) }
         return .object(members)

@@ -88,14 +88,14 @@ public struct Finish: Sendable {
     public var jobKeyId: String?
     public var payload: [UInt8]
     public var state: FinalState
-    public var event: JSONNode
-    public var result: JSONNode?
+    public var event: JSONValue
+    public var result: JSONValue?
     public var error: JobError?
-    public var deadEntry: JSONNode?
+    public var deadEntry: JSONValue?
 
     public init(
-        jobKeyId: String? = nil, payload: [UInt8], state: FinalState, event: JSONNode, result: JSONNode? = nil,
-        error: JobError? = nil, deadEntry: JSONNode? = nil
+        jobKeyId: String? = nil, payload: [UInt8], state: FinalState, event: JSONValue, result: JSONValue? = nil,
+        error: JobError? = nil, deadEntry: JSONValue? = nil
     ) {
         (self.jobKeyId, self.payload, self.state, self.event) = (jobKeyId, payload, state, event)
         (self.result, self.error, self.deadEntry) = (result, error, deadEntry)
@@ -289,7 +289,7 @@ public final class ReliableQueue: @unchecked Sendable {
         guard !members.isEmpty else { return 0 }
         var calls: [ScriptCall] = []
         for member in members {
-            guard let node = try? JSONNode.parse(Array(member.utf8)), let queue = node["q"]?.stringValue,
+            guard let node = try? JSONValue.parse(Array(member.utf8)), let queue = node["q"]?.stringValue,
                 let payload = node["p"]?.stringValue, KeySpace.isValidName(queue)
             else {
                 // Not written by this code: keep it visible in the dead list rather than dropping it.
@@ -302,7 +302,7 @@ public final class ReliableQueue: @unchecked Sendable {
     }
 
     static func delayedMember(queue: String, payload: [UInt8]) -> String {
-        JSONNode.object(["q": .string(queue), "p": .string(String(decoding: payload, as: UTF8.self))]).serialized
+        JSONValue.object(["q": .string(queue), "p": .string(String(decoding: payload, as: UTF8.self))]).serialized
     }
 
     // MARK: - Recovery
@@ -347,7 +347,7 @@ public final class ReliableQueue: @unchecked Sendable {
 
     /// The `id` of a payload, if it is a JSON object with a valid id.
     static func jobId(of payload: [UInt8]) -> String? {
-        guard payload.count <= 4 * 1024 * 1024, let node = try? JSONNode.parse(payload),
+        guard payload.count <= 4 * 1024 * 1024, let node = try? JSONValue.parse(payload, invalidUTF8: .replace),
             let id = node["id"]?.stringValue,
             JobDecoder.isValidId(id)
         else { return nil }
@@ -483,7 +483,7 @@ public final class JobProducer: @unchecked Sendable {
             var i = 0
             while i + 1 < fields.count {
                 if fields[i].text == "event", let text = fields[i + 1].text,
-                    let node = try? JSONNode.parse(Array(text.utf8)), node["id"] == .string(id)
+                    let node = try? JSONValue.parse(Array(text.utf8)), node["id"] == .string(id)
                 {
                     return text
                 }

@@ -1,4 +1,5 @@
 import Foundation
+import JSON
 
 /// The shapes demo model's captions (`model.json` `demo`), and a pixel rule that says which coloured shape an
 /// image shows, so a regression anywhere in the pipeline shows up as wrong pictures.
@@ -15,19 +16,35 @@ public struct ShapesDemo: Sendable {
     public let languages: [String]
     public let captions: [Caption]
 
+    /// `model.json`'s `demo` section.
+    private struct Section: Decodable {
+        struct Demo: Decodable {
+            var colors: [String]
+            var shapes: [String]
+            var languages: [String]
+            var captions: [String: [String]]
+        }
+        var demo: Demo
+    }
+
     /// Reads the `demo` section of a model directory's `model.json` (captions per language, colour-major:
     /// caption i draws colour i / 4 as shape i % 4).
     public init(directory: ModelDirectory) throws(KandinskyError) {
         let path = directory.file("model.json")
-        guard let data = FileManager.default.contents(atPath: path),
-            let root = (try? JSONSerialization.jsonObject(with: data)) as? [String: Any],
-            let demo = root["demo"] as? [String: Any], let colors = demo["colors"] as? [String],
-            let shapes = demo["shapes"] as? [String], let languages = demo["languages"] as? [String],
-            let table = demo["captions"] as? [String: [String]]
-        else {
-            throw KandinskyError(
-                .modelDirectory, "no demo section (colors, shapes, languages, captions)", file: path, key: "demo")
+        guard let data = FileManager.default.contents(atPath: path) else {
+            throw KandinskyError(.modelDirectory, "cannot read", file: path)
         }
+        let section: Section
+        do {
+            section = try JSONValueDecoder().decode(Section.self, from: Array(data))
+        } catch {
+            throw KandinskyError(
+                .modelDirectory, "no demo section (colors, shapes, languages, captions): \(error)", file: path,
+                key: "demo")
+        }
+        let (colors, shapes, languages, table) = (
+            section.demo.colors, section.demo.shapes, section.demo.languages, section.demo.captions
+        )
         var captions: [Caption] = []
         for language in languages {
             guard let texts = table[language], texts.count == colors.count * shapes.count else {

@@ -1,5 +1,6 @@
 import Foundation
 @_exported import Generation
+import JSON
 
 /// `model.json` of a model directory (DESIGN §2): the official `CONFIG_2_0` field names for `unet` and
 /// `diffusion`, `{embed_dim, ddconfig, scale}` for `vae`, Hugging Face config fields for the text encoders.
@@ -30,11 +31,16 @@ public struct ModelConfig: Codable, Sendable, Equatable {
         return try decode(data, path: path)
     }
 
-    /// Decodes `model.json` bytes.
+    /// Decodes `model.json` bytes. A member named twice is an error naming it, not a silent choice of one value.
     public static func decode(_ data: Data, path: String = "model.json") throws(KandinskyError) -> ModelConfig {
         let config: ModelConfig
         do {
-            config = try JSONDecoder().decode(ModelConfig.self, from: data)
+            config = try JSONValueDecoder().decode(ModelConfig.self, from: Array(data))
+        } catch let error as JSONParseError {
+            let key = error.path + (error.key.map { [$0] } ?? [])
+            throw KandinskyError(
+                .modelDirectory, "invalid JSON: \(error)", file: path,
+                key: key.isEmpty ? nil : key.joined(separator: "."))
         } catch let error as DecodingError {
             throw KandinskyError(.modelDirectory, describe(error), file: path, key: codingPath(error))
         } catch {
@@ -64,7 +70,7 @@ public struct ModelConfig: Codable, Sendable, Equatable {
         case .typeMismatch(let type, _): return "wrong type: expected \(type)"
         case .valueNotFound(let type, _): return "missing value: expected \(type)"
         case .keyNotFound: return "required field is missing"
-        case .dataCorrupted(let c): return "invalid JSON: \(c.debugDescription)"
+        case .dataCorrupted(let c): return "invalid value: \(c.debugDescription)"
         @unknown default: return "\(error)"
         }
     }

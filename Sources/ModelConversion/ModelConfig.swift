@@ -1,3 +1,4 @@
+import JSON
 import Tensor
 
 /// Builds `model.json` for a converted release.
@@ -20,40 +21,37 @@ public enum ModelConfig {
 
     /// `CONFIG_2_0["model_config"]`.
     public static let unetDefaults: JSONValue = .object([
-        ("image_size", .number(64)), ("num_channels", .number(384)), ("num_res_blocks", .number(3)),
-        ("channel_mult", .string("")), ("num_heads", .number(1)),
-        ("num_head_channels", .number(64)), ("num_heads_upsample", .number(-1)),
-        ("attention_resolutions", .string("32,16,8")),
-        ("dropout", .number(0)), ("model_dim", .number(768)), ("use_scale_shift_norm", .bool(true)),
-        ("resblock_updown", .bool(true)),
-        ("use_fp16", .bool(false)), ("cache_text_emb", .bool(true)), ("text_encoder_in_dim1", .number(1024)),
-        ("text_encoder_in_dim2", .number(640)), ("pooling_type", .string("from_model")), ("in_channels", .number(4)),
-        ("out_channels", .number(8)),
-        ("up", .bool(false)), ("inpainting", .bool(false)),
+        "image_size": .integer(64), "num_channels": .integer(384), "num_res_blocks": .integer(3),
+        "channel_mult": .string(""), "num_heads": .integer(1),
+        "num_head_channels": .integer(64), "num_heads_upsample": .integer(-1),
+        "attention_resolutions": .string("32,16,8"),
+        "dropout": .integer(0), "model_dim": .integer(768), "use_scale_shift_norm": .bool(true),
+        "resblock_updown": .bool(true),
+        "use_fp16": .bool(false), "cache_text_emb": .bool(true), "text_encoder_in_dim1": .integer(1024),
+        "text_encoder_in_dim2": .integer(640), "pooling_type": .string("from_model"), "in_channels": .integer(4),
+        "out_channels": .integer(8),
+        "up": .bool(false), "inpainting": .bool(false),
     ])
 
     /// `CONFIG_2_0["diffusion_config"]`.
     public static let diffusionDefaults: JSONValue = .object([
-        ("learn_sigma", .bool(true)), ("sigma_small", .bool(false)), ("steps", .number(1000)),
-        ("noise_schedule", .string("linear")),
-        ("timestep_respacing", .string("")), ("use_kl", .bool(false)), ("predict_xstart", .bool(false)),
-        ("rescale_timesteps", .bool(true)),
-        ("rescale_learned_sigmas", .bool(true)), ("linear_start", .number(0.0001)), ("linear_end", .number(0.02)),
+        "learn_sigma": .bool(true), "sigma_small": .bool(false), "steps": .integer(1000),
+        "noise_schedule": .string("linear"),
+        "timestep_respacing": .string(""), "use_kl": .bool(false), "predict_xstart": .bool(false),
+        "rescale_timesteps": .bool(true),
+        "rescale_learned_sigmas": .bool(true), "linear_start": .double(0.0001), "linear_end": .double(0.02),
     ])
 
     /// `CONFIG_2_0["image_enc_params"]` without its `name`.
     public static let vaeDefaults: JSONValue = .object([
-        ("scale", .number(0.0512)), ("embed_dim", .number(4)),
-        (
-            "ddconfig",
-            .object([
-                ("double_z", .bool(true)), ("z_channels", .number(4)), ("resolution", .number(256)),
-                ("in_channels", .number(3)), ("out_ch", .number(3)),
-                ("ch", .number(128)), ("ch_mult", .array([.number(1), .number(2), .number(4), .number(4)])),
-                ("num_res_blocks", .number(2)), ("attn_resolutions", .array([])),
-                ("dropout", .number(0.0)),
-            ])
-        ),
+        "scale": .double(0.0512), "embed_dim": .integer(4),
+        "ddconfig": .object([
+            "double_z": .bool(true), "z_channels": .integer(4), "resolution": .integer(256),
+            "in_channels": .integer(3), "out_ch": .integer(3),
+            "ch": .integer(128), "ch_mult": .array([.integer(1), .integer(2), .integer(4), .integer(4)]),
+            "num_res_blocks": .integer(2), "attn_resolutions": .array([]),
+            "dropout": .double(0.0),
+        ]),
     ])
 
     /// XLM-R fields kept from `config.json`, with `XLMRobertaConfig`'s default where it does not size a weight
@@ -61,19 +59,19 @@ public enum ModelConfig {
     public static let xlmRobertaFields: [(String, JSONValue?)] = [
         ("vocab_size", nil), ("hidden_size", nil), ("num_hidden_layers", nil), ("num_attention_heads", nil),
         ("intermediate_size", nil), ("max_position_embeddings", nil), ("type_vocab_size", nil),
-        ("hidden_act", .string("gelu")), ("layer_norm_eps", .number(1e-12)), ("pad_token_id", .number(1)),
-        ("bos_token_id", .number(0)),
-        ("eos_token_id", .number(2)), ("position_embedding_type", .string("absolute")),
+        ("hidden_act", .string("gelu")), ("layer_norm_eps", .double(1e-12)), ("pad_token_id", .integer(1)),
+        ("bos_token_id", .integer(0)),
+        ("eos_token_id", .integer(2)), ("position_embedding_type", .string("absolute")),
     ]
 
     /// mT5 fields kept from `config.json`, with `MT5Config`'s defaults.
     public static let mt5Fields: [(String, JSONValue)] = [
-        ("vocab_size", .number(250112)), ("d_model", .number(512)), ("d_kv", .number(64)), ("d_ff", .number(1024)),
-        ("num_layers", .number(8)), ("num_heads", .number(6)),
-        ("relative_attention_num_buckets", .number(32)), ("relative_attention_max_distance", .number(128)),
-        ("layer_norm_epsilon", .number(1e-6)), ("feed_forward_proj", .string("gated-gelu")),
+        ("vocab_size", .integer(250112)), ("d_model", .integer(512)), ("d_kv", .integer(64)), ("d_ff", .integer(1024)),
+        ("num_layers", .integer(8)), ("num_heads", .integer(6)),
+        ("relative_attention_num_buckets", .integer(32)), ("relative_attention_max_distance", .integer(128)),
+        ("layer_norm_epsilon", .double(1e-6)), ("feed_forward_proj", .string("gated-gelu")),
         ("is_encoder_decoder", .bool(true)),
-        ("tie_word_embeddings", .bool(false)), ("pad_token_id", .number(0)), ("eos_token_id", .number(1)),
+        ("tie_word_embeddings", .bool(false)), ("pad_token_id", .integer(0)), ("eos_token_id", .integer(1)),
     ]
 
     static let sections = ["unet", "diffusion", "vae", "text_encoder1", "text_encoder2"]
@@ -93,29 +91,29 @@ public enum ModelConfig {
         guard textEncoder2.objectValue != nil else {
             throw ConversionError(.badConfig, "not a JSON object", file: files.textEncoder2)
         }
-        var xlmr: [(String, JSONValue)] = []
+        var xlmr = JSONObject()
         for (field, fallback) in xlmRobertaFields {
             guard let value = textEncoder1[field] ?? fallback else {
                 throw ConversionError(
                     .badConfig, "has no \"\(field)\", which sizes the weights", file: files.textEncoder1, key: field)
             }
-            xlmr.append((field, value))
+            xlmr[field] = value
         }
         let linear: JSONValue
         if let numDims = textEncoder1["numDims"] {
             linear = numDims
         } else if let linearOutFeatures {
-            linear = .number(Double(linearOutFeatures))
+            linear = .integer(linearOutFeatures)
         } else {
             throw ConversionError(
                 .badConfig, "has no \"numDims\" and the weights no LinearTransformation.weight",
                 file: files.textEncoder1, key: "numDims")
         }
-        let mt5 = mt5Fields.map { ($0.0, textEncoder2[$0.0] ?? $0.1) }
+        let mt5 = JSONObject(mt5Fields.map { (key: $0.0, value: textEncoder2[$0.0] ?? $0.1) })
         var built: JSONValue = .object([
-            ("format", .string(format)), ("unet", unetDefaults), ("diffusion", diffusionDefaults), ("vae", vaeDefaults),
-            ("text_encoder1", .object([("xlm_roberta", .object(xlmr)), ("linear_out_features", linear)])),
-            ("text_encoder2", .object([("mt5", .object(mt5))])),
+            "format": .string(format), "unet": unetDefaults, "diffusion": diffusionDefaults, "vae": vaeDefaults,
+            "text_encoder1": .object(["xlm_roberta": .object(xlmr), "linear_out_features": linear]),
+            "text_encoder2": .object(["mt5": .object(mt5)]),
         ])
         if let override {
             built = try merge(override, into: built, file: files.override)
@@ -141,11 +139,9 @@ public enum ModelConfig {
                 guard value.objectValue != nil else {
                     throw ConversionError(.badConfig, "\"defaults\" is not an object", file: file, key: section)
                 }
-                result.removeAll { $0.0 == section }
-                result.append((section, value))
+                result[section] = value
             case _ where sections.contains(section):
-                let index = result.firstIndex { $0.0 == section }!
-                result[index].1 = try mergeFields(value, into: result[index].1, path: section, file: file)
+                result[section] = try mergeFields(value, into: result[section]!, path: section, file: file)
             default:
                 throw ConversionError(
                     .badConfig,
@@ -173,13 +169,13 @@ public enum ModelConfig {
             throw ConversionError(.badConfig, "expected an object, found \(override.serialized)", file: file, key: path)
         }
         for (name, value) in members {
-            guard let index = fields.firstIndex(where: { $0.0 == name }) else {
+            guard let field = fields[name] else {
                 throw ConversionError(
-                    .badConfig, "unknown field (known: \(fields.map(\.0).sorted().joined(separator: ", ")))",
+                    .badConfig, "unknown field (known: \(fields.keys.sorted().joined(separator: ", ")))",
                     file: file,
                     key: "\(path).\(name)")
             }
-            fields[index].1 = try mergeFields(value, into: fields[index].1, path: "\(path).\(name)", file: file)
+            fields[name] = try mergeFields(value, into: field, path: "\(path).\(name)", file: file)
         }
         return .object(fields)
     }
@@ -204,10 +200,10 @@ public enum ModelConfig {
         func int(_ path: String) throws(ConversionError) -> Int {
             var value: JSONValue? = config
             for part in path.split(separator: ".") { value = value?[String(part)] }
-            guard let n = value?.numberValue, n.rounded() == n, abs(n) < 1e15 else {
+            guard let n = value?.intValue else {
                 throw ConversionError(.badConfig, "is not an integer", file: file, key: path)
             }
-            return Int(n)
+            return n
         }
         func bool(_ path: String) -> Bool {
             var value: JSONValue? = config
@@ -332,8 +328,8 @@ public enum ModelConfig {
         case .array(let items) where !items.isEmpty:
             return "[\n" + items.map { inner + pretty($0, indent: inner) }.joined(separator: ",\n") + "\n\(indent)]"
         case .object(let members) where !members.isEmpty:
-            let lines = members.sorted { $0.0 < $1.0 }.map {
-                inner + JSONValue.string($0.0).serialized + ": " + pretty($0.1, indent: inner)
+            let lines = members.sorted { $0.key < $1.key }.map {
+                inner + JSONValue.string($0.key).serialized + ": " + pretty($0.value, indent: inner)
             }
             return "{\n" + lines.joined(separator: ",\n") + "\n\(indent)}"
         default:

@@ -1,4 +1,5 @@
 import Foundation
+import JSON
 import Tensor
 
 /// Converts the official Kandinsky 2.0 release (`Kandinsky-2-0.pt`, `Kandinsky-2-0-inpainting.pt` if present,
@@ -194,7 +195,7 @@ public struct ReleaseConverter {
     private func readJSON(_ path: String) throws(ConversionError) -> JSONValue {
         let bytes = try readFile(path, limit: 16 << 20)
         do {
-            return try bytes.withUnsafeBytes { raw throws(JSONParseError) in try JSONValue.parse(raw) }
+            return try JSONValue.parse(bytes)
         } catch {
             throw ConversionError(.badConfig, "not valid JSON (\(error))", file: path)
         }

@@ -1,4 +1,5 @@
 import Foundation
+import JSON
 
 /// Element types a safetensors file may hold.
 public enum DType: String, Sendable, CaseIterable {
@@ -66,8 +67,14 @@ public final class SafetensorsFile: @unchecked Sendable {
         let header: JSONValue
         do {
             header = try JSONValue.parse(UnsafeRawBufferPointer(rebasing: bytes[8..<dataStart]))
+        } catch let error where error.code == .duplicateKey && error.path.isEmpty {
+            // The parser refuses every repeated name; at the top level that is a tensor (or the metadata) twice.
+            let name = error.key ?? ""
+            if name == "__metadata__" { throw TensorError(.duplicateName, "__metadata__ appears twice", file: path) }
+            throw TensorError(.duplicateName, "name appears twice in the header", file: path, tensor: name)
         } catch {
-            throw TensorError(.malformedHeader, "header is not valid JSON (\(error))", file: path)
+            let tensor = error.path.first.flatMap { $0 == "__metadata__" ? nil : $0 }
+            throw TensorError(.malformedHeader, "header is not valid JSON (\(error))", file: path, tensor: tensor)
         }
         guard let members = header.objectValue else {
             throw TensorError(.malformedHeader, "header is not a JSON object", file: path)
@@ -77,16 +84,14 @@ public final class SafetensorsFile: @unchecked Sendable {
     }
 
     private static func validate(
-        _ members: [(String, JSONValue)], dataSize: Int, path: String
+        _ members: JSONObject, dataSize: Int, path: String
     ) throws(TensorError) -> ([String: SafetensorsEntry], [String], [String: String]) {
         var entries: [String: SafetensorsEntry] = [:]
         var names: [String] = []
         var metadata: [String: String] = [:]
-        var seenMetadata = false
+        // Names are unique: the parser refused the header otherwise.
         for (name, value) in members {
             if name == "__metadata__" {
-                if seenMetadata { throw TensorError(.duplicateName, "__metadata__ appears twice", file: path) }
-                seenMetadata = true
                 guard let fields = value.objectValue else {
                     throw TensorError(.malformedHeader, "__metadata__ is not an object", file: path)
                 }
@@ -97,9 +102,6 @@ public final class SafetensorsFile: @unchecked Sendable {
                     metadata[k] = s
                 }
                 continue
-            }
-            if entries[name] != nil {
-                throw TensorError(.duplicateName, "name appears twice in the header", file: path, tensor: name)
             }
             let entry = try parseEntry(name: name, value, dataSize: dataSize, path: path)
             entries[name] = entry
@@ -134,10 +136,10 @@ public final class SafetensorsFile: @unchecked Sendable {
         var shape: [Int] = []
         var elements = 1
         for dim in shapeValues {
-            guard let d = dim.intValue else {
+            guard let d = dim.intValue, d >= 0 else {
                 throw TensorError(
                     .malformedHeader,
-                    "shape \(shapeValues.map(\.serialized)) has a dimension that is not a non-negative integer",
+                    "shape \(JSONValue.array(shapeValues).serialized) has a dimension that is not a non-negative integer",
                     file: path, tensor: name)
             }
             let (product, overflow) = elements.multipliedReportingOverflow(by: d)
@@ -149,7 +151,7 @@ public final class SafetensorsFile: @unchecked Sendable {
             elements = product
         }
         guard let offsets = value["data_offsets"]?.arrayValue, offsets.count == 2,
-            let begin = offsets[0].intValue, let end = offsets[1].intValue
+            let begin = offsets[0].intValue, let end = offsets[1].intValue, begin >= 0
         else {
             throw TensorError(.malformedHeader, "entry has no [begin, end] \"data_offsets\"", file: path, tensor: name)
         }
@@ -164,9 +166,9 @@ public final class SafetensorsFile: @unchecked Sendable {
                 "data_offsets span \(end - begin) bytes but shape \(shape) of \(dtypeName) needs \(elements * dtype.byteSize)",
                 file: path, tensor: name)
         }
-        if let extra = value.objectValue?.first(where: { !["dtype", "shape", "data_offsets"].contains($0.0) }) {
+        if let extra = value.objectValue?.first(where: { !["dtype", "shape", "data_offsets"].contains($0.key) }) {
             throw TensorError(
-                .malformedHeader, "unexpected field \"\(extra.0)\" in the entry", file: path, tensor: name)
+                .malformedHeader, "unexpected field \"\(extra.key)\" in the entry", file: path, tensor: name)
         }
         return SafetensorsEntry(name: name, dtype: dtype, shape: shape, range: begin..<end)
     }
@@ -332,10 +334,10 @@ public enum SafetensorsWriter {
     public static func header(
         for tensors: [(name: String, dtype: DType, shape: [Int])], metadata: [String: String] = [:]
     ) -> (bytes: [UInt8], layout: [SafetensorsEntry]) {
-        var members: [(String, JSONValue)] = []
+        var members = JSONObject()
         if !metadata.isEmpty {
-            members.append(
-                ("__metadata__", .object(metadata.sorted { $0.key < $1.key }.map { ($0.key, .string($0.value)) })))
+            members["__metadata__"] = .object(
+                JSONObject(metadata.sorted { $0.key < $1.key }.map { (key: $0.key, value: .string($0.value)) }))
         }
         var layout: [SafetensorsEntry] = []
         var offset = 0
@@ -345,18 +347,14 @@ public enum SafetensorsWriter {
             let size = t.shape.reduce(t.dtype.byteSize, *)
             layout.append(
                 SafetensorsEntry(name: t.name, dtype: t.dtype, shape: t.shape, range: offset..<(offset + size)))
-            members.append(
-                (
-                    t.name,
-                    .object([
-                        ("dtype", .string(t.dtype.rawValue)),
-                        ("shape", .array(t.shape.map { .number(Double($0)) })),
-                        ("data_offsets", .array([.number(Double(offset)), .number(Double(offset + size))])),
-                    ])
-                ))
+            members[t.name] = .object([
+                "dtype": .string(t.dtype.rawValue), "shape": .array(t.shape.map { .integer($0) }),
+                "data_offsets": .array([.integer(offset), .integer(offset + size)]),
+            ])
             offset += size
         }
-        var json = Array(JSONValue.object(members).serialized.utf8)
+        // In the order built: metadata first, then the tensors in the order of their data.
+        var json = Array(JSONValue.object(members).serialized(memberOrder: .document).utf8)
         while json.count % 8 != 0 { json.append(0x20) }
         var out: [UInt8] = []
         out.reserveCapacity(8 + json.count)

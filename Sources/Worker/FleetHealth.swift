@@ -93,7 +93,7 @@ public struct FleetHealth: Sendable, Equatable {
             let depth = try client.command(["LLEN", keys.queue(name)]).integer ?? 0
             var info = QueueInfo(name: name, depth: depth, oldestId: nil, oldestWaitMs: nil)
             if depth > 0, let payload = try client.command(["LINDEX", keys.queue(name), "-1"]).text,
-                let node = try? JSONNode.parse(Array(payload.utf8)), let id = node["id"]?.stringValue
+                let node = try? JSONValue.parse(Array(payload.utf8)), let id = node["id"]?.stringValue
             {
                 info.oldestId = id
                 let job = try client.command(["HGETALL", keys.job(id)]).fields

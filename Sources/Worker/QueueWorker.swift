@@ -469,7 +469,7 @@ public final class QueueWorker: @unchecked Sendable {
         let runMs = Self.ms(started.duration(to: .now))
         switch outcome {
         case .finish(let state, let error, let attempts):
-            var images: [JSONNode] = []
+            var images: [JSONValue] = []
             if let output, let stored {
                 for (n, file) in stored.images.enumerated() {
                     images.append(
@@ -528,7 +528,7 @@ public final class QueueWorker: @unchecked Sendable {
                 try PNGCodec.encode(image, text: pngTextChunks(output.parameters, seed: seed, model: output.model)))
         }
         let p = output.parameters
-        var parameters: [String: JSONNode] = [
+        var parameters: JSONObject = [
             "prompt": .string(p.prompt), "negative_prompt": .string(p.negativePrompt), "width": .integer(p.width),
             "height": .integer(p.height), "num_images": .integer(p.numImages), "steps": .integer(p.steps),
             "guidance_scale": .double(p.guidanceScale), "sampler": .string(p.sampler.rawValue), "eta": .double(p.eta),
@@ -537,7 +537,7 @@ public final class QueueWorker: @unchecked Sendable {
         if let i = p.initImage { parameters["init_image"] = .string(i) }
         if let s = p.strength { parameters["strength"] = .double(s) }
         if let m = p.maskImage { parameters["mask_image"] = .string(m) }
-        let jobJSON = JSONNode.object([
+        let jobJSON = JSONValue.object([
             "id": .string(request.id), "request": request.json, "parameters": .object(parameters),
             "seeds": .array((0..<output.images.count).map { .integer(p.seed(ofImage: $0)) }),
             "model": .string(output.model), "worker": .string(options.queue.worker),
@@ -552,11 +552,11 @@ public final class QueueWorker: @unchecked Sendable {
     /// The final transition record: event JSON (DESIGN §3), error, and the dead-list entry when dead.
     private func finishRecord(
         _ job: InHand, state: FinalState, error: JobError?, attempts: Int, attempt: Attempt? = nil,
-        runMs: Int64? = nil, images: [JSONNode] = []
+        runMs: Int64? = nil, images: [JSONValue] = []
     ) -> Finish {
         var error = error
         error?.jobId = job.id
-        var event: [String: JSONNode] = [
+        var event: JSONObject = [
             "id": job.id.map { .string($0) } ?? .null, "state": .string(state.rawValue),
             "worker": .string(options.queue.worker), "attempts": .integer(attempts), "images": .array(images),
             "metadata": job.request?.metadata ?? Self.metadataOf(job.taken.payload) ?? .null,
@@ -568,7 +568,7 @@ public final class QueueWorker: @unchecked Sendable {
         if let error {
             event["error"] = .object(["code": .string(error.code.rawValue), "message": .string(error.message)])
         }
-        var dead: JSONNode?
+        var dead: JSONValue?
         if state == .dead {
             dead = .object([
                 "id": job.id.map { .string($0) } ?? .null, "queue": .string(job.taken.queue),
@@ -584,9 +584,9 @@ public final class QueueWorker: @unchecked Sendable {
     }
 
     /// The `metadata` of an invalid job, echoed back when the payload parses at all.
-    private static func metadataOf(_ payload: [UInt8]) -> JSONNode? {
+    private static func metadataOf(_ payload: [UInt8]) -> JSONValue? {
         guard payload.count <= 4 * 1024 * 1024 else { return nil }
-        return (try? JSONNode.parse(payload))?["metadata"]
+        return (try? JSONValue.parse(payload, invalidUTF8: .replace))?["metadata"]
     }
 
     static func ms(_ d: Duration) -> Int64 { ReliableQueue.milliseconds(d) }

@@ -1,4 +1,6 @@
+import Bench
 import Foundation
+import JSON
 
 /// Where a command's lines go. With `--json`, stdout holds exactly one JSON document (so `| jq` works) and the human
 /// lines (headers, progress, per-case figures) go to stderr; without it everything is on stdout.
@@ -15,9 +17,14 @@ struct Console {
     }
 
     /// The one JSON document, keys sorted, on stdout.
+    func document(_ value: JSONValue) {
+        print(value.serialized)
+    }
+
+    /// The one JSON document from the dictionaries, arrays, strings, numbers, booleans and `NSNull`s the commands
+    /// collect their figures in.
     func document(_ object: Any) throws {
-        let data = try JSONSerialization.data(withJSONObject: object, options: [.sortedKeys])
-        document(json: String(decoding: data, as: UTF8.self))
+        document(try BenchJSON.value(object))
     }
 
     /// The one JSON document, already serialised (one line), on stdout.

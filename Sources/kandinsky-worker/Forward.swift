@@ -1,5 +1,6 @@
 import ArgumentParser
 import Foundation
+import JSON
 import Kandinsky
 import Tensor
 import Worker
@@ -160,15 +161,15 @@ struct Forward: ParsableCommand {
         let tokenizers = try directory.tokenizers()
         let one = try tokenizers.encode1(texts)
         let two = try tokenizers.encode2(texts)
-        let object: [String: Any] = [
-            "text_encoder1": ["input_ids": one.ids, "attention_mask": one.mask],
-            "text_encoder2": ["input_ids": two.ids, "attention_mask": two.mask],
-        ]
-        let data = try JSONSerialization.data(withJSONObject: object, options: [.sortedKeys])
+        func rows(_ table: [[Int]]) -> JSONValue { .array(table.map { .array($0.map { .integer($0) }) }) }
+        let text = JSONValue.object([
+            "text_encoder1": .object(["input_ids": rows(one.ids), "attention_mask": rows(one.mask)]),
+            "text_encoder2": .object(["input_ids": rows(two.ids), "attention_mask": rows(two.mask)]),
+        ]).serialized
         if let output {
-            try data.write(to: URL(fileURLWithPath: output), options: .atomic)
+            try Data(text.utf8).write(to: URL(fileURLWithPath: output), options: .atomic)
         } else {
-            print(String(decoding: data, as: UTF8.self))
+            print(text)
         }
     }
 }

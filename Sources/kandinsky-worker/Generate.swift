@@ -42,7 +42,7 @@ struct Generate: ParsableCommand {
         if initImage != nil { fields["init_image"] = .string("init.png") }
         if mask != nil { fields["mask_image"] = .string("mask.png") }
         let request: GenerationRequest
-        switch JobDecoder().decode(Array(JSONNode.object(fields).serialized.utf8)) {
+        switch JobDecoder().decode(Array(JSONValue.object(fields).serialized.utf8)) {
         case .valid(let r): request = r
         case .invalid(_, let error), .unidentifiable(let error):
             throw ValidationError(error.message)

@@ -17,8 +17,8 @@ struct GenerationOptions: ParsableArguments {
 
     /// The job JSON of DESIGN §3 these options and `prompt` make (only the options given), which `submit` pushes
     /// and `generate` checks with the workers' job decoder: one set of rules and limits for both.
-    func job(id: String, prompt: String) throws -> [String: JSONNode] {
-        var job: [String: JSONNode] = ["id": .string(id), "prompt": .string(prompt)]
+    func job(id: String, prompt: String) throws -> JSONObject {
+        var job: JSONObject = ["id": .string(id), "prompt": .string(prompt)]
         if let v = width { job["width"] = .integer(v) }
         if let v = height { job["height"] = .integer(v) }
         if let v = steps { job["steps"] = .integer(v) }

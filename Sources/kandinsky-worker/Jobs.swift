@@ -45,7 +45,7 @@ struct Submit: ParsableCommand {
         let jobId = id ?? "job-\(UUID().uuidString.lowercased().prefix(12))"
         let job = try options.job(id: jobId, prompt: prompt)
         let producer = try redis.producer()
-        try producer.submit(Array(JSONNode.object(job).serialized.utf8), queue: queue)
+        try producer.submit(Array(JSONValue.object(job).serialized.utf8), queue: queue)
         if !json { print("submitted \(jobId) to \(queue)") }
         guard wait else {
             if json { print(#"{"id":"\#(jobId)"}"#) }
@@ -56,7 +56,7 @@ struct Submit: ParsableCommand {
             let status = try producer.status(jobId)
             if let state = status["state"], ["done", "failed", "cancelled", "dead"].contains(state) {
                 let event = try producer.event(for: jobId)
-                print(event ?? JSONNode.object(status.mapValues { .string($0) }).serialized)
+                print(event ?? JSONValue.object(JSONObject(status.mapValues { .string($0) })).serialized)
                 if state != "done" { throw ExitCode(1) }
                 return
             }

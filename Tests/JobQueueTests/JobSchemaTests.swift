@@ -185,21 +185,6 @@ import Testing
                 == .payloadTooLarge)
     }
 
-    @Test func jsonParserEdgeCases() throws {
-        #expect(try JSONNode.parse(Array(#""\ud83d\ude00 \u00e9\n""#.utf8)) == .string("😀 é\n"))
-        #expect(throws: JSONParseError.self) { try JSONNode.parse(Array(#""\ud83d""#.utf8)) }
-        #expect(throws: JSONParseError.self) { try JSONNode.parse(Array("01".utf8)) }
-        #expect(throws: JSONParseError.self) { try JSONNode.parse(Array("1.".utf8)) }
-        #expect(throws: JSONParseError.self) { try JSONNode.parse(Array("\"a\u{1}\"".utf8)) }
-        #expect(throws: JSONParseError.self) { try JSONNode.parse(Array(String(repeating: "[", count: 100).utf8)) }
-        #expect(try JSONNode.parse(Array("-0.5e+3".utf8)).doubleValue == -500)
-        #expect(try JSONNode.parse(Array("1e3".utf8)).int64Value == 1000)
-        #expect(try JSONNode.parse(Array("9223372036854775807".utf8)).int64Value == Int64.max)
-        let text = JSONNode.object(["b": .string("q\"\\\u{1}"), "a": .array([.null, .bool(true)])]).serialized
-        #expect(text == #"{"a":[null,true],"b":"q\"\\\u0001"}"#)
-        #expect(try JSONNode.parse(Array(text.utf8))["b"] == .string("q\"\\\u{1}"))
-    }
-
     /// Property: random bytes, and random mutations of a valid job, never trap, and every rejection carries a code
     /// and (when it is about one field) a field that is in the schema or in the payload.
     @Test func randomMalformedInputIsRejectedCleanly() {

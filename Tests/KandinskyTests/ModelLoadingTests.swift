@@ -239,6 +239,24 @@ import Testing
         #expect(extra.unusedKeys == ["loss.logvar"])
     }
 
+    /// `JSONDecoder` kept the last of two equal names; model.json goes through the project's parser, which refuses
+    /// them and names the member.
+    @Test func modelJSONWithARepeatedMemberIsRefused() throws {
+        let text = try String(contentsOfFile: Fixtures.kandinsky2("tiny-model/model.json"), encoding: .utf8)
+        let doubled = text.replacingOccurrences(
+            of: "\"num_res_blocks\": 1,", with: "\"num_res_blocks\": 1, \"num_res_blocks\": 2,")
+        #expect(doubled != text)
+        #expect(throws: Never.self) { try ModelConfig.decode(Data(text.utf8)) }
+        do {
+            _ = try ModelConfig.decode(Data(doubled.utf8), path: "dir/model.json")
+            Issue.record("decoded")
+        } catch {
+            #expect(error.code == .modelDirectory && error.file == "dir/model.json")
+            #expect(error.key == "unet.num_res_blocks", "\(error)")
+            #expect(error.message.contains("duplicate key \"num_res_blocks\""), "\(error)")
+        }
+    }
+
     @Test func malformedModelJSONNamesTheField() throws {
         let text = try String(contentsOfFile: Fixtures.kandinsky2("tiny-model/model.json"), encoding: .utf8)
         let cases: [(String, String)] = [

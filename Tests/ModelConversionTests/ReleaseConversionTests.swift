@@ -1,4 +1,5 @@
 import Foundation
+import JSON
 import Tensor
 import TestSupport
 import Testing
@@ -19,22 +20,21 @@ import Testing
     /// The fixture's model.json reduced to the sections the release has no configuration for.
     func override(in dir: TemporaryDirectory) throws -> String {
         let model = try parseJSON(Self.expected + "/model.json")
-        let sections = try #require(model.objectValue).filter { ["unet", "diffusion", "vae"].contains($0.0) }
+        let sections = try #require(model.objectValue).filter { ["unet", "diffusion", "vae"].contains($0.key) }
         let path = dir.file("override.json")
-        try writeFile(Array(JSONValue.object(sections).serialized.utf8), to: path)
+        try writeFile(Array(JSONValue.object(JSONObject(sections)).serialized.utf8), to: path)
         return path
     }
 
     func parseJSON(_ path: String) throws -> JSONValue {
-        let data = try Data(contentsOf: URL(fileURLWithPath: path))
-        return try data.withUnsafeBytes { try JSONValue.parse($0) }
+        try JSONValue.parse(Array(try Data(contentsOf: URL(fileURLWithPath: path))))
     }
 
     /// Objects compared member by member regardless of order (model.json's order is not part of its meaning).
     func sameJSON(_ a: JSONValue, _ b: JSONValue, path: String = "") -> [String] {
         switch (a, b) {
         case (.object(let x), .object(let y)):
-            let keys = Set(x.map(\.0)).union(y.map(\.0))
+            let keys = Set(x.keys).union(y.keys)
             return keys.sorted().flatMap { key -> [String] in
                 guard let u = a[key], let v = b[key] else { return ["\(path).\(key) only on one side"] }
                 return sameJSON(u, v, path: "\(path).\(key)")

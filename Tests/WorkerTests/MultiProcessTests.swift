@@ -69,7 +69,7 @@ import Testing
             if try h.state("crasher") == "dead" { break }
         }
         #expect(try h.waitForState("crasher", "dead", timeout: 5))
-        let error = try JSONNode.parse(Array((h.producer.status("crasher")["error"] ?? "").utf8))
+        let error = try JSONValue.parse(Array((h.producer.status("crasher")["error"] ?? "").utf8))
         #expect(error["code"] == .string("attempts_exhausted"))
         #expect(try h.events(for: "crasher").count == 1)
         #expect(try h.waitForState("after", "done", timeout: 10))
@@ -145,7 +145,7 @@ import Testing
         for id in poison { #expect(states[id]?.text == "dead", "\(id)") }
         for bad in invalid {
             #expect(states[bad.id]?.text == "failed")
-            let error = try JSONNode.parse(Array((h.producer.status(bad.id)["error"] ?? "").utf8))
+            let error = try JSONValue.parse(Array((h.producer.status(bad.id)["error"] ?? "").utf8))
             #expect(error["code"] == .string(bad.code) && error["field"] == .string(bad.field), "\(bad.id)")
         }
         // Exactly one event per job, each in the state of its hash.

@@ -63,15 +63,15 @@ final class QueueHarness: @unchecked Sendable {
     }
 
     /// Every event in the stream, parsed.
-    func events() throws -> [JSONNode] {
+    func events() throws -> [JSONValue] {
         let entries = try admin.command(["XRANGE", keys.events, "-", "+"]).array ?? []
         return entries.compactMap { entry in
             guard let fields = entry.array?[1].array, fields.count == 2, let text = fields[1].text else { return nil }
-            return try? JSONNode.parse(Array(text.utf8))
+            return try? JSONValue.parse(Array(text.utf8))
         }
     }
 
-    func events(for id: String) throws -> [JSONNode] { try events().filter { $0["id"] == .string(id) } }
+    func events(for id: String) throws -> [JSONValue] { try events().filter { $0["id"] == .string(id) } }
 
     func state(_ id: String) throws -> String? { try producer.status(id)["state"] }
 
@@ -177,7 +177,7 @@ extension FileManager {
         for (id, code, field) in [("bad-width", "out_of_range", "width"), ("bad-path", "path_traversal", "init_image")]
         {
             #expect(try h.state(id) == "failed")
-            let error = try JSONNode.parse(Array((h.producer.status(id)["error"] ?? "").utf8))
+            let error = try JSONValue.parse(Array((h.producer.status(id)["error"] ?? "").utf8))
             #expect(error["code"] == .string(code) && error["field"] == .string(field))
             let events = try h.events(for: id)
             #expect(events.count == 1 && events.first?["error"]?["code"] == .string(code))
@@ -188,7 +188,7 @@ extension FileManager {
         // No id: the dead list, with an event whose id is null.
         let dead = try h.admin.command(["LRANGE", h.keys.dead, "0", "-1"]).array ?? []
         #expect(dead.count == 1)
-        let entry = try JSONNode.parse(Array((dead.first?.text ?? "").utf8))
+        let entry = try JSONValue.parse(Array((dead.first?.text ?? "").utf8))
         #expect(entry["id"] == .null && entry["error"]?["code"] == .string("invalid_utf8"))
         #expect(entry["payload_bytes"] == .number("3"))
         #expect(try h.events().filter { $0["id"] == .null && $0["state"] == .string("dead") }.count == 1)
@@ -237,7 +237,7 @@ extension FileManager {
         try h.submit(#"{"id":"st","prompt":"p"}"#)
         #expect(eventually(timeout: 5) { w.stats.retried >= 1 })
         #expect(try h.state("st") != "done")
-        let lastError = try JSONNode.parse(Array((h.producer.status("st")["last_error"] ?? "").utf8))
+        let lastError = try JSONValue.parse(Array((h.producer.status("st")["last_error"] ?? "").utf8))
         #expect(lastError["code"] == .string("store_failed"))
         try FileManager.default.removeItem(atPath: blocker)
         #expect(try h.waitForState("st", "done"))

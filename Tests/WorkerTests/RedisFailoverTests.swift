@@ -103,7 +103,7 @@ import Testing
         {
             for entry in entries.dropFirst(beforeCut) {
                 guard let text = entry.array?.last?.array?.last?.text,
-                    let id = (try? JSONNode.parse(Array(text.utf8)))?["id"]?.stringValue
+                    let id = (try? JSONValue.parse(Array(text.utf8)))?["id"]?.stringValue
                 else { continue }
                 lost.insert(id)
             }
@@ -137,7 +137,7 @@ import Testing
                 Issue.record("unexpected stream entry \(entry)")
                 continue
             }
-            let event = try JSONNode.parse(Array(text.utf8))
+            let event = try JSONValue.parse(Array(text.utf8))
             let id = event["id"]?.stringValue ?? "?"
             events[id, default: 0] += 1
             #expect(event["state"] == .string("done"), "\(text)")
@@ -300,7 +300,7 @@ import Testing
                 Issue.record("unexpected stream entry \(entry)")
                 continue
             }
-            let event = try JSONNode.parse(Array(text.utf8))
+            let event = try JSONValue.parse(Array(text.utf8))
             #expect(event["state"] == .string("done"), "\(text)")
             guard case .array(let images)? = event["images"], !images.isEmpty else {
                 Issue.record("no images in \(text)")

@@ -33,7 +33,7 @@ import Testing
         // hash shows the last one.
         #expect(try producer.status("e2e-1")["progress"] == "31/31", "progress in the job hash")
         let event = try #require(try producer.event(for: "e2e-1"))
-        let parsed = try JSONNode.parse(Array(event.utf8))
+        let parsed = try JSONValue.parse(Array(event.utf8))
         #expect(parsed["state"] == .string("done") && parsed["worker"] == .string("t1"))
         guard case .array(let images)? = parsed["images"] else {
             Issue.record("no images in \(event)")
@@ -99,7 +99,7 @@ import Testing
                 #"{"id":"same","prompt":"une diplômée verte","negative_prompt":"flou","seed":11,"steps":5,"num_images":2,"guidance_scale":3.5,"eta":0.25}"#
                     .utf8), queue: "default")
         #expect(eventually(timeout: 120) { (try? producer.status("same")["state"]) == "done" }, "\(worker.log)")
-        let event = try JSONNode.parse(Array(try #require(try producer.event(for: "same")).utf8))
+        let event = try JSONValue.parse(Array(try #require(try producer.event(for: "same")).utf8))
         guard case .array(let images)? = event["images"], images.count == 2 else {
             Issue.record("images in \(event)")
             return
@@ -197,7 +197,7 @@ import Testing
         // The reaper hands the dead worker's job back within 3 heartbeat intervals; the other worker finishes it.
         #expect(eventually(timeout: 180) { (try? producer.status("killed")["state"]) == "done" }, "\(second.log)")
         #expect(try producer.status("killed")["worker"] == "k2")
-        let event = try JSONNode.parse(Array(try #require(try producer.event(for: "killed")).utf8))
+        let event = try JSONValue.parse(Array(try #require(try producer.event(for: "killed")).utf8))
         #expect(event["attempts"] == .integer(2))
         let stream = try client.command(["XLEN", "kd:events"]).integer
         #expect(stream == 1, "exactly one final event")
