@@ -27,7 +27,7 @@ import WorkerTesting
         try h.submit(#"{"id":"bad-1","prompt":"x","width":-3}"#)
         #expect(try h.waitForState("ok-1", "done"))
         #expect(try h.waitForState("bad-1", "failed"))
-        #expect(try eventually(timeout: 5) { reports.all.count == 2 })
+        #expect(eventually(timeout: 5) { reports.all.count == 2 })
 
         let done = try #require(reports.all.first { $0.id == "ok-1" })
         #expect(done.state == .done && done.attempts == 1 && done.images == 2 && done.error == nil)
