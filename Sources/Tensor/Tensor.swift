@@ -11,6 +11,8 @@ public final class TensorStorage: @unchecked Sendable {
     public let count: Int
     /// Whether the memory is a read-only map; writing goes through a copy.
     public let isReadOnly: Bool
+    /// Where the elements live: host memory for every storage the CPU backend makes.
+    public let device: Device
     private let owner: AnyObject?
     private let owned: Bool
 
@@ -23,6 +25,7 @@ public final class TensorStorage: @unchecked Sendable {
         self.pointer = raw.bindMemory(to: Float.self, capacity: max(count, 1))
         self.count = count
         self.isReadOnly = false
+        self.device = .cpu
         self.owner = nil
         self.owned = true
     }
@@ -45,6 +48,7 @@ public final class TensorStorage: @unchecked Sendable {
         self.pointer = UnsafeMutablePointer(mutating: pointer)
         self.count = count
         self.isReadOnly = true
+        self.device = .cpu
         self.owner = owner
         self.owned = false
     }
@@ -67,6 +71,10 @@ public struct Tensor: @unchecked Sendable, CustomStringConvertible {
     /// Number of elements: the product of the shape.
     public var count: Int { shape.reduce(1, *) }
     public var rank: Int { shape.count }
+    /// The device holding the elements (see `ComputeBackend`).
+    public var device: Device { storage.device }
+    /// The element type: float32 (half-precision weights are `HalfWeight`s, expanded at use).
+    public var dtype: DType { .f32 }
 
     /// A zero-filled tensor.
     public init(zeros shape: [Int]) {
