@@ -5,8 +5,10 @@ import Foundation
 /// The memory behind a tensor: either owned (allocated, aligned, freed in `deinit`) or a read-only window
 /// into a memory-mapped file (kept alive by holding the mapping).
 public final class TensorStorage: @unchecked Sendable {
-    /// Start of the float32 elements.
-    public let pointer: UnsafeMutablePointer<Float>
+    /// Start of the float32 elements. Internal: outside the kernels and the CPU backend, code reads and writes a
+    /// tensor only through `ComputeBackend` (whose tensors may live on another device), so a stray write into a
+    /// read-only mapped weight cannot compile.
+    @usableFromInline let pointer: UnsafeMutablePointer<Float>
     /// Number of float32 elements.
     public let count: Int
     /// Whether the memory is a read-only map; writing goes through a copy.
