@@ -9,6 +9,8 @@ public struct ModelDirectory: Sendable {
     /// Keep layer weights stored as F16/BF16 in half precision, expanded to float32 at each use (half the resident
     /// memory, a conversion pass per layer call); off: every weight is float32 (F32 files mapped, others converted).
     public var keepHalfPrecision = false
+    /// The backend the components are loaded onto (their weights uploaded once) and compute on.
+    public var backend: any ComputeBackend = CPUBackend.shared
 
     /// The files of a model directory.
     public enum File: String, CaseIterable, Sendable {
@@ -98,7 +100,8 @@ public struct ModelDirectory: Sendable {
         guard FileManager.default.fileExists(atPath: path) else {
             throw KandinskyError(.modelDirectory, "missing weights file", file: path)
         }
-        let weights = try WeightFile(path: path, checkFinite: checkFinite, keepHalf: keepHalfPrecision)
+        let weights = try WeightFile(
+            path: path, checkFinite: checkFinite, keepHalf: keepHalfPrecision, backend: backend)
         let module = try build(weights)
         return Loaded(
             module: module, file: path, parameters: weights.parameterCount, dtypes: weights.dtypes,

@@ -15,9 +15,12 @@ public struct MultilingualCLIP: Sendable {
     let embeddingNorm: LayerNorm
     let layers: [Layer]
     let projection: Linear
+    /// The backend this encoder's weights live on and its passes compute on.
+    public let backend: any ComputeBackend
 
     public init(_ w: WeightFile, config: TextEncoder1Config) throws(KandinskyError) {
         self.config = config
+        backend = w.backend
         let c = config.xlmRoberta
         guard c.hiddenAct == "gelu" else {
             throw KandinskyError(
@@ -83,39 +86,29 @@ public struct MultilingualCLIP: Sendable {
                 .invalidParameter, "sequence of \(length) tokens exceeds \(c.maxPositionEmbeddings - pad - 1) positions"
             )
         }
-        var h = Kernels.add(
-            Kernels.embedding(wordEmbeddings, ids: flatIds), Kernels.embedding(positionEmbeddings, ids: positions))
-        h = Kernels.addRows(h, Kernels.slice(tokenTypeEmbeddings, axis: 0, 0..<1).reshaped([d]))
+        var h = backend.add(
+            backend.embedding(wordEmbeddings, ids: flatIds), backend.embedding(positionEmbeddings, ids: positions))
+        h = backend.addRows(h, backend.slice(tokenTypeEmbeddings, axis: 0, 0..<1).reshaped([d]))
         h = embeddingNorm(h).reshaped([n, length, d])
 
         // Additive key mask: 0 for real tokens, the float minimum for pads (as Hugging Face builds it).
         let maskValues = mask.flatMap { $0.map { $0 != 0 ? Float(0) : -Float.greatestFiniteMagnitude } }
-        let keyMask = Tensor(shape: [n, 1, length], values: maskValues)
+        let keyMask = backend.upload(maskValues, shape: [n, 1, length])
         let heads = c.numAttentionHeads
         let headDim = d / heads
         for layer in layers {
-            let q = Kernels.splitHeads(layer.query(h), heads: heads)
-            let k = Kernels.splitHeads(layer.key(h), heads: heads)
-            let v = Kernels.splitHeads(layer.value(h), heads: heads)
-            let context = Kernels.attention(q: q, k: k, v: v, scale: 1 / Float(headDim).squareRoot(), mask: keyMask)
-            let merged = Kernels.mergeHeads(context, heads: heads)
-            h = layer.attentionNorm(Kernels.add(layer.attentionOutput(merged), h))
-            let ff = layer.output(Kernels.gelu(layer.intermediate(h)))
-            h = layer.outputNorm(Kernels.add(ff, h))
+            let q = backend.splitHeads(layer.query(h), heads: heads)
+            let k = backend.splitHeads(layer.key(h), heads: heads)
+            let v = backend.splitHeads(layer.value(h), heads: heads)
+            let context = backend.attention(q: q, k: k, v: v, scale: 1 / Float(headDim).squareRoot(), mask: keyMask)
+            let merged = backend.mergeHeads(context, heads: heads)
+            h = layer.attentionNorm(backend.add(layer.attentionOutput(merged), h))
+            let ff = layer.output(backend.gelu(layer.intermediate(h)))
+            h = layer.outputNorm(backend.add(ff, h))
         }
 
         // Masked mean over the sequence (the count includes <s> and </s>), then the linear map.
-        let pooledInput = Tensor(zeros: [n, d])
-        h.withUnsafeBufferPointer { hp in
-            for b in 0..<n {
-                let count = Float(max(1, mask[b].reduce(0, +)))
-                let dst = pooledInput.storage.pointer + b * d
-                for t in 0..<length where mask[b][t] != 0 {
-                    for j in 0..<d { dst[j] += hp[(b * length + t) * d + j] }
-                }
-                for j in 0..<d { dst[j] /= count }
-            }
-        }
+        let pooledInput = backend.maskedMean(h, mask: mask)
         return (h, projection(pooledInput))
     }
 }

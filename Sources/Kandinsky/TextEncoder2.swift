@@ -16,9 +16,12 @@ public struct MT5Encoder: Sendable {
     let relativeBias: Tensor
     let blocks: [Block]
     let finalNorm: Tensor
+    /// The backend this encoder's weights live on and its passes compute on.
+    public let backend: any ComputeBackend
 
     public init(_ w: WeightFile, config: TextEncoder2Config) throws(KandinskyError) {
         self.config = config
+        backend = w.backend
         let c = config.mt5
         guard c.feedForwardProj == "gated-gelu" else {
             throw KandinskyError(
@@ -79,41 +82,42 @@ public struct MT5Encoder: Sendable {
                 throw KandinskyError(.invalidParameter, "token id \(id) outside the vocabulary of \(c.vocabSize)")
             }
         }
-        var h = Kernels.embedding(shared, ids: ids.flatMap { $0 }).reshaped([n, length, d])
+        var h = backend.embedding(shared, ids: ids.flatMap { $0 }).reshaped([n, length, d])
         let eps = Float(c.layerNormEpsilon)
 
-        // Position bias [H, L, L] from layer 0's table plus the key mask, computed once and shared by all layers.
+        // Position bias [H, L, L] from layer 0's table plus the key mask, computed once and shared by all layers:
+        // made on the host from the small table ([buckets, heads]) and uploaded.
         let maxDistance = c.relativeAttentionMaxDistance ?? 128
-        let biasValues = Tensor(uninitialized: [n * heads, length, length])
-        relativeBias.withUnsafeBufferPointer { table in
-            for b in 0..<n {
-                for head in 0..<heads {
-                    let base = biasValues.storage.pointer + ((b * heads + head) * length) * length
-                    for qi in 0..<length {
-                        for ki in 0..<length {
-                            let bucket = Self.bucket(
-                                ki - qi, buckets: c.relativeAttentionNumBuckets, maxDistance: maxDistance)
-                            let masked = mask[b][ki] != 0 ? Float(0) : -Float.greatestFiniteMagnitude
-                            base[qi * length + ki] = table[bucket * heads + head] + masked
-                        }
+        let table = backend.download(relativeBias)
+        var bias = [Float](repeating: 0, count: n * heads * length * length)
+        for b in 0..<n {
+            for head in 0..<heads {
+                let base = ((b * heads + head) * length) * length
+                for qi in 0..<length {
+                    for ki in 0..<length {
+                        let bucket = Self.bucket(
+                            ki - qi, buckets: c.relativeAttentionNumBuckets, maxDistance: maxDistance)
+                        let masked = mask[b][ki] != 0 ? Float(0) : -Float.greatestFiniteMagnitude
+                        bias[base + qi * length + ki] = table[bucket * heads + head] + masked
                     }
                 }
             }
         }
+        let biasValues = backend.upload(bias, shape: [n * heads, length, length])
 
         for block in blocks {
-            let normed = Kernels.rmsNorm(h, weight: block.norm1, eps: eps)
-            let q = Kernels.splitHeads(block.q(normed), heads: heads)
-            let k = Kernels.splitHeads(block.k(normed), heads: heads)
-            let v = Kernels.splitHeads(block.v(normed), heads: heads)
+            let normed = backend.rmsNorm(h, weight: block.norm1, eps: eps)
+            let q = backend.splitHeads(block.q(normed), heads: heads)
+            let k = backend.splitHeads(block.k(normed), heads: heads)
+            let v = backend.splitHeads(block.v(normed), heads: heads)
             // Scores carry the bias as a per-slice mask: one [L, L] matrix for each (item, head).
-            let context = Kernels.attention(q: q, k: k, v: v, scale: 1, mask: biasValues)
-            let merged = Kernels.mergeHeads(context, heads: heads)
-            h = Kernels.add(h, block.o(merged))
-            let normed2 = Kernels.rmsNorm(h, weight: block.norm2, eps: eps)
-            let gated = Kernels.mul(Kernels.geluTanh(block.wi0(normed2)), block.wi1(normed2))
-            h = Kernels.add(h, block.wo(gated))
+            let context = backend.attention(q: q, k: k, v: v, scale: 1, mask: biasValues)
+            let merged = backend.mergeHeads(context, heads: heads)
+            h = backend.add(h, block.o(merged))
+            let normed2 = backend.rmsNorm(h, weight: block.norm2, eps: eps)
+            let gated = backend.mul(backend.geluTanh(block.wi0(normed2)), block.wi1(normed2))
+            h = backend.add(h, block.wo(gated))
         }
-        return Kernels.rmsNorm(h, weight: finalNorm, eps: eps)
+        return backend.rmsNorm(h, weight: finalNorm, eps: eps)
     }
 }

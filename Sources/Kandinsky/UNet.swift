@@ -10,6 +10,7 @@ struct ResBlock: Sendable {
     let outNorm: GroupNorm, outConv: Conv2d
     let skip: Conv2d?
     let resample: Resample
+    let backend: any ComputeBackend
 
     init(
         _ w: WeightFile, _ p: String, channels: Int, out: Int, embedDim: Int, resample: Resample = .none
@@ -21,6 +22,7 @@ struct ResBlock: Sendable {
         outConv = try Conv2d(w, "\(p).out_layers.3", in: out, out: out, kernel: 3)
         skip = channels == out ? nil : try Conv2d(w, "\(p).skip_connection", in: channels, out: out, kernel: 1)
         self.resample = resample
+        backend = w.backend
     }
 
     /// - Parameter activatedEmbedding: `SiLU(emb)`, `[N, time_embed_dim]` (the same for every block of a forward).
@@ -38,17 +40,15 @@ struct ResBlock: Sendable {
             h = inConv(a)
         case .up:
             h = inConv(upsampling: a)
-            input = Kernels.upsampleNearest2x(x)
+            input = backend.upsampleNearest2x(x)
         case .down:
-            h = inConv(Kernels.avgPool2x2(a))
-            input = Kernels.avgPool2x2(x)
+            h = inConv(backend.avgPool2x2(a))
+            input = backend.avgPool2x2(x)
         }
         // GN(h)·(1 + scale) + shift, then SiLU; scale and shift are the two halves of emb_layers(SiLU(emb)).
-        h = Kernels.groupNorm(
-            consume h, groups: outNorm.groups, weight: outNorm.weight, bias: outNorm.bias, eps: outNorm.eps,
-            modulation: modulation, silu: true)
+        h = outNorm(consume h, modulation: modulation, silu: true)
         h = outConv(h)
-        Kernels.add(skip.map { $0(input) } ?? input, into: &h)
+        backend.add(skip.map { $0(input) } ?? input, into: &h)
         return h
     }
 }
@@ -61,6 +61,7 @@ struct AttentionBlock: Sendable {
     let encoderKV: Conv1x1
     let projOut: Conv1x1
     let channels: Int, heads: Int
+    let backend: any ComputeBackend
 
     init(_ w: WeightFile, _ p: String, channels: Int, heads: Int, encoderChannels: Int) throws(KandinskyError) {
         guard heads > 0, channels % heads == 0 else {
@@ -72,6 +73,7 @@ struct AttentionBlock: Sendable {
         projOut = try Conv1x1(w, "\(p).proj_out", in: channels, out: channels)
         self.channels = channels
         self.heads = heads
+        backend = w.backend
     }
 
     /// The text keys and values of this block, `[N·H, 2·ch, S]` (per head `[k | v]`): they depend only on the
@@ -88,9 +90,9 @@ struct AttentionBlock: Sendable {
         let flat = x.reshaped([n, c, t])
         let qkv = self.qkv(norm(flat)).reshaped([n * heads, 3 * ch, t])
         // softmax((q·ch^-¼)ᵀ(k·ch^-¼)) = softmax(qᵀk / √ch), one joint softmax over text and image keys.
-        let a = Kernels.attentionChannelsFirst(qkv: qkv, textKV: textKV, scale: 1 / Float(ch).squareRoot())
+        let a = backend.attentionChannelsFirst(qkv: qkv, textKV: textKV, scale: 1 / Float(ch).squareRoot())
         var out = projOut(a.reshaped([n, c, t]))
-        Kernels.add(flat, into: &out)
+        backend.add(flat, into: &out)
         return out.reshaped(x.shape)
     }
 }
@@ -100,6 +102,7 @@ struct AttentionBlock: Sendable {
 struct AttentionPooling: Sendable {
     let q: Linear, k: Linear, v: Linear, out: Linear
     let heads: Int
+    let backend: any ComputeBackend
 
     init(_ w: WeightFile, _ p: String, heads: Int, width: Int, outWidth: Int) throws(KandinskyError) {
         q = try Linear(w, "\(p).q_linear", in: width, out: width)
@@ -107,15 +110,16 @@ struct AttentionPooling: Sendable {
         v = try Linear(w, "\(p).v_linear", in: width, out: width)
         out = try Linear(w, "\(p).out", in: width, out: outWidth)
         self.heads = heads
+        backend = w.backend
     }
 
     /// `[N, L, width] → [N, outWidth]`.
     func callAsFunction(_ x: Tensor) -> Tensor {
         let (n, d) = (x.shape[0], x.shape[2])
-        let context = Kernels.attention(
-            q: Kernels.splitHeads(q(x), heads: heads), k: Kernels.splitHeads(k(x), heads: heads),
-            v: Kernels.splitHeads(v(x), heads: heads), scale: 1 / Float(d / heads).squareRoot())
-        let first = Kernels.slice(Kernels.mergeHeads(context, heads: heads), axis: 1, 0..<1).reshaped([n, d])
+        let context = backend.attention(
+            q: backend.splitHeads(q(x), heads: heads), k: backend.splitHeads(k(x), heads: heads),
+            v: backend.splitHeads(v(x), heads: heads), scale: 1 / Float(d / heads).squareRoot())
+        let first = backend.slice(backend.mergeHeads(context, heads: heads), axis: 1, 0..<1).reshaped([n, d])
         return out(first)
     }
 }
@@ -189,6 +193,8 @@ public final class Text2ImUNet: @unchecked Sendable {
 
     public let config: UNetConfig
     public let inputChannels: Int
+    /// The backend this UNet's weights live on and its forwards compute on.
+    public let backend: any ComputeBackend
     let inputBlocks: [[Layer]]
     let middleBlock: [Layer]
     let outputBlocks: [[Layer]]
@@ -207,6 +213,7 @@ public final class Text2ImUNet: @unchecked Sendable {
     /// Builds the UNet from its weights, taking every tensor strictly.
     public init(_ w: WeightFile, config: UNetConfig) throws(KandinskyError) {
         self.config = config
+        backend = w.backend
         let mc = config.numChannels
         let mults = try config.channelMultipliers
         let attentionAt = try config.attentionFactors
@@ -314,24 +321,25 @@ public final class Text2ImUNet: @unchecked Sendable {
         precondition(full1.rank == 3 && full1.shape[2] == config.textEncoderInDim1, "full_emb1 \(full1.shape)")
         precondition(
             full2.rank == 3 && full2.shape[0] == n && full2.shape[2] == Self.mt5Width, "full_emb2 \(full2.shape)")
-        let pooled = Kernels.add(lnModel2(proj(pooled1)), lnModel3(proj2(full2)))
-        let tokens = lnModel1(Kernels.concat([toModelDim(full1), toModelDim2(full2)], axis: 1))
-        let xfOut = Kernels.transposeLast2(tokens)
+        let pooled = backend.add(lnModel2(proj(pooled1)), lnModel3(proj2(full2)))
+        let tokens = lnModel1(backend.concat([toModelDim(full1), toModelDim2(full2)], axis: 1))
+        let xfOut = backend.transposeLast2(tokens)
         return TextConditioning(
             pooled: pooled, tokens: xfOut, keysValues: attentionBlocks.map { $0.textKeysValues(xfOut) })
     }
 
-    /// Sinusoidal timestep embedding (`nn.py:timestep_embedding`): cos first, then sin, float32.
-    static func timestepEmbedding(_ timesteps: [Float], dim: Int) -> Tensor {
+    /// Sinusoidal timestep embedding (`nn.py:timestep_embedding`): cos first, then sin, float32, `[T, dim]` row-major.
+    /// A small table made on the host and uploaded.
+    static func timestepEmbedding(_ timesteps: [Float], dim: Int) -> [Float] {
         let half = dim / 2
-        let out = Tensor(zeros: [timesteps.count, dim])
+        var out = [Float](repeating: 0, count: timesteps.count * dim)
         let logPeriod = Float(-log(10000.0))
         for (row, t) in timesteps.enumerated() {
             for i in 0..<half {
                 let freq = expf(logPeriod * Float(i) / Float(half))
                 let arg = t * freq
-                out.storage.pointer[row * dim + i] = cosf(arg)
-                out.storage.pointer[row * dim + half + i] = sinf(arg)
+                out[row * dim + i] = cosf(arg)
+                out[row * dim + half + i] = sinf(arg)
             }
         }
         return out
@@ -345,16 +353,18 @@ public final class Text2ImUNet: @unchecked Sendable {
         let n = text.batch
         precondition(forwards.allSatisfy { $0.count == n }, "timesteps for other than \(n) rows")
         let count = forwards.count
-        let temb = Self.timestepEmbedding(forwards.flatMap { $0 }, dim: config.numChannels)
-        let pooled = count == 1 ? text.pooled : Kernels.concat(Array(repeating: text.pooled, count: count), axis: 0)
-        let hidden = Kernels.silu(timeEmbed0(temb, rowIndependent: true))
-        let activated = Kernels.silu(Kernels.add(timeEmbed2(hidden, rowIndependent: true), pooled))
+        let timesteps = forwards.flatMap { $0 }
+        let temb = backend.upload(
+            Self.timestepEmbedding(timesteps, dim: config.numChannels), shape: [timesteps.count, config.numChannels])
+        let pooled = count == 1 ? text.pooled : backend.concat(Array(repeating: text.pooled, count: count), axis: 0)
+        let hidden = backend.silu(timeEmbed0(temb, rowIndependent: true))
+        let activated = backend.silu(backend.add(timeEmbed2(hidden, rowIndependent: true), pooled))
         let all = resBlocks.map { $0.embedding(activated, rowIndependent: true) }
         if count == 1 { return [all] }
-        return (0..<count).map { s in all.map { Kernels.slice($0, axis: 0, s * n..<(s + 1) * n) } }
+        return (0..<count).map { s in all.map { backend.slice($0, axis: 0, s * n..<(s + 1) * n) } }
     }
 
-    /// The freed activations a forward keeps for the next one (`TensorStorage.keepFreedBuffers`): 192 MiB a row at a
+    /// The freed activations a forward keeps for the next one (`ComputeBackend.keepFreedActivations`): 192 MiB a row at a
     /// 64×64 latent, in proportion to the plane. Below the default 512 MiB up to 2 rows; at 8 rows (4 images a guided
     /// step) 512 MiB and 1 GiB held too few, and every step page-faulted and zeroed its activations again, about a
     /// tenth slower than with 1.5 GiB; 2 GiB was no faster, for a higher peak resident memory.
@@ -379,10 +389,11 @@ public final class Text2ImUNet: @unchecked Sendable {
         var h = x
         if let inpaint {
             precondition(config.inpainting, "inpainting inputs given to a text-to-image UNet")
-            h = Kernels.concatChannels([x, inpaint.image, inpaint.mask])
+            h = backend.concat([x, inpaint.image, inpaint.mask], axis: 1)
         }
         precondition(h.shape[1] == inputChannels, "UNet input has \(h.shape[1]) channels, expected \(inputChannels)")
-        TensorStorage.keepFreedBuffers(upTo: Self.reusedActivationBytes(rows: n, height: x.shape[2], width: x.shape[3]))
+        backend.keepFreedActivations(
+            upTo: Self.reusedActivationBytes(rows: n, height: x.shape[2], width: x.shape[3]))
 
         let modulations: [Tensor]
         if let steps = text.steps, let t = timesteps.first, timesteps.allSatisfy({ $0 == t }),
@@ -414,7 +425,7 @@ public final class Text2ImUNet: @unchecked Sendable {
         h = run(middleBlock, h)
         for block in outputBlocks {
             // The current activations first, then the skip: GroupNorm groups straddle the seam.
-            h = run(block, Kernels.concatChannels([h, skips.removeLast()]))
+            h = run(block, backend.concat([h, skips.removeLast()], axis: 1))
         }
         return outConv(outNorm(h, silu: true))
     }

@@ -6,6 +6,7 @@ import Tensor
 struct VAEResnetBlock: Sendable {
     let norm1: GroupNorm, conv1: Conv2d, norm2: GroupNorm, conv2: Conv2d
     let shortcut: Conv2d?
+    let backend: any ComputeBackend
 
     init(_ w: WeightFile, _ p: String, in inChannels: Int, out: Int) throws(KandinskyError) {
         norm1 = try GroupNorm(w, "\(p).norm1", channels: inChannels, eps: 1e-6)
@@ -13,6 +14,7 @@ struct VAEResnetBlock: Sendable {
         norm2 = try GroupNorm(w, "\(p).norm2", channels: out, eps: 1e-6)
         conv2 = try Conv2d(w, "\(p).conv2", in: out, out: out, kernel: 3)
         shortcut = inChannels == out ? nil : try Conv2d(w, "\(p).nin_shortcut", in: inChannels, out: out, kernel: 1)
+        backend = w.backend
     }
 
     /// With a shortcut, x's last use is its normalization, done in x's storage (at the 512×512 level, where the
@@ -21,11 +23,11 @@ struct VAEResnetBlock: Sendable {
         if let shortcut {
             let skip = shortcut(x)
             var h = conv2(norm2(conv1(norm1(consume x, silu: true)), silu: true))
-            Kernels.add(skip, into: &h)
+            backend.add(skip, into: &h)
             return h
         }
         var h = conv2(norm2(conv1(norm1(copy x, silu: true)), silu: true))
-        Kernels.add(x, into: &h)
+        backend.add(x, into: &h)
         return h
     }
 }
@@ -33,6 +35,7 @@ struct VAEResnetBlock: Sendable {
 /// `AttnBlock` of `vqgan_blocks.py`: single-head self-attention over positions with separate 1×1 convs.
 struct VAEAttentionBlock: Sendable {
     let norm: GroupNorm, q: Conv2d, k: Conv2d, v: Conv2d, projOut: Conv2d
+    let backend: any ComputeBackend
 
     init(_ w: WeightFile, _ p: String, channels: Int) throws(KandinskyError) {
         norm = try GroupNorm(w, "\(p).norm", channels: channels, eps: 1e-6)
@@ -40,6 +43,7 @@ struct VAEAttentionBlock: Sendable {
         k = try Conv2d(w, "\(p).k", in: channels, out: channels, kernel: 1)
         v = try Conv2d(w, "\(p).v", in: channels, out: channels, kernel: 1)
         projOut = try Conv2d(w, "\(p).proj_out", in: channels, out: channels, kernel: 1)
+        backend = w.backend
     }
 
     func callAsFunction(_ x: Tensor) -> Tensor {
@@ -47,11 +51,11 @@ struct VAEAttentionBlock: Sendable {
         let t = x.count / (n * c)
         let h = norm(x)
         // softmax(qᵀk · c^-½) over keys, then v weighted: [N, C, T].
-        let a = Kernels.attentionChannelsFirst(
+        let a = backend.attentionChannelsFirst(
             q: q(h).reshaped([n, c, t]), k: k(h).reshaped([n, c, t]), v: v(h).reshaped([n, c, t]),
             scale: 1 / Float(c).squareRoot())
         var out = projOut(a.reshaped(x.shape))
-        Kernels.add(x, into: &out)
+        backend.add(x, into: &out)
         return out
     }
 }
@@ -66,6 +70,8 @@ public final class AutoencoderKL: @unchecked Sendable {
     }
 
     public let config: VAEConfig
+    /// The backend this autoencoder's weights live on and its passes compute on.
+    public let backend: any ComputeBackend
     // Encoder
     let encoderConvIn: Conv2d
     let encoderLevels: [Level]
@@ -82,6 +88,7 @@ public final class AutoencoderKL: @unchecked Sendable {
 
     public init(_ w: WeightFile, config: VAEConfig) throws(KandinskyError) {
         self.config = config
+        backend = w.backend
         let dd = config.ddconfig
         let mults = dd.chMult
         guard !mults.isEmpty, dd.ch > 0, dd.numResBlocks > 0 else {
@@ -171,12 +178,12 @@ public final class AutoencoderKL: @unchecked Sendable {
     public func decode(_ z: Tensor) -> Tensor {
         let n = z.shape[0]
         if n <= 1 { return decodeImage(z) }
-        return Kernels.concat((0..<n).map { decodeImage(Kernels.slice(z, axis: 0, $0..<($0 + 1))) }, axis: 0)
+        return backend.concat((0..<n).map { decodeImage(backend.slice(z, axis: 0, $0..<($0 + 1))) }, axis: 0)
     }
 
     /// `decode` for `[1, embed_dim, h, w]`.
     private func decodeImage(_ z: Tensor) -> Tensor {
-        var h = postQuantConv(Kernels.scale(z, by: Float(1 / config.scale)))
+        var h = postQuantConv(backend.scale(z, by: Float(1 / config.scale)))
         h = decoderConvIn(h)
         h = decoderMid.2(decoderMid.1(decoderMid.0(h)))
         for i in stride(from: decoderLevels.count - 1, through: 0, by: -1) {
@@ -204,8 +211,8 @@ public final class AutoencoderKL: @unchecked Sendable {
         h = encoderMid.2(encoderMid.1(encoderMid.0(h)))
         let moments = quantConv(encoderConvOut(encoderNormOut(h, silu: true)))
         let half = moments.shape[1] / 2
-        let mean = Kernels.slice(moments, axis: 1, 0..<half)
-        let logvar = Kernels.map(Kernels.slice(moments, axis: 1, half..<(2 * half))) { min(max($0, -30), 20) }
+        let mean = backend.slice(moments, axis: 1, 0..<half)
+        let logvar = backend.clamp(backend.slice(moments, axis: 1, half..<(2 * half)), lower: -30, upper: 20)
         return (mean, logvar)
     }
 }

@@ -16,9 +16,14 @@ public final class WeightFile: @unchecked Sendable {
     public let keepHalf: Bool
     /// In recording mode: the keys and shapes asked for, in order.
     public private(set) var recorded: [(key: String, shape: [Int])] = []
+    /// The backend the modules built from this file compute on; each weight is uploaded to it once, when taken.
+    public let backend: any ComputeBackend
     private let label: String
 
-    public init(path: String, checkFinite: Bool = true, keepHalf: Bool = false) throws(KandinskyError) {
+    public init(
+        path: String, checkFinite: Bool = true, keepHalf: Bool = false,
+        backend: any ComputeBackend = CPUBackend.shared
+    ) throws(KandinskyError) {
         do {
             file = try SafetensorsFile(path: path)
         } catch {
@@ -26,14 +31,16 @@ public final class WeightFile: @unchecked Sendable {
         }
         self.checkFinite = checkFinite
         self.keepHalf = keepHalf
+        self.backend = backend
         label = path
     }
 
     /// A recorder: every request succeeds with zeros and is noted in `recorded`.
-    public init(recording label: String) {
+    public init(recording label: String, backend: any ComputeBackend = CPUBackend.shared) {
         file = nil
         checkFinite = false
         keepHalf = false
+        self.backend = backend
         self.label = label
     }
 
@@ -44,7 +51,7 @@ public final class WeightFile: @unchecked Sendable {
         guard let file else {
             recorded.append((key, shape))
             used.insert(key)
-            return Tensor(shape: shape, storage: ZeroPages.storage(count: shape.reduce(1, *)))
+            return backend.upload(Tensor(shape: shape, storage: ZeroPages.storage(count: shape.reduce(1, *))))
         }
         guard let entry = file.entries[key] else {
             throw KandinskyError(.missingWeight, "missing tensor (expected shape \(shape))", file: path, key: key)
@@ -66,7 +73,7 @@ public final class WeightFile: @unchecked Sendable {
             throw KandinskyError(.badWeight, "non-finite value \(bad.1) at element \(bad.0)", file: path, key: key)
         }
         used.insert(key)
-        return t
+        return backend.upload(t)
     }
 
     /// A layer's weight matrix `key` of shape `shape`: with `keepHalf` and an F16/BF16 tensor in the file, a view of
@@ -117,8 +124,10 @@ public final class WeightFile: @unchecked Sendable {
         return out
     }
 
-    /// The first NaN or infinity of `t` and its index (`NonFinite`).
-    static func firstNonFinite(_ t: Tensor) -> (Int, Float)? { NonFinite.first(t.storage.pointer, count: t.count) }
+    /// The first NaN or infinity of `t` and its index (`NonFinite`), checked in host memory before the upload.
+    static func firstNonFinite(_ t: Tensor) -> (Int, Float)? {
+        t.withUnsafeBufferPointer { values in values.baseAddress.flatMap { NonFinite.first($0, count: values.count) } }
+    }
 }
 
 // MARK: - Layers holding weights
@@ -142,6 +151,7 @@ public struct Linear: Sendable {
     public let stored: StoredWeight
     public let bias: Tensor?
     public var weight: Tensor { stored.tensor }
+    public let backend: any ComputeBackend
 
     public init(
         _ w: WeightFile, _ prefix: String, in inFeatures: Int, out outFeatures: Int, bias: Bool = true
@@ -150,11 +160,13 @@ public struct Linear: Sendable {
     {
         stored = try w.matrix("\(prefix).weight", [outFeatures, inFeatures])
         self.bias = bias ? try w.tensor("\(prefix).bias", [outFeatures]) : nil
+        backend = w.backend
     }
 
-    /// - Parameter rowIndependent: each row's result the same whichever other rows come with it (`Kernels.linear`).
+    /// - Parameter rowIndependent: each row's result the same whichever other rows come with it
+    ///   (`ComputeBackend.linear`).
     public func callAsFunction(_ x: Tensor, rowIndependent: Bool = false) -> Tensor {
-        Kernels.linear(x, weight: weight, bias: bias, rowIndependent: rowIndependent)
+        backend.linear(x, weight: weight, bias: bias, rowIndependent: rowIndependent)
     }
 }
 
@@ -165,6 +177,7 @@ public struct Conv2d: Sendable {
     public var weight: Tensor { stored.tensor }
     public let stride: Int
     public let padding: Padding
+    public let backend: any ComputeBackend
 
     public init(
         _ w: WeightFile, _ prefix: String, in inChannels: Int, out outChannels: Int, kernel: Int,
@@ -174,16 +187,17 @@ public struct Conv2d: Sendable {
         bias = try w.tensor("\(prefix).bias", [outChannels])
         self.stride = stride
         self.padding = padding ?? .uniform(kernel / 2)
+        backend = w.backend
     }
 
     public func callAsFunction(_ x: Tensor) -> Tensor {
-        Kernels.conv2d(x, weight: weight, bias: bias, stride: stride, padding: padding)
+        backend.conv2d(x, weight: weight, bias: bias, stride: stride, padding: padding)
     }
 
     /// This 3×3, stride-1, padding-1 convolution of `x` upsampled ×2 (nearest), without making the upsampled tensor.
     public func callAsFunction(upsampling x: Tensor) -> Tensor {
         precondition(stride == 1 && padding == .uniform(1), "upsampling convolutions are stride 1, padding 1")
-        return Kernels.conv3x3Upsampled(x, weight: weight, bias: bias)
+        return backend.conv3x3Upsampled(x, weight: weight, bias: bias)
     }
 }
 
@@ -192,13 +206,15 @@ public struct Conv1x1: Sendable {
     public let stored: StoredWeight
     public let bias: Tensor
     public var weight: Tensor { stored.tensor }
+    public let backend: any ComputeBackend
 
     public init(_ w: WeightFile, _ prefix: String, in inChannels: Int, out outChannels: Int) throws(KandinskyError) {
         stored = try w.matrix("\(prefix).weight", [outChannels, inChannels, 1])
         bias = try w.tensor("\(prefix).bias", [outChannels])
+        backend = w.backend
     }
 
-    public func callAsFunction(_ x: Tensor) -> Tensor { Kernels.conv1x1(x, weight: weight, bias: bias) }
+    public func callAsFunction(_ x: Tensor) -> Tensor { backend.conv1x1(x, weight: weight, bias: bias) }
 }
 
 /// `nn.GroupNorm` with affine parameters, optionally followed by SiLU in the same pass.
@@ -207,17 +223,21 @@ public struct GroupNorm: Sendable {
     public let bias: Tensor
     public let groups: Int
     public let eps: Float
+    public let backend: any ComputeBackend
 
     public init(_ w: WeightFile, _ prefix: String, channels: Int, groups: Int = 32, eps: Float) throws(KandinskyError) {
         weight = try w.tensor("\(prefix).weight", [channels])
         bias = try w.tensor("\(prefix).bias", [channels])
         self.groups = groups
         self.eps = eps
+        backend = w.backend
     }
 
-    /// Normalizes x in its own storage when this is its last use (see `Kernels.groupNorm`).
-    public func callAsFunction(_ x: consuming Tensor, silu: Bool = false) -> Tensor {
-        Kernels.groupNorm(consume x, groups: groups, weight: weight, bias: bias, eps: eps, silu: silu)
+    /// Normalizes x in its own storage when this is its last use (see `ComputeBackend.groupNorm`); with
+    /// `modulation` (`[N, 2C]`: scale, then shift), `GN(x)·(1 + scale) + shift` in the same pass.
+    public func callAsFunction(_ x: consuming Tensor, modulation: Tensor? = nil, silu: Bool = false) -> Tensor {
+        backend.groupNorm(
+            consume x, groups: groups, weight: weight, bias: bias, eps: eps, modulation: modulation, silu: silu)
     }
 }
 
@@ -226,12 +246,14 @@ public struct LayerNorm: Sendable {
     public let weight: Tensor
     public let bias: Tensor
     public let eps: Float
+    public let backend: any ComputeBackend
 
     public init(_ w: WeightFile, _ prefix: String, width: Int, eps: Float) throws(KandinskyError) {
         weight = try w.tensor("\(prefix).weight", [width])
         bias = try w.tensor("\(prefix).bias", [width])
         self.eps = eps
+        backend = w.backend
     }
 
-    public func callAsFunction(_ x: Tensor) -> Tensor { Kernels.layerNorm(x, weight: weight, bias: bias, eps: eps) }
+    public func callAsFunction(_ x: Tensor) -> Tensor { backend.layerNorm(x, weight: weight, bias: bias, eps: eps) }
 }

@@ -5,12 +5,16 @@ import Foundation
 /// The memory behind a tensor: either owned (allocated, aligned, freed in `deinit`) or a read-only window
 /// into a memory-mapped file (kept alive by holding the mapping).
 public final class TensorStorage: @unchecked Sendable {
-    /// Start of the float32 elements.
-    public let pointer: UnsafeMutablePointer<Float>
+    /// Start of the float32 elements. Internal: outside the kernels and the CPU backend, code reads and writes a
+    /// tensor only through `ComputeBackend` (whose tensors may live on another device), so a stray write into a
+    /// read-only mapped weight cannot compile.
+    @usableFromInline let pointer: UnsafeMutablePointer<Float>
     /// Number of float32 elements.
     public let count: Int
     /// Whether the memory is a read-only map; writing goes through a copy.
     public let isReadOnly: Bool
+    /// Where the elements live: host memory for every storage the CPU backend makes.
+    public let device: Device
     private let owner: AnyObject?
     private let owned: Bool
 
@@ -23,6 +27,7 @@ public final class TensorStorage: @unchecked Sendable {
         self.pointer = raw.bindMemory(to: Float.self, capacity: max(count, 1))
         self.count = count
         self.isReadOnly = false
+        self.device = .cpu
         self.owner = nil
         self.owned = true
     }
@@ -45,6 +50,7 @@ public final class TensorStorage: @unchecked Sendable {
         self.pointer = UnsafeMutablePointer(mutating: pointer)
         self.count = count
         self.isReadOnly = true
+        self.device = .cpu
         self.owner = owner
         self.owned = false
     }
@@ -67,6 +73,10 @@ public struct Tensor: @unchecked Sendable, CustomStringConvertible {
     /// Number of elements: the product of the shape.
     public var count: Int { shape.reduce(1, *) }
     public var rank: Int { shape.count }
+    /// The device holding the elements (see `ComputeBackend`).
+    public var device: Device { storage.device }
+    /// The element type: float32 (half-precision weights are `HalfWeight`s, expanded at use).
+    public var dtype: DType { .f32 }
 
     /// A zero-filled tensor.
     public init(zeros shape: [Int]) {

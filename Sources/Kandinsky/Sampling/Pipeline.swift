@@ -119,18 +119,19 @@ public struct RGBImage: Sendable, Equatable {
         (self.width, self.height, self.pixels) = (width, height, pixels)
     }
 
-    /// `[1, 3, H, W]` in [-1, 1] (`/127.5 − 1`), padded by repeating the last row and column up to `H × W`.
+    /// `[1, 3, H, W]` in [-1, 1] (`/127.5 − 1`), padded by repeating the last row and column up to `H × W`, made
+    /// in host memory (to be uploaded).
     func tensor(paddedTo size: (height: Int, width: Int)) -> Tensor {
-        let out = Tensor(uninitialized: [1, 3, size.height, size.width])
+        var out = [Float](repeating: 0, count: 3 * size.height * size.width)
         for c in 0..<3 {
             for y in 0..<size.height {
                 for x in 0..<size.width {
                     let v = pixels[(min(y, height - 1) * width + min(x, width - 1)) * 3 + c]
-                    out.storage.pointer[(c * size.height + y) * size.width + x] = Float(v) / 127.5 - 1
+                    out[(c * size.height + y) * size.width + x] = Float(v) / 127.5 - 1
                 }
             }
         }
-        return out
+        return Tensor(shape: [1, 3, size.height, size.width], values: out)
     }
 }
 
@@ -198,33 +199,20 @@ public final class KandinskyPipeline: @unchecked Sendable {
     ) -> Denoiser {
         var text = text
         if let timesteps { text.expect(timesteps: timesteps.map(Float.init)) }
+        let backend = unet.backend
         // The inpainting inputs are the same at every step: masked and doubled once, here.
         let extra: (image: Tensor, mask: Tensor)? = inpaint.map { inpaint in
-            let image = Kernels.mulChannelsPlane(inpaint.image, inpaint.mask)
-            return (Kernels.concat([image, image], axis: 0), Kernels.concat([inpaint.mask, inpaint.mask], axis: 0))
+            let image = backend.multiplyByMask(inpaint.image, inpaint.mask)
+            return (backend.concat([image, image], axis: 0), backend.concat([inpaint.mask, inpaint.mask], axis: 0))
         }
         return { x, t in
             let b = x.shape[0]
             precondition(
                 text.batch == 2 * b && scales.count == b,
                 "text rows \(text.batch) and scales \(scales.count) for \(b) images")
-            let doubled = Kernels.concat([x, x], axis: 0)
+            let doubled = backend.concat([x, x], axis: 0)
             let out = unet(doubled, timesteps: Array(repeating: Float(t), count: 2 * b), text: text, inpaint: extra)
-            let channels = out.shape[1] / 2
-            let plane = out.count / (2 * b * out.shape[1])
-            let eps = Tensor(uninitialized: x.shape)
-            let v = Tensor(uninitialized: x.shape)
-            let per = channels * plane
-            for i in 0..<b {
-                let cond = out.storage.pointer + i * 2 * per
-                let uncond = out.storage.pointer + (b + i) * 2 * per
-                let g = scales[i]
-                for j in 0..<per {
-                    eps.storage.pointer[i * per + j] = uncond[j] + g * (cond[j] - uncond[j])
-                    v.storage.pointer[i * per + j] = cond[per + j]
-                }
-            }
-            return (eps, v)
+            return backend.guidanceCombine(out, scales: scales)
         }
     }
 
@@ -236,7 +224,7 @@ public final class KandinskyPipeline: @unchecked Sendable {
     ) throws -> [[GeneratedImage]] {
         guard let first = requests.first else { return [] }
         // Large activations are reused from step to step; an idle worker gives them back.
-        defer { TensorStorage.releaseCachedBuffers() }
+        defer { unet.backend.releaseCachedMemory() }
         for r in requests {
             try r.validate()
             guard r.isCompatible(with: first) else {
@@ -265,6 +253,7 @@ public final class KandinskyPipeline: @unchecked Sendable {
                 .invalidParameter, "this model has no inpainting UNet (unet_inpaint.safetensors)", key: "mask_image")
         }
         let model = mode == .inpainting ? inpaintingUNet! : unet
+        let backend = model.backend
         let one = try tokenizers.encode1(prompts + negatives)
         let two = try tokenizers.encode2(prompts + negatives)
         let (full1, pooled1) = try textEncoder1(ids: one.ids, mask: one.mask)
@@ -274,9 +263,11 @@ public final class KandinskyPipeline: @unchecked Sendable {
         // Each image's stream: first its starting noise, then (img2img, inpainting) the posterior sample and the
         // q_sample noise, then the sampler's draws.
         var noise = SeededNoise(seeds: seeds)
-        var start = Kernels.concat((0..<seeds.count).map { noise.next(image: $0, shape: [1, 4, h, w]) }, axis: 0)
+        var start = backend.concat(
+            (0..<seeds.count).map { backend.upload(noise.next(image: $0, shape: [1, 4, h, w])) }, axis: 0)
         var run = SamplingRun(kind: first.sampler, steps: first.steps, images: images, schedule: schedule)
         run.progress = progress
+        run.backend = backend
         var inpaint: (image: Tensor, mask: Tensor)?
         if mode != .textToImage {
             let encoded = try encodeImages(requests, latentSize: (h, w), noise: &noise)
@@ -291,19 +282,20 @@ public final class KandinskyPipeline: @unchecked Sendable {
                     // q_sample to the level of the first step run: √ᾱ·z + √(1 − ᾱ)·n.
                     let t = run.timesteps.reversed()[remaining - 1]
                     let a = schedule.alphasCumprod[t]
-                    let n = Kernels.concat(
-                        (0..<seeds.count).map { noise.next(image: $0, shape: [1, 4, h, w]) }, axis: 0)
+                    let n = backend.concat(
+                        (0..<seeds.count).map { backend.upload(noise.next(image: $0, shape: [1, 4, h, w])) }, axis: 0)
                     let (ca, cn) = (Float(a.squareRoot()), Float((1 - a).squareRoot()))
-                    start = Kernels.zipMap(encoded, n) { ca * $0 + cn * $1 }
+                    start = backend.weightedSum([encoded, n], [ca, cn])
                 }
             default:
-                let masks = Kernels.concat(
+                let masks = backend.concat(
                     requests.flatMap { r in
                         Array(
-                            repeating: Inpainting.growMask(
-                                Inpainting.latentMask(
-                                    r.mask!, width: r.width, height: r.height, latent: (h, w),
-                                    factor: vae.downsamplingFactor)), count: r.numImages)
+                            repeating: backend.upload(
+                                Inpainting.growMask(
+                                    Inpainting.latentMask(
+                                        r.mask!, width: r.width, height: r.height, latent: (h, w),
+                                        factor: vae.downsamplingFactor))), count: r.numImages)
                     }, axis: 0)
                 run.known = KnownRegion(latent: encoded, mask: masks)
                 inpaint = (encoded, masks)
@@ -315,18 +307,18 @@ public final class KandinskyPipeline: @unchecked Sendable {
             (mode == .imageToImage && run.startStep == 0)
             ? start : try run.sample(from: start, denoise: denoise, noise: &noise)
         // The UNet's cached activations are not the decoder's sizes: give them back before its larger ones.
-        TensorStorage.releaseCachedBuffers()
+        backend.releaseCachedMemory()
         let decoded = vae.decode(latents)
         var out: [[GeneratedImage]] = []
         var index = 0
         for r in requests {
             var group: [GeneratedImage] = []
             for _ in 0..<r.numImages {
-                let rgb = Self.toUInt8(decoded, image: index, width: r.width, height: r.height)
+                let rgb = vae.backend.rgb8(decoded, image: index, width: r.width, height: r.height)
                 group.append(
                     GeneratedImage(
                         seed: seeds[index], rgb: rgb, width: r.width, height: r.height,
-                        latent: Kernels.slice(latents, axis: 0, index..<(index + 1)).reshaped([4, h, w])))
+                        latent: backend.slice(latents, axis: 0, index..<(index + 1)).reshaped([4, h, w])))
                 index += 1
             }
             out.append(group)
@@ -347,55 +339,28 @@ public final class KandinskyPipeline: @unchecked Sendable {
                 throw KandinskyError(.invalidParameter, "init_image missing", key: "init_image")
             }
             let f = vae.downsamplingFactor
-            let (mean, logvar) = vae.encode(image.tensor(paddedTo: (h * f, w * f)))
+            let (mean, logvar) = vae.encode(vae.backend.upload(image.tensor(paddedTo: (h * f, w * f))))
             guard mean.shape == [1, 4, h, w] else {
                 throw KandinskyError(
                     .invalidParameter,
                     "the autoencoder maps \(r.width)×\(r.height) to \(mean.shape), not a \(h)×\(w) latent")
             }
-            let std = Kernels.map(logvar) { expf(0.5 * $0) }
             for _ in 0..<r.numImages {
-                let n = noise.next(image: index, shape: [1, 4, h, w])
-                rows.append(Kernels.scale(Kernels.add(mean, Kernels.mul(std, n)), by: Float(vae.config.scale)))
+                let n = vae.backend.upload(noise.next(image: index, shape: [1, 4, h, w]))
+                rows.append(
+                    vae.backend.gaussianSample(
+                        mean: mean, logVariance: logvar, noise: n, scale: Float(vae.config.scale)))
                 index += 1
             }
         }
-        return Kernels.concat(rows, axis: 0)
+        return vae.backend.concat(rows, axis: 0)
     }
 
-    /// `process_images`: `(x + 1)·127.5`, rounded half to even, clamped to 0…255, HWC, cropped to width × height.
-    public static func toUInt8(_ decoded: Tensor, image: Int, width: Int, height: Int) -> [UInt8] {
-        let (c, fullH, fullW) = (decoded.shape[1], decoded.shape[2], decoded.shape[3])
-        precondition(width <= fullW && height <= fullH, "crop \(width)×\(height) of \(fullW)×\(fullH)")
-        var out = [UInt8](repeating: 0, count: width * height * c)
-        let base = decoded.storage.pointer + image * c * fullH * fullW
-        for y in 0..<height {
-            for x in 0..<width {
-                for ch in 0..<c {
-                    let v = ((base[(ch * fullH + y) * fullW + x] + 1) * 127.5).rounded(.toNearestOrEven)
-                    out[(y * width + x) * c + ch] = UInt8(min(max(v, 0), 255))
-                }
-            }
-        }
-        return out
-    }
-}
-
-extension Kernels {
-    /// `x · m` with `m` `[B, 1, h, w]` broadcast over channels.
-    static func mulChannelsPlane(_ x: Tensor, _ m: Tensor) -> Tensor {
-        let (n, c) = (x.shape[0], x.shape[1])
-        let plane = x.count / (n * c)
-        precondition(m.count == n * plane, "mask \(m.shape) for \(x.shape)")
-        let out = Tensor(uninitialized: x.shape)
-        for b in 0..<n {
-            for ch in 0..<c {
-                for p in 0..<plane {
-                    out.storage.pointer[(b * c + ch) * plane + p] =
-                        x.storage.pointer[(b * c + ch) * plane + p] * m.storage.pointer[b * plane + p]
-                }
-            }
-        }
-        return out
+    /// `process_images`: `(x + 1)·127.5`, rounded half to even, clamped to 0…255, HWC, cropped to width × height
+    /// (`ComputeBackend.rgb8`).
+    public static func toUInt8(
+        _ decoded: Tensor, image: Int, width: Int, height: Int, on backend: any ComputeBackend = CPUBackend.shared
+    ) -> [UInt8] {
+        backend.rgb8(decoded, image: image, width: width, height: height)
     }
 }

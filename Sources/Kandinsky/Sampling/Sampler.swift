@@ -47,6 +47,8 @@ public struct SamplingRun {
     public var known: KnownRegion?
     /// Called after each step with (step done, total); return false to cancel before the next step.
     public var progress: (Int, Int) -> Bool = { _, _ in true }
+    /// The backend the steps compute on: the UNet's (the latents, ε and the known region are its tensors).
+    public var backend: any ComputeBackend = CPUBackend.shared
 
     public init(kind: Sampler, steps: Int, images: [ImageSampling], schedule: DiffusionSchedule = .linear()) {
         self.kind = kind
@@ -102,19 +104,30 @@ public struct SamplingRun {
         if !progress(done, total) { throw SamplingCancelled(step: done) }
     }
 
+    /// Each image's next draw of its latent's shape (`[4, h, w]`), uploaded together as `[B, 4, h, w]`.
+    func draw(_ noise: inout some NoiseSource, like x: Tensor) -> Tensor {
+        let shape = Array(x.shape.dropFirst())
+        var draws: [Tensor] = []
+        for i in 0..<images.count {
+            draws.append(backend.upload(noise.next(image: i, shape: shape).reshaped([1] + shape)))
+        }
+        return draws.count == 1 ? draws[0] : backend.concat(draws, axis: 0)
+    }
+
     /// x0 from ε: `√(1/ᾱ)·x − √(1/ᾱ − 1)·ε`.
     func predictX0(_ x: Tensor, _ eps: Tensor, _ a: Double) -> Tensor {
         let (c1, c2) = (Float((1 / a).squareRoot()), Float((1 / a - 1).squareRoot()))
-        return Kernels.zipMap(x, eps) { c1 * $0 - c2 * $1 }
+        return backend.weightedSum([x, eps], [c1, -c2])
     }
 
-    /// The release's `process_xstart`: dynamic thresholding per image, then the inpainting blend and the
-    /// threshold again when a known region is given.
+    /// The release's `process_xstart`: dynamic thresholding per image (spec §6.7), then the inpainting blend
+    /// (`denoised_fn`, spec §6.11) and the threshold again when a known region is given.
     func processX0(_ x0: Tensor) -> Tensor {
-        var out = Thresholding.dynamic(x0, percentiles: images.map(\.dynamicThreshold))
+        let percentiles = images.map(\.dynamicThreshold)
+        var out = backend.dynamicThreshold(x0, percentiles: percentiles)
         if let known {
-            out = Thresholding.blend(out, known: known)
-            out = Thresholding.dynamic(out, percentiles: images.map(\.dynamicThreshold))
+            out = backend.maskedBlend(out, known: known.latent, mask: known.mask)
+            out = backend.dynamicThreshold(out, percentiles: percentiles)
         }
         return out
     }
@@ -134,22 +147,17 @@ public struct SamplingRun {
             let x0 = processX0(predictX0(x, eps, a))
             // ε re-derived from the processed x0: (√(1/ᾱ)·x − x0) / √(1/ᾱ − 1).
             let (r1, r2) = (Float((1 / a).squareRoot()), Float((1 / a - 1).squareRoot()))
-            let epsPrime = Kernels.zipMap(x, x0) { (r1 * $0 - $1) / r2 }
-            let next = Tensor(uninitialized: x.shape)
-            let per = x.count / images.count
-            for (i, image) in images.enumerated() {
+            let epsPrime = backend.weightedSum([x, x0], [r1, -1], dividedBy: r2)
+            // x_prev = √ᾱ_prev·x0 + √(1 − ᾱ_prev − σ²)·ε' + σ·z, σ per image from its eta (no noise at the last step).
+            let coefficients = images.map { image -> [Float] in
                 let sigma = image.eta * ((1 - aPrev) / (1 - a)).squareRoot() * (1 - a / aPrev).squareRoot()
                 let cx = Float(aPrev.squareRoot())
                 let ce = Float(max(0, 1 - aPrev - sigma * sigma).squareRoot())
-                let z = noise.next(image: i, shape: Array(x.shape.dropFirst()))
                 let cz = k == 0 ? Float(0) : Float(sigma)
-                for j in 0..<per {
-                    let o = i * per + j
-                    next.storage.pointer[o] =
-                        cx * x0.storage.pointer[o] + ce * epsPrime.storage.pointer[o] + cz * z.storage.pointer[j]
-                }
+                return [cx, ce, cz]
             }
-            x = next
+            let z = draw(&noise, like: x)
+            x = backend.weightedSum([x0, epsPrime, z], coefficients: coefficients, dividedBy: 1)
             try report(done + 1, order.count)
         }
         return x
@@ -171,20 +179,10 @@ public struct SamplingRun {
             let c1 = Float(beta * aPrev.squareRoot() / (1 - a))
             let c2 = Float((1 - aPrev) * (1 - beta).squareRoot() / (1 - a))
             let (lo, hi) = (Float(minLog[k]), Float(log(beta)))
-            let next = Tensor(uninitialized: x.shape)
-            let per = x.count / images.count
-            for i in 0..<images.count {
-                // The release draws noise at every step and masks it out at the last.
-                let z = noise.next(image: i, shape: Array(x.shape.dropFirst()))
-                for j in 0..<per {
-                    let o = i * per + j
-                    let mean = c1 * x0.storage.pointer[o] + c2 * x.storage.pointer[o]
-                    let frac = (v.storage.pointer[o] + 1) / 2
-                    let logVariance = frac * hi + (1 - frac) * lo
-                    next.storage.pointer[o] = k == 0 ? mean : mean + expf(0.5 * logVariance) * z.storage.pointer[j]
-                }
-            }
-            x = next
+            // The release draws noise at every step and masks it out at the last.
+            let z = draw(&noise, like: x)
+            x = backend.ancestralStep(
+                x0: x0, x: x, v: v, noise: z, c1: c1, c2: c2, logVariance: (lo, hi), addNoise: k != 0)
             try report(done + 1, order.count)
         }
         return x
@@ -205,7 +203,8 @@ public struct SamplingRun {
     func ldmStep(_ x: Tensor, _ eps: Tensor, a: Double, aPrev: Double) -> Tensor {
         let (sa, s1a) = (Float(a.squareRoot()), Float((1 - a).squareRoot()))
         let (sp, s1p) = (Float(aPrev.squareRoot()), Float((1 - aPrev).squareRoot()))
-        return Kernels.zipMap(x, eps) { xv, e in sp * ((xv - s1a * e) / sa) + s1p * e }
+        let x0 = backend.weightedSum([x, eps], [1, -s1a], dividedBy: sa)
+        return backend.weightedSum([x0, eps], [sp, s1p])
     }
 
     func ldmDDIM(
@@ -239,17 +238,16 @@ public struct SamplingRun {
                 let provisional = ldmStep(x, eps, a: a, aPrev: aPrev)
                 let tNext = position + 1 < order.count ? spaced.timesteps[order[position + 1]] : max(0, t)
                 let (epsNext, _) = denoise(provisional, tNext)
-                epsPrime = Kernels.zipMap(eps, epsNext) { ($0 + $1) / 2 }
+                epsPrime = backend.weightedSum([eps, epsNext], [1, 1], dividedBy: 2)
             case 1:
-                epsPrime = Kernels.zipMap(eps, history[0]) { (3 * $0 - $1) / 2 }
+                epsPrime = backend.weightedSum([eps, history[0]], [3, -1], dividedBy: 2)
             case 2:
                 let e1 = history[1]
                 let e2 = history[0]
-                epsPrime = Kernels.zipMap(Kernels.zipMap(eps, e1) { 23 * $0 - 16 * $1 }, e2) { ($0 + 5 * $1) / 12 }
+                epsPrime = backend.weightedSum([eps, e1, e2], [23, -16, 5], dividedBy: 12)
             default:
                 let (e1, e2, e3) = (history[history.count - 1], history[history.count - 2], history[history.count - 3])
-                let partial = Kernels.zipMap(Kernels.zipMap(eps, e1) { 55 * $0 - 59 * $1 }, e2) { $0 + 37 * $1 }
-                epsPrime = Kernels.zipMap(partial, e3) { ($0 - 9 * $1) / 24 }
+                epsPrime = backend.weightedSum([eps, e1, e2, e3], [55, -59, 37, -9], dividedBy: 24)
             }
             history.append(eps)
             if history.count > 3 { history.removeFirst() }
@@ -283,68 +281,15 @@ public struct SamplingRun {
                 if let previous {
                     let r = previous.h / h
                     let (w0, w1) = (Float(1 + 1 / (2 * r)), Float(1 / (2 * r)))
-                    d = Kernels.zipMap(x0, previous.x0) { w0 * $0 - w1 * $1 }
+                    d = backend.weightedSum([x0, previous.x0], [w0, -w1])
                 }
                 let ratio = Float(((1 - aNext) / (1 - a)).squareRoot())
                 let coefficient = Float(aNext.squareRoot() * -expm1(-h))
-                x = Kernels.zipMap(x, d) { ratio * $0 + coefficient * $1 }
+                x = backend.weightedSum([x, d], [ratio, coefficient])
                 previous = (x0, h)
             }
             try report(done + 1, order.count)
         }
         return x
-    }
-}
-
-/// Dynamic thresholding and the inpainting blend (spec §6.7, §6.11).
-public enum Thresholding {
-    /// Per image: `s` = the p-th percentile of |x0| over the image's values (numpy's linear interpolation),
-    /// `s = max(s, 1)`, `x0 = clip(x0, −s, s)/s`. Images whose percentile is nil pass unchanged.
-    public static func dynamic(_ x0: Tensor, percentiles: [Double?]) -> Tensor {
-        let n = x0.shape[0]
-        precondition(percentiles.count == n, "\(percentiles.count) percentiles for \(n) images")
-        let per = x0.count / n
-        let out = Tensor(uninitialized: x0.shape)
-        for i in 0..<n {
-            let src = x0.storage.pointer + i * per
-            let dst = out.storage.pointer + i * per
-            guard let p = percentiles[i] else {
-                dst.update(from: src, count: per)
-                continue
-            }
-            var magnitudes = (0..<per).map { abs(src[$0]) }
-            magnitudes.sort()
-            let position = Double(per - 1) * p / 100
-            let lower = Int(position.rounded(.down))
-            let upper = min(lower + 1, per - 1)
-            let fraction = Float(position - Double(lower))
-            // numpy's linear method: lower + (upper − lower)·fraction.
-            let value = magnitudes[lower] + (magnitudes[upper] - magnitudes[lower]) * fraction
-            let s = max(value, 1)
-            for j in 0..<per { dst[j] = min(max(src[j], -s), s) / s }
-        }
-        return out
-    }
-
-    /// `x0·(1 − mask) + known·mask`, the mask broadcast over channels (`[1 or B, 1, h, w]`).
-    public static func blend(_ x0: Tensor, known: KnownRegion) -> Tensor {
-        let (n, c) = (x0.shape[0], x0.shape[1])
-        let plane = x0.count / (n * c)
-        let out = Tensor(uninitialized: x0.shape)
-        let knownPer = known.latent.count / max(1, known.latent.shape[0])
-        let maskPer = known.mask.count / max(1, known.mask.shape[0])
-        for b in 0..<n {
-            let kb = known.latent.shape[0] == 1 ? 0 : b
-            let mb = known.mask.shape[0] == 1 ? 0 : b
-            for ch in 0..<c {
-                for p in 0..<plane {
-                    let o = (b * c + ch) * plane + p
-                    let m = known.mask.storage.pointer[mb * maskPer + p]
-                    let k = known.latent.storage.pointer[kb * knownPer + ch * plane + p]
-                    out.storage.pointer[o] = x0.storage.pointer[o] * (1 - m) + k * m
-                }
-            }
-        }
-        return out
     }
 }
