@@ -1,15 +1,31 @@
 // MARK: - Devices
 
-/// Where a tensor's elements live and which backend computes on them.
+/// Where a tensor's elements live and which backend computes on them, as `--device` names it.
 ///
-/// Only the CPU exists today; a GPU backend (Vulkan, `vulkan:N`) adds its case with its storage.
+/// Only the CPU has a backend today; `vulkan:N` (the N-th Vulkan device) is named so that commands and configuration
+/// can refuse it clearly until the Vulkan backend brings its storage.
 public enum Device: Hashable, Sendable, CustomStringConvertible {
     /// Host memory, computed by `CPUBackend`.
     case cpu
+    /// The N-th Vulkan device, in the order `kandinsky-worker devices` lists them.
+    case vulkan(Int)
+
+    /// `cpu` or `vulkan:N`, or nil.
+    public init?(name: String) {
+        let t = name.trimmingCharacters(in: .whitespaces).lowercased()
+        if t == "cpu" {
+            self = .cpu
+        } else if t.hasPrefix("vulkan:"), let n = Int(t.dropFirst("vulkan:".count)), (0..<1024).contains(n) {
+            self = .vulkan(n)
+        } else {
+            return nil
+        }
+    }
 
     public var description: String {
         switch self {
         case .cpu: return "cpu"
+        case .vulkan(let n): return "vulkan:\(n)"
         }
     }
 }

@@ -1,5 +1,6 @@
 import Foundation
 import JobQueue
+import Tensor
 import Yams
 
 /// The worker's configuration: built-in defaults, then the YAML file (`Config/worker.yaml` documents every key),
@@ -155,7 +156,7 @@ public struct ServeConfiguration: Equatable, Sendable {
             name = optional(value)
         case "device":
             do {
-                device = try DeviceID(parsing: value).description
+                device = try Device(parsing: value).description
             } catch {
                 throw bad("must be cpu or vulkan:N (got \"\(value)\")")
             }

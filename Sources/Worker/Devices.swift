@@ -1,30 +1,13 @@
 import Foundation
+import Tensor
 
-/// Where the model runs, as `--device` and the `device` key name it: `cpu`, or `vulkan:N` (the N-th Vulkan device
-/// `kandinsky-worker devices` lists).
-public enum DeviceID: Hashable, Sendable, CustomStringConvertible {
-    case cpu
-    case vulkan(Int)
-
+extension Device {
     /// `cpu` or `vulkan:N`; anything else is an error that says what is accepted.
     public init(parsing text: String) throws(DeviceError) {
-        let t = text.trimmingCharacters(in: .whitespaces).lowercased()
-        if t == "cpu" {
-            self = .cpu
-            return
+        guard let device = Device(name: text) else {
+            throw DeviceError("device \"\(text)\" is not one this worker knows: use cpu or vulkan:N")
         }
-        if t.hasPrefix("vulkan:"), let n = Int(t.dropFirst("vulkan:".count)), n >= 0, n < 1024 {
-            self = .vulkan(n)
-            return
-        }
-        throw DeviceError("device \"\(text)\" is not one this worker knows: use cpu or vulkan:N")
-    }
-
-    public var description: String {
-        switch self {
-        case .cpu: return "cpu"
-        case .vulkan(let n): return "vulkan:\(n)"
-        }
+        self = device
     }
 }
 
@@ -35,7 +18,7 @@ public enum Precision: String, CaseIterable, Sendable {
 
 /// One device this host can run the model on, as `devices` lists it.
 public struct DeviceInfo: Equatable, Sendable {
-    public var id: DeviceID
+    public var id: Device
     public var name: String
     /// `cpu` or `gpu`.
     public var kind: String
@@ -46,7 +29,7 @@ public struct DeviceInfo: Equatable, Sendable {
     public var features: [String]
 
     public init(
-        id: DeviceID, name: String, kind: String, memoryBytes: UInt64, precisions: [Precision], features: [String]
+        id: Device, name: String, kind: String, memoryBytes: UInt64, precisions: [Precision], features: [String]
     ) {
         (self.id, self.name, self.kind, self.memoryBytes) = (id, name, kind, memoryBytes)
         (self.precisions, self.features) = (precisions, features)
@@ -105,7 +88,7 @@ public enum Devices {
     public static func select(
         _ device: String, precision: String, from list: (devices: [DeviceInfo], notes: [String]) = Devices.list()
     ) throws(DeviceError) -> (device: DeviceInfo, precision: Precision) {
-        let id = try DeviceID(parsing: device)
+        let id = try Device(parsing: device)
         guard let chosen = Precision(rawValue: precision.trimmingCharacters(in: .whitespaces).lowercased()) else {
             throw DeviceError("precision \"\(precision)\" is not one this worker knows: use f32, f16 or bf16")
         }

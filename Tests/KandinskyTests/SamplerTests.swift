@@ -11,22 +11,24 @@ import Testing
 /// Tolerances (fixtures README): whole samplers `max|ours − official| / std(official) ≤ 2e-3` (an 8-step sampler
 /// moves by ~1e-4 of its spread when the weights move by one part in a million); images within 2 levels; torch
 /// noise within 1e-6.
+///
+/// The model-driven cases run once per device of `TestDevice.available`, tolerances times the device's factor.
 @Suite struct SamplerTests {
-    let model: ModelDirectory
-
-    init() throws {
-        model = try ModelDirectory(path: Fixtures.kandinsky2("tiny-model"))
-    }
 
     func fixture(_ name: String) throws -> SafetensorsFile {
         try SafetensorsFile(path: Fixtures.kandinsky2("cases/\(name).safetensors"))
     }
 
-    func expectMatch(_ ours: Tensor, _ official: Tensor, _ what: String, tolerance: Double = 2e-3) {
+    func expectMatch(
+        _ ours: Tensor, _ official: Tensor, _ what: String, on device: TestDevice, tolerance: Double = 2e-3
+    ) {
+        let ours = device.host(ours)
         #expect(ours.shape == official.shape, "\(what): shape \(ours.shape) vs \(official.shape)")
         guard ours.shape == official.shape else { return }
         let error = ours.relativeMaxError(to: official)
-        #expect(error <= tolerance, "\(what): max|ours − official| / std = \(error)")
+        #expect(
+            error <= tolerance * device.toleranceFactor,
+            "\(what) on \(device.name): max|ours − official| / std = \(error)")
     }
 
     @Test func scheduleMatchesFloat64Tables() throws {
@@ -63,10 +65,12 @@ import Testing
     /// The fixtures' text conditioning (conditional row, then the empty prompt's row) and guidance, with the ResBlocks'
     /// time modulations computed for the run's timesteps in advance, as `generate` does.
     func denoiser(
-        _ f: SafetensorsFile, unet: Text2ImUNet, inpaint: (image: Tensor, mask: Tensor)? = nil, timesteps: [Int]
+        _ f: SafetensorsFile, unet: Text2ImUNet, on device: TestDevice, inpaint: (image: Tensor, mask: Tensor)? = nil,
+        timesteps: [Int]
     ) throws -> Denoiser {
         let text = unet.textConditioning(
-            full1: try f.tensor("full_emb1"), pooled1: try f.tensor("pooled_emb1"), full2: try f.tensor("full_emb2"))
+            full1: device.upload(try f.tensor("full_emb1")), pooled1: device.upload(try f.tensor("pooled_emb1")),
+            full2: device.upload(try f.tensor("full_emb2")))
         return KandinskyPipeline.guidedDenoiser(
             unet: unet, text: text, scales: [try f.tensor("guidance_scale").scalars[0]], inpaint: inpaint,
             timesteps: timesteps)
@@ -93,86 +97,95 @@ import Testing
     /// Forwards whose ResBlock modulations come from windows computed in advance (`TextConditioning.expect`) give
     /// exactly what plain forwards give, window after window, with one window per `window` distinct timesteps in order; a
     /// timestep the run did not announce is computed on its own.
-    @Test func timeModulationsComputedInWindowsMatchPlainForwards() throws {
+    @Test(arguments: TestDevice.available)
+    func timeModulationsComputedInWindowsMatchPlainForwards(device: TestDevice) throws {
         let f = try fixture("sampler.case")
-        let unet = try model.unet().module
+        let unet = try device.tinyModel().unet().module
         let plain = unet.textConditioning(
-            full1: try f.tensor("full_emb1"), pooled1: try f.tensor("pooled_emb1"), full2: try f.tensor("full_emb2"))
+            full1: device.upload(try f.tensor("full_emb1")), pooled1: device.upload(try f.tensor("pooled_emb1")),
+            full2: device.upload(try f.tensor("full_emb2")))
         var windowed = plain
         let timesteps: [Float] = [981, 761, 541, 541, 321, 101]
         windowed.expect(timesteps: timesteps, window: 2)
         let x = Kernels.slice(try f.tensor("x_T"), axis: 0, 0..<1)
-        let rows = Kernels.concat([x, x], axis: 0)
+        let rows = device.upload(Kernels.concat([x, x], axis: 0))
         for t in timesteps + [500] {
-            let ours = unet(rows, timesteps: [t, t], text: windowed)
-            let reference = unet(rows, timesteps: [t, t], text: plain)
+            let ours = device.host(unet(rows, timesteps: [t, t], text: windowed))
+            let reference = device.host(unet(rows, timesteps: [t, t], text: plain))
             #expect(ours.scalars == reference.scalars, "t = \(t): \(ours.relativeMaxError(to: reference))")
         }
         // 981 and 761, then 541 and 321 (541 twice in the list), then 101; 500 was not announced.
         #expect(windowed.steps?.windows == 3)
     }
 
-    @Test(arguments: [Sampler.ddimLDM, .plms])
-    func todaysSamplersMatchOfficial(kind: Sampler) throws {
+    @Test(arguments: TestDevice.available, [Sampler.ddimLDM, .plms])
+    func todaysSamplersMatchOfficial(device: TestDevice, kind: Sampler) throws {
         let f = try fixture("sampler.case")
-        let unet = try model.unet().module
+        let unet = try device.tinyModel().unet().module
         let steps = try f.integers("steps").values[0]
         var run = SamplingRun(
             kind: kind, steps: steps, images: [ImageSampling(guidanceScale: 4, eta: 0, dynamicThreshold: nil)])
+        run.backend = device.backend
         #expect(run.timesteps.reversed() == (try f.integers("ddim_timesteps").values))
         var noise = SeededNoise(seeds: [0])
         var calls = 0
-        let denoise = try denoiser(f, unet: unet, timesteps: run.timesteps)
+        let denoise = try denoiser(f, unet: unet, on: device, timesteps: run.timesteps)
         run.progress = { _, _ in true }
-        let x = Kernels.slice(try f.tensor("x_T"), axis: 0, 0..<1)
+        let x = device.upload(Kernels.slice(try f.tensor("x_T"), axis: 0, 0..<1))
         let out = try run.sample(
             from: x,
             denoise: {
                 calls += 1; return denoise($0, $1)
             }, noise: &noise)
-        expectMatch(out, try f.tensor(kind == .plms ? "plms_out" : "ddim_out"), kind.rawValue)
+        expectMatch(out, try f.tensor(kind == .plms ? "plms_out" : "ddim_out"), kind.rawValue, on: device)
         #expect(calls == steps + (kind == .plms ? 1 : 0))
     }
 
-    @Test(arguments: [Sampler.ddim, .pSampler])
-    func releaseSamplersMatchOfficial(kind: Sampler) throws {
+    @Test(arguments: TestDevice.available, [Sampler.ddim, .pSampler])
+    func releaseSamplersMatchOfficial(device: TestDevice, kind: Sampler) throws {
         let f = try fixture("sampler_release.case")
-        let unet = try model.unet().module
+        let unet = try device.tinyModel().unet().module
         let prefix = kind == .ddim ? "release_ddim" : "release_p"
         let steps = try f.integers("steps").values[0]
-        let run = SamplingRun(kind: kind, steps: steps, images: [try releaseSettings(f)])
+        var run = SamplingRun(kind: kind, steps: steps, images: [try releaseSettings(f)])
+        run.backend = device.backend
         #expect(run.timesteps.reversed() == (try f.integers("\(prefix)_timestep_map").values))
         var noise = try recordedDraws(f, "\(prefix)_step_noise", steps: steps)
-        let x = Kernels.slice(try f.tensor("x_T"), axis: 0, 0..<1)
-        let out = try run.sample(from: x, denoise: try denoiser(f, unet: unet, timesteps: run.timesteps), noise: &noise)
-        expectMatch(out, try f.tensor("\(prefix)_out"), prefix)
+        let x = device.upload(Kernels.slice(try f.tensor("x_T"), axis: 0, 0..<1))
+        let out = try run.sample(
+            from: x, denoise: try denoiser(f, unet: unet, on: device, timesteps: run.timesteps), noise: &noise)
+        expectMatch(out, try f.tensor("\(prefix)_out"), prefix, on: device)
     }
 
-    @Test(arguments: [Sampler.ddim, .pSampler])
-    func releaseInpaintingMatchesOfficial(kind: Sampler) throws {
+    @Test(arguments: TestDevice.available, [Sampler.ddim, .pSampler])
+    func releaseInpaintingMatchesOfficial(device: TestDevice, kind: Sampler) throws {
         let f = try fixture("sampler_release.case")
-        let unet = try model.inpaintingUNet().module
+        let unet = try device.tinyModel().inpaintingUNet().module
         let prefix = kind == .ddim ? "inpaint_ddim" : "inpaint_p"
         let steps = try f.integers("steps").values[0]
         let mask = Inpainting.growMask(try f.tensor("inpaint_raw_mask"))
         #expect(mask.scalars == (try f.tensor("inpaint_mask").scalars), "prepare_mask growth")
-        let known = try f.tensor("inpaint_known_latent")
+        let known = device.upload(try f.tensor("inpaint_known_latent"))
+        let onDevice = device.upload(mask)
         var run = SamplingRun(kind: kind, steps: steps, images: [try releaseSettings(f)])
-        run.known = KnownRegion(latent: known, mask: mask)
+        run.backend = device.backend
+        run.known = KnownRegion(latent: known, mask: onDevice)
         var noise = try recordedDraws(f, "\(prefix)_step_noise", steps: steps)
-        let x = Kernels.slice(try f.tensor("x_T"), axis: 0, 0..<1)
+        let x = device.upload(Kernels.slice(try f.tensor("x_T"), axis: 0, 0..<1))
         let out = try run.sample(
-            from: x, denoise: try denoiser(f, unet: unet, inpaint: (known, mask), timesteps: run.timesteps),
+            from: x,
+            denoise: try denoiser(f, unet: unet, on: device, inpaint: (known, onDevice), timesteps: run.timesteps),
             noise: &noise)
-        expectMatch(out, try f.tensor("\(prefix)_out"), prefix)
+        expectMatch(out, try f.tensor("\(prefix)_out"), prefix, on: device)
     }
 
-    @Test func decodedImageMatchesOfficialPixels() throws {
+    @Test(arguments: TestDevice.available)
+    func decodedImageMatchesOfficialPixels(device: TestDevice) throws {
         let sampler = try fixture("sampler.case")
         let f = try fixture("pipeline.case")
-        let decoded = try model.vae().module.decode(try sampler.tensor("ddim_out"))
-        expectMatch(decoded, try f.tensor("decoded_float"), "decoded_float", tolerance: 1e-3)
-        let ours = KandinskyPipeline.toUInt8(decoded, image: 0, width: 48, height: 32)
+        let decoded = try device.tinyModel().vae().module.decode(device.upload(try sampler.tensor("ddim_out")))
+        expectMatch(decoded, try f.tensor("decoded_float"), "decoded_float", on: device, tolerance: 1e-3)
+        let ours = device.backend.rgb8(decoded, image: 0, width: 48, height: 32)
         let official = try f.integers("image_uint8").values
         let worst = zip(ours, official).map { abs(Int($0) - $1) }.max() ?? 255
         #expect(ours.count == official.count && worst <= 2, "max pixel difference \(worst)")

@@ -1,4 +1,5 @@
 import Foundation
+import Tensor
 import TestSupport
 import Testing
 
@@ -15,12 +16,12 @@ import Testing
     let host = Devices.list(cpuinfo: cpuinfo, meminfo: meminfo)
 
     @Test func parsesDeviceNames() throws {
-        #expect(try DeviceID(parsing: "cpu") == .cpu)
-        #expect(try DeviceID(parsing: " CPU ") == .cpu)
-        #expect(try DeviceID(parsing: "vulkan:3") == .vulkan(3))
-        #expect(DeviceID.vulkan(3).description == "vulkan:3")
+        #expect(try Device(parsing: "cpu") == .cpu)
+        #expect(try Device(parsing: " CPU ") == .cpu)
+        #expect(try Device(parsing: "vulkan:3") == .vulkan(3))
+        #expect(Device.vulkan(3).description == "vulkan:3")
         for bad in ["cuda:0", "vulkan", "vulkan:-1", "vulkan:x", "gpu", ""] {
-            #expect(throws: DeviceError.self, "\(bad)") { try DeviceID(parsing: bad) }
+            #expect(throws: DeviceError.self, "\(bad)") { try Device(parsing: bad) }
         }
     }
 
