@@ -204,11 +204,14 @@ public final class SentinelSet: @unchecked Sendable {
                     password: sentinelPassword))
         }
         sentinels = started
-        let replica = replica
-        // Ready when the replica is in sync and every sentinel has found it (so a failover can promote it).
+        let (master, replica) = (master, replica)
+        // Ready when the replica is in sync, the master lists it as online (what ROLE reports to clients), and every
+        // sentinel has found it (so a failover can promote it).
         let ok = eventually(timeout: 30) {
             let info = (try? replica.command(["INFO", "replication"]).text) ?? ""
             guard info.contains("master_link_status:up") else { return false }
+            let masterInfo = (try? master.command(["INFO", "replication"]).text) ?? ""
+            guard masterInfo.contains("state=online") else { return false }
             return started.allSatisfy { s in
                 let replicas = (try? s.command(["SENTINEL", "REPLICAS", masterName]))?.array
                 return (replicas?.count ?? 0) >= 1
