@@ -23,7 +23,7 @@ public struct BenchError: Error, CustomStringConvertible, Sendable {
 }
 
 /// The JSON report documents: what `--json` prints, and what `Ops/bench-report` and `docs/perf/*.json` read.
-public enum BenchJSON {
+enum BenchJSON {
     /// One document, keys sorted, on one line.
     static func document(_ object: [String: Any]) throws -> String {
         try value(object).serialized
@@ -31,7 +31,7 @@ public enum BenchJSON {
 
     /// The JSON form of the dictionaries, arrays, strings, numbers, booleans and `NSNull`s reports collect their
     /// figures in.
-    public static func value(_ object: Any) throws -> JSONValue {
+    static func value(_ object: Any) throws -> JSONValue {
         switch object {
         case let value as JSONValue: return value
         case is NSNull: return .null

@@ -73,7 +73,7 @@ public enum Devices {
             } ?? "processor"
         let threads = ProcessInfo.processInfo.activeProcessorCount
         let flags = ProcessorCheck.flags(cpuinfo: cpuinfo) ?? []
-        let used = ["avx2", "fma", "f16c", "avx512f", "avx512_bf16", "amx_bf16", "asimd", "fphp"]
+        let used = ["avx2", "fma", "f16c", "avx512f", "avx512_bf16", "amx_bf16"]
         let memory =
             meminfo?.split(separator: "\n").first { $0.hasPrefix("MemTotal:") }.flatMap { line in
                 line.split(separator: " ").dropFirst().first.flatMap { UInt64($0) }.map { $0 * 1024 }

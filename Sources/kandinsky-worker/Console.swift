@@ -1,4 +1,3 @@
-import Bench
 import Foundation
 import JSON
 
@@ -19,12 +18,6 @@ struct Console {
     /// The one JSON document, keys sorted, on stdout.
     func document(_ value: JSONValue) {
         print(value.serialized)
-    }
-
-    /// The one JSON document from the dictionaries, arrays, strings, numbers, booleans and `NSNull`s the commands
-    /// collect their figures in.
-    func document(_ object: Any) throws {
-        document(try BenchJSON.value(object))
     }
 
     /// The one JSON document, already serialised (one line), on stdout.

@@ -1,5 +1,6 @@
 import ArgumentParser
 import Foundation
+import JSON
 import Kandinsky
 
 /// `demo-eval`: generates the demo model's captions and scores colour and shape per language with the pixel rule.
@@ -62,14 +63,19 @@ struct DemoEval: ParsableCommand {
         report("\(demo.languages.count) languages: colour \(all.colour) %, shape \(all.shape) % of \(all.images)")
         report("10 languages (all but zh, ja): colour \(ten.colour) %, shape \(ten.shape) % of \(ten.images)")
         if json {
-            var object: [String: Any] = [
-                "colour_pct": all.colour, "shape_pct": all.shape, "images": all.images,
-                "without_zh_ja": ["colour_pct": ten.colour, "shape_pct": ten.shape, "images": ten.images],
+            var object: JSONObject = [
+                "colour_pct": .integer(all.colour), "shape_pct": .integer(all.shape), "images": .integer(all.images),
+                "without_zh_ja": .object([
+                    "colour_pct": .integer(ten.colour), "shape_pct": .integer(ten.shape),
+                    "images": .integer(ten.images),
+                ]),
             ]
             for (language, s) in scores {
-                object[language] = ["colour_pct": percent(s.color, s.total), "shape_pct": percent(s.shape, s.total)]
+                object[language] = .object([
+                    "colour_pct": .integer(percent(s.color, s.total)), "shape_pct": .integer(percent(s.shape, s.total)),
+                ])
             }
-            try Console(json: true).document(object)
+            Console(json: true).document(.object(object))
         }
     }
 

@@ -1,4 +1,5 @@
 import ArgumentParser
+import JSON
 import Worker
 
 /// `devices`: what `--device` can name on this host, in the order it indexes them.
@@ -15,15 +16,19 @@ struct DevicesCommand: ParsableCommand {
         for d in devices { console.line(d.line) }
         for note in notes { console.line("(\(note))") }
         if output.json {
-            try console.document([
-                "devices": devices.map { d -> [String: Any] in
-                    [
-                        "id": d.id.description, "name": d.name, "kind": d.kind, "memory_bytes": d.memoryBytes,
-                        "precisions": d.precisions.map(\.rawValue), "features": d.features,
-                    ]
-                },
-                "notes": notes,
-            ])
+            console.document(
+                .object([
+                    "devices": .array(
+                        devices.map { d in
+                            .object([
+                                "id": .string(d.id.description), "name": .string(d.name), "kind": .string(d.kind),
+                                "memory_bytes": .integer(d.memoryBytes),
+                                "precisions": .array(d.precisions.map { .string($0.rawValue) }),
+                                "features": .array(d.features.map { .string($0) }),
+                            ])
+                        }),
+                    "notes": .array(notes.map { .string($0) }),
+                ]))
         }
     }
 }
