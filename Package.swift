@@ -45,6 +45,12 @@ let package = Package(
         .systemLibrary(
             name: "CSystemd", pkgConfig: "libsystemd",
             providers: [.apt(["libsystemd-dev"])]),
+        // The Vulkan headers only: the loader is opened at run time (VK_NO_PROTOTYPES), nothing is linked.
+        .systemLibrary(
+            name: "CVulkan",
+            providers: [.apt(["libvulkan-dev"])]),
+        // The compute shaders as SPIR-V, generated from Shaders/vulkan by Ops/gen-shaders (CI checks it is current).
+        .target(name: "CVulkanShaders"),
         .target(
             name: "CSentencePiece",
             cxxSettings: [.unsafeFlags(["-std=c++17"])],
@@ -55,6 +61,8 @@ let package = Package(
         .target(name: "JSON"),
         .target(name: "CKernels", cSettings: [.unsafeFlags(["-O2"], .when(configuration: .debug))]),
         .target(name: "Tensor", dependencies: ["COpenBLAS", "CKernels", "JSON"], swiftSettings: kernelSettings),
+        // The Vulkan compute backend: devices, memory, pipelines and every operation of ComputeBackend as shaders.
+        .target(name: "VulkanBackend", dependencies: ["Tensor", "CVulkan", "CVulkanShaders"]),
         // The generation vocabulary (samplers, defaults and their merge, request limits, the PNG parameters text):
         // one set of types for the model, the queue, the configuration and the command line.
         .target(name: "Generation"),
@@ -111,6 +119,7 @@ let package = Package(
             path: "Tests/TestWorker"),
         .testTarget(name: "JSONTests", dependencies: ["JSON"]),
         .testTarget(name: "TensorTests", dependencies: ["Tensor", "TestSupport"]),
+        .testTarget(name: "VulkanTests", dependencies: ["VulkanBackend", "Tensor", "TestSupport"]),
         .testTarget(name: "GenerationTests", dependencies: ["Generation"]),
         .testTarget(name: "KandinskyTests", dependencies: ["Kandinsky", "Tensor", "TestSupport"]),
         .testTarget(name: "ModelConversionTests", dependencies: ["ModelConversion", "JSON", "Tensor", "TestSupport"]),

@@ -1,0 +1,4 @@
+import Tensor
+import Testing
+
+@testable import VulkanBackend
