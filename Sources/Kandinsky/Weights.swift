@@ -46,12 +46,17 @@ public final class WeightFile: @unchecked Sendable {
 
     public var path: String { label }
 
-    /// The float32 tensor `key`, which must have shape `shape`.
+    /// The float32 tensor `key`, which must have shape `shape`, on the backend's device.
     public func tensor(_ key: String, _ shape: [Int]) throws(KandinskyError) -> Tensor {
+        backend.upload(try hostTensor(key, shape))
+    }
+
+    /// The float32 tensor `key` in host memory (mapped, or expanded from 16 bits), checked; noted as used.
+    private func hostTensor(_ key: String, _ shape: [Int]) throws(KandinskyError) -> Tensor {
         guard let file else {
             recorded.append((key, shape))
             used.insert(key)
-            return backend.upload(Tensor(shape: shape, storage: ZeroPages.storage(count: shape.reduce(1, *))))
+            return Tensor(shape: shape, storage: ZeroPages.storage(count: shape.reduce(1, *)))
         }
         guard let entry = file.entries[key] else {
             throw KandinskyError(.missingWeight, "missing tensor (expected shape \(shape))", file: path, key: key)
@@ -73,15 +78,21 @@ public final class WeightFile: @unchecked Sendable {
             throw KandinskyError(.badWeight, "non-finite value \(bad.1) at element \(bad.0)", file: path, key: key)
         }
         used.insert(key)
-        return backend.upload(t)
+        return t
     }
 
-    /// A layer's weight matrix `key` of shape `shape`: with `keepHalf` and an F16/BF16 tensor in the file, a view of
-    /// the mapped half-precision values, expanded at each use; otherwise the float32 tensor of `tensor(_:_:)`.
+    /// A layer's weight matrix `key` of shape `shape`. With `keepHalf` (`--precision f16`), in 16 bits: on a device
+    /// that stores half-precision weights, the file's F16/BF16 values or its F32 values converted, uploaded once;
+    /// on the CPU, an F16/BF16 tensor of the file as a view of the mapped values, expanded at each use. Otherwise
+    /// the float32 tensor of `tensor(_:_:)`.
     public func matrix(_ key: String, _ shape: [Int]) throws(KandinskyError) -> StoredWeight {
-        guard keepHalf, let file, let entry = file.entries[key], entry.dtype == .f16 || entry.dtype == .bf16,
-            entry.shape == shape
-        else { return .full(try tensor(key, shape)) }
+        guard keepHalf, let file, let entry = file.entries[key], entry.shape == shape else {
+            return .full(try tensor(key, shape))
+        }
+        guard entry.dtype == .f16 || entry.dtype == .bf16 else {
+            let host = try hostTensor(key, shape)
+            return .full(backend.uploadHalf(host) ?? backend.upload(host))
+        }
         let half: HalfWeight?
         do {
             half = try file.halfWeight(key)
@@ -93,6 +104,7 @@ public final class WeightFile: @unchecked Sendable {
             throw KandinskyError(.badWeight, "non-finite value \(bad.1) at element \(bad.0)", file: path, key: key)
         }
         used.insert(key)
+        if let onDevice = backend.upload(half) { return .full(onDevice) }
         return .half(half)
     }
 

@@ -63,6 +63,12 @@ public protocol ComputeBackend: AnyObject, Sendable {
     func upload(_ values: [Float], shape: [Int]) -> Tensor
     /// `host` (a tensor made on the host: noise, masks, a weight) on this device; on the CPU the same tensor.
     func upload(_ host: Tensor) -> Tensor
+    /// A layer weight held in 16 bits (`--precision f16`, an F16 or BF16 file) on this device in half precision, or
+    /// nil where the backend keeps such weights in host memory and expands them at each use (the CPU).
+    func upload(_ weight: HalfWeight) -> Tensor?
+    /// A float32 layer weight (`host`) kept in half precision on this device (`--precision f16` with an F32 file),
+    /// or nil where the backend does not convert weights (the CPU, whose f16 mode needs 16-bit weights in the file).
+    func uploadHalf(_ host: Tensor) -> Tensor?
     /// The elements of `x` in host memory (waits for the work that makes them).
     func download(_ x: Tensor) -> [Float]
     /// Keeps up to `bytes` of freed activations for reuse by the next forward pass.

@@ -24,6 +24,12 @@ public final class CPUBackend: ComputeBackend {
         return host
     }
 
+    /// Nil: the CPU keeps half-precision weights mapped and expands them at use (`HalfWeight.expanded`).
+    public func upload(_ weight: HalfWeight) -> Tensor? { nil }
+
+    /// Nil: the CPU computes on float32 weights as the file stores them.
+    public func uploadHalf(_ host: Tensor) -> Tensor? { nil }
+
     public func download(_ x: Tensor) -> [Float] { x.scalars }
 
     public func keepFreedActivations(upTo bytes: Int) { TensorStorage.keepFreedBuffers(upTo: bytes) }

@@ -15,6 +15,11 @@ public final class TensorStorage: @unchecked Sendable {
     public let isReadOnly: Bool
     /// Where the elements live: host memory for every storage the CPU backend makes.
     public let device: Device
+    /// The element type: `.f32` in host memory; on a device also `.f16` (half-precision weights) or `.i32`.
+    public let dtype: DType
+    /// The device memory holding the elements, for a storage on another device: its backend's handle, which frees
+    /// the memory when the last tensor using it goes.
+    public let allocation: AnyObject?
     private let owner: AnyObject?
     private let owned: Bool
 
@@ -28,8 +33,34 @@ public final class TensorStorage: @unchecked Sendable {
         self.count = count
         self.isReadOnly = false
         self.device = .cpu
+        self.dtype = .f32
+        self.allocation = nil
         self.owner = nil
         self.owned = true
+    }
+
+    /// A storage in `device`'s memory, whose elements only its backend reads and writes.
+    public init(device: Device, count: Int, dtype: DType, allocation: AnyObject) {
+        precondition(device != .cpu, "a device storage on the cpu")
+        self.pointer = TensorStorage.noHostMemory
+        self.count = count
+        self.isReadOnly = false
+        self.device = device
+        self.dtype = dtype
+        self.allocation = allocation
+        self.owner = nil
+        self.owned = false
+    }
+
+    /// The pointer of a storage without host memory (never read: host access to a device tensor stops first).
+    nonisolated(unsafe) private static let noHostMemory = UnsafeMutablePointer<Float>.allocate(capacity: 1)
+
+    /// Stops with a message when the elements are not in host memory.
+    @inlinable
+    func requireHost(_ what: StaticString = "read") {
+        precondition(
+            device == .cpu,
+            "tried to \(what) the elements of a \(device) tensor on the host: download them through its backend")
     }
 
     /// Returns the freed large buffers kept for reuse (see `BlockCache`) and the calling thread's kernel scratch
@@ -51,6 +82,8 @@ public final class TensorStorage: @unchecked Sendable {
         self.count = count
         self.isReadOnly = true
         self.device = .cpu
+        self.dtype = .f32
+        self.allocation = nil
         self.owner = owner
         self.owned = false
     }
@@ -75,8 +108,8 @@ public struct Tensor: @unchecked Sendable, CustomStringConvertible {
     public var rank: Int { shape.count }
     /// The device holding the elements (see `ComputeBackend`).
     public var device: Device { storage.device }
-    /// The element type: float32 (half-precision weights are `HalfWeight`s, expanded at use).
-    public var dtype: DType { .f32 }
+    /// The element type: float32, except half-precision weights and integer inputs on a device (see `TensorStorage`).
+    public var dtype: DType { storage.dtype }
 
     /// A zero-filled tensor.
     public init(zeros shape: [Int]) {
@@ -115,12 +148,16 @@ public struct Tensor: @unchecked Sendable, CustomStringConvertible {
     }
 
     /// The elements as an array (a copy).
-    public var scalars: [Float] { Array(UnsafeBufferPointer(start: storage.pointer, count: count)) }
+    public var scalars: [Float] {
+        storage.requireHost()
+        return Array(UnsafeBufferPointer(start: storage.pointer, count: count))
+    }
 
     /// Read access to the elements.
     @inlinable
     public func withUnsafeBufferPointer<R>(_ body: (UnsafeBufferPointer<Float>) throws -> R) rethrows -> R {
-        try body(UnsafeBufferPointer(start: storage.pointer, count: count))
+        storage.requireHost()
+        return try body(UnsafeBufferPointer(start: storage.pointer, count: count))
     }
 
     /// Write access to the elements; copies first if the storage is shared or read-only.
@@ -139,6 +176,7 @@ public struct Tensor: @unchecked Sendable, CustomStringConvertible {
 
     /// Makes the storage this tensor's own and writable.
     public mutating func makeUnique() {
+        storage.requireHost("write")
         if storage.isReadOnly || !isKnownUniquelyReferenced(&storage) {
             let copy = TensorStorage(count: count, zeroed: false)
             copy.pointer.update(from: storage.pointer, count: count)
@@ -160,7 +198,10 @@ public struct Tensor: @unchecked Sendable, CustomStringConvertible {
 
     /// Element at a multi-dimensional index (slow; for tests and small tensors).
     public subscript(_ index: Int...) -> Float {
-        get { storage.pointer[flatIndex(index)] }
+        get {
+            storage.requireHost()
+            return storage.pointer[flatIndex(index)]
+        }
         set {
             makeUnique()
             storage.pointer[flatIndex(index)] = newValue
