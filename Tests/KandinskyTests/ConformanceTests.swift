@@ -29,6 +29,7 @@ import Testing
         #expect(ours.shape == official.shape, "\(what): shape \(ours.shape) vs \(official.shape)")
         guard ours.shape == official.shape else { return }
         let error = ours.relativeMaxError(to: official)
+        print("conformance: \(what) on \(device.name): max|ours − official| / std = \(error)")
         let tolerance = Self.tolerance * device.toleranceFactor
         #expect(error <= tolerance, "\(what) on \(device.name): max|ours − official| / std = \(error)")
     }

@@ -34,9 +34,15 @@ struct TestDevice: Sendable, CustomTestStringConvertible {
         return devices
     }()
 
-    /// f16 layer weights against the official f32 numbers: the tolerances times this (measured on lavapipe: see
-    /// the conformance tests' printed errors).
-    static let f16Factor = 100.0
+    /// The devices for the batch, seed and parameter semantics (PipelineTests): each in f32 — those do not depend on
+    /// the weights' precision, and lavapipe's few GFLOP/s make every extra run count in CI.
+    static var semantics: [TestDevice] { available.filter { !$0.halfPrecision } }
+
+    /// f16 layer weights against the official f32 numbers: the tolerances times this, 2.5e-2 of the output's spread
+    /// for the modules and 5e-2 for the samplers. Measured on lavapipe (the tests print every error): the largest
+    /// module error 1.6e-2 (mT5's last hidden state), UNet 6.6e-3, XLM-R 2.4e-4, the VAE (kept in f32) 1.0e-5; the
+    /// samplers 3.2e-2 (the release's p_sampler over 10 steps), ddim 1.9e-2.
+    static let f16Factor = 25.0
 
     var testDescription: String { name }
 
