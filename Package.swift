@@ -83,7 +83,7 @@ let package = Package(
         .target(
             name: "Worker",
             dependencies: [
-                "Tensor", "Generation", "Kandinsky", "JobQueue", "ResultStore", "Systemd",
+                "Tensor", "Generation", "Kandinsky", "JobQueue", "ResultStore", "Systemd", "VulkanBackend",
                 .product(name: "Yams", package: "Yams"),
                 .product(name: "NIOCore", package: "swift-nio"), .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOHTTP1", package: "swift-nio"),
@@ -121,7 +121,7 @@ let package = Package(
         .testTarget(name: "TensorTests", dependencies: ["Tensor", "TestSupport"]),
         .testTarget(name: "VulkanTests", dependencies: ["VulkanBackend", "Tensor", "TestSupport"]),
         .testTarget(name: "GenerationTests", dependencies: ["Generation"]),
-        .testTarget(name: "KandinskyTests", dependencies: ["Kandinsky", "Tensor", "TestSupport"]),
+        .testTarget(name: "KandinskyTests", dependencies: ["Kandinsky", "Tensor", "TestSupport", "VulkanBackend"]),
         .testTarget(name: "ModelConversionTests", dependencies: ["ModelConversion", "JSON", "Tensor", "TestSupport"]),
         .testTarget(name: "JobQueueTests", dependencies: ["JobQueue", "Redis", "TestSupport"]),
         .testTarget(name: "ResultStoreTests", dependencies: ["ResultStore", "TestSupport"]),

@@ -25,14 +25,27 @@ public struct ModelBenchOptions: Sendable {
     public var threads: Int?
     /// Convolution shapes listed in the report's lines, those that took the most time in the fastest run.
     public var layers: Int
+    /// The device the model runs on (its weights uploaded once, before the runs).
+    public var backend: any ComputeBackend
+    /// `--precision f16` for a preset's zero weights (a directory's is `Source.directory`'s flag).
+    public var halfPrecision = false
+
+    /// `f16` when the layer weights are kept in 16 bits, else `f32`.
+    var precision: String {
+        if case .directory(_, let half) = source { return half ? "f16" : "f32" }
+        return halfPrecision ? "f16" : "f32"
+    }
 
     public init(
         source: Source = .preset(.full), batch: Int = 1, latentHeight: Int = 64, latentWidth: Int = 64,
-        repeats: Int = 3, threads: Int? = nil, layers: Int = 0
+        repeats: Int = 3, threads: Int? = nil, layers: Int = 0, backend: any ComputeBackend = CPUBackend.shared
     ) {
         (self.source, self.batch, self.latentHeight, self.latentWidth) = (source, batch, latentHeight, latentWidth)
-        (self.repeats, self.threads, self.layers) = (repeats, threads, layers)
+        (self.repeats, self.threads, self.layers, self.backend) = (repeats, threads, layers, backend)
     }
+
+    /// A host-made input on the benchmark's device.
+    func input(_ host: Tensor) -> Tensor { backend.upload(host) }
 
     /// The model's configuration (the directory's model.json, or the preset's).
     func config() throws -> ModelConfig {
@@ -48,10 +61,12 @@ public struct ModelBenchOptions: Sendable {
     ) throws -> M {
         switch source {
         case .preset(let preset):
-            return try fromWeights(WeightFile(recording: preset.rawValue), preset.config)
+            let weights = WeightFile(recording: preset.rawValue, keepHalf: halfPrecision, backend: backend)
+            return try fromWeights(weights, preset.config)
         case .directory(let path, let keepHalfPrecision):
             var directory = try ModelDirectory(path: path)
             directory.keepHalfPrecision = keepHalfPrecision
+            directory.backend = backend
             return try fromDirectory(directory)
         }
     }
@@ -63,6 +78,7 @@ public struct ModelBenchOptions: Sendable {
         case .preset(let preset): weights = "preset \(preset.rawValue) (zero weights in memory)"
         case .directory(let path, _): weights = "model \(path)"
         }
+        if backend.device != .cpu { return "device \(backend.device); \(weights)" }
         return "OpenBLAS \(BLAS.coreDescription) kernel; \(BLAS.threads) threads; \(weights)"
     }
 }
@@ -89,6 +105,10 @@ public struct ModelBenchResult: Sendable {
     /// Seconds × that sgemm, in GFLOP: the sgemm work the cores could have done in the time, the fastest run's and
     /// the median; a time comparable across periods of a shared machine's speed. A sum for a whole-pipeline estimate.
     public var sgemmWork: (best: Double, median: Double) = (0, 0)
+    /// On a device other than the CPU, per timed run: `dispatches_per_step`, `submits_per_step`,
+    /// `host_device_bytes_per_step`, and the device memory in MiB (`device_memory_weights_mb`, held before the runs;
+    /// `device_memory_peak_mb`, the most held during them).
+    public var device: [String: Double] = [:]
 
     public init(
         name: String, best: Double, median: Double, flops: Double, breakdown: [String: Double],
@@ -121,6 +141,8 @@ public struct ModelBenchReport: Sendable {
     public var threads: Int
     /// The options' `repeats` and `layers`, for the lines.
     public var repeats: Int, layers: Int
+    /// The device (`cpu`, `vulkan:N`) and the weights' precision.
+    public var device = "cpu", precision = "f32"
 
     /// The human lines: per part its times, GFLOP/s against the sgemm, breakdown, slowest layers and resident memory.
     public var lines: [String] {
@@ -182,12 +204,22 @@ public struct ModelBenchReport: Sendable {
             "rss_after_warmup_mb": round3(main.residentAfterWarmUp), "rss_end_mb": round3(main.residentAtEnd),
             "sgemm_work_gflop": ["best": round6(main.sgemmWork.best), "median": round6(main.sgemmWork.median)],
             "runs": main.runs.map { ["s": round6($0.seconds), "sgemm_gflops": round6($0.sgemm)] },
+            "device": device, "precision": precision,
         ]
         if results.count > 1 {
             object["parts"] = Dictionary(
                 uniqueKeysWithValues: results.map {
                     ($0.name, ["best_s": round3($0.best), "median_s": round3($0.median), "gflops": round3($0.gflops)])
                 })
+        }
+        if !main.device.isEmpty {
+            for key in ["dispatches_per_step", "submits_per_step", "host_device_bytes_per_step"] {
+                object[key] = main.device[key].map(round3)
+            }
+            object["device_memory_mb"] = [
+                "weights": round3(main.device["device_memory_weights_mb"] ?? 0),
+                "peak": round3(main.device["device_memory_peak_mb"] ?? 0),
+            ]
         }
         for (key, value) in extra { object[key] = value }
         return try BenchJSON.document(object)
@@ -267,10 +299,12 @@ public enum ModelBench {
     public static func report(
         _ results: [ModelBenchResult], options: ModelBenchOptions, extra: [String: Double] = [:]
     ) -> ModelBenchReport {
-        ModelBenchReport(
+        var report = ModelBenchReport(
             results: results, extra: extra, sgemmGFLOPS: probe.gflops(repeats: 3), peakRSSMegabytes: peakRSSMegabytes,
             blasKernel: BLAS.coreName, blasVectorLevel: BLAS.vectorLevel(core: BLAS.coreName), threads: BLAS.threads,
             repeats: options.repeats, layers: options.layers)
+        (report.device, report.precision) = (options.backend.device.description, options.precision)
+        return report
     }
 
     // MARK: - The parts
@@ -289,20 +323,21 @@ public enum ModelBench {
         let rows = 2 * options.batch
         let (height, width) = (options.latentHeight, options.latentWidth)
         let t = textInputs(try options.config(), rows: rows)
-        var text = unet.textConditioning(full1: t.full1, pooled1: t.pooled1, full2: t.full2)
-        let x = KernelBenchmark.random([rows, unet.inputChannels, height, width], seed: 14)
+        var text = unet.textConditioning(
+            full1: options.input(t.full1), pooled1: options.input(t.pooled1), full2: options.input(t.full2))
+        let x = options.input(KernelBenchmark.random([rows, unet.inputChannels, height, width], seed: 14))
         let timesteps = [Float](repeating: 500, count: rows)
         text.expect(timesteps: [500])  // computed in the warm-up run
         let step = measure(
             "UNet forward, \(rows) rows (\(options.batch) image\(options.batch > 1 ? "s" : "") per guided step), "
-                + "\(height)×\(width) latent", repeats: options.repeats
+                + "\(height)×\(width) latent", repeats: options.repeats, backend: options.backend
         ) {
             _ = unet(x, timesteps: timesteps, text: text)
         }
         let window = (0..<StepModulations.defaultWindow).map { Float(980 - 40 * $0) }
         let modulations = measure(
             "ResBlock time modulations, \(window.count) timesteps × \(rows) rows (once per \(window.count) steps)",
-            repeats: options.repeats
+            repeats: options.repeats, backend: options.backend
         ) {
             _ = unet.modulationTable(window.map { Array(repeating: $0, count: rows) }, text: text)
         }
@@ -313,9 +348,12 @@ public enum ModelBench {
     public static func vaeDecode(_ options: ModelBenchOptions) throws -> ModelBenchResult {
         let vae = try options.load({ try $0.vae(checkFinite: false).module }) { try AutoencoderKL($0, config: $1.vae) }
         let (height, width) = (options.latentHeight, options.latentWidth)
-        let z = KernelBenchmark.random([options.batch, vae.config.embedDim, height, width], seed: 15)
+        let z = options.input(KernelBenchmark.random([options.batch, vae.config.embedDim, height, width], seed: 15))
         let f = vae.downsamplingFactor
-        return measure("VAE decode, \(options.batch) × \(f * height)×\(f * width)", repeats: options.repeats) {
+        return measure(
+            "VAE decode, \(options.batch) × \(f * height)×\(f * width)", repeats: options.repeats,
+            backend: options.backend
+        ) {
             _ = vae.decode(z)
         }
     }
@@ -328,13 +366,17 @@ public enum ModelBench {
         let xlmr = try options.load({ try $0.textEncoder1(checkFinite: false).module }) {
             try MultilingualCLIP($0, config: $1.textEncoder1)
         }
-        let first = try measure("XLM-R large encoder (M-CLIP), \(rows) × 77 tokens", repeats: options.repeats) {
+        let first = try measure(
+            "XLM-R large encoder (M-CLIP), \(rows) × 77 tokens", repeats: options.repeats, backend: options.backend
+        ) {
             _ = try xlmr(ids: ids, mask: mask)
         }
         let mt5 = try options.load({ try $0.textEncoder2(checkFinite: false).module }) {
             try MT5Encoder($0, config: $1.textEncoder2)
         }
-        let second = try measure("mT5 encoder, \(rows) × 77 tokens", repeats: options.repeats) {
+        let second = try measure(
+            "mT5 encoder, \(rows) × 77 tokens", repeats: options.repeats, backend: options.backend
+        ) {
             _ = try mt5(ids: ids, mask: mask)
         }
         return [first, second]
@@ -353,8 +395,16 @@ public enum ModelBench {
 
     /// Times `body` once to warm up and `repeats` times more, profiling every run; the breakdown is the fastest
     /// run's (on shared cores a slow run's breakdown would not add up to the best time).
-    public static func measure(_ name: String, repeats: Int, _ body: () throws -> Void) rethrows -> ModelBenchResult {
+    ///
+    /// On a device other than the CPU each run ends when the device has finished (`synchronize`), and the result
+    /// carries the device's counters per run (`ModelBenchResult.device`).
+    public static func measure(
+        _ name: String, repeats: Int, backend: any ComputeBackend = CPUBackend.shared, _ body: () throws -> Void
+    ) rethrows -> ModelBenchResult {
         precondition(repeats >= 1, "a model benchmark needs at least one timed run")
+        backend.synchronize()
+        let weightsBytes = backend.statistics?.memoryInUse ?? 0
+        var deviceStart = backend.statistics
         (KernelProfile.enabled, KernelProfile.byShape) = (true, true)
         defer { (KernelProfile.enabled, KernelProfile.byShape) = (false, false) }
         var samples: [Double] = []
@@ -370,10 +420,12 @@ public enum ModelBench {
             KernelProfile.reset()
             let start = DispatchTime.now().uptimeNanoseconds
             try body()
+            backend.synchronize()
             let seconds = Double(DispatchTime.now().uptimeNanoseconds - start) / 1e9
-            if run == 0 {  // warm-up: scratch buffers, page faults
+            if run == 0 {  // warm-up: scratch buffers, page faults, pipelines
                 residentAfterWarmUp = residentMegabytes
                 before = probe.gflops()
+                deviceStart = backend.statistics
                 continue
             }
             samples.append(seconds)
@@ -395,10 +447,22 @@ public enum ModelBench {
         }
         samples.sort()
         let work = runs.map { $0.seconds * $0.sgemm }.sorted()
-        return ModelBenchResult(
+        var result = ModelBenchResult(
             name: name, best: samples[0], median: samples[samples.count / 2], flops: flops, breakdown: breakdown,
             breakdownFlops: breakdownFlops, residentAfterWarmUp: residentAfterWarmUp, residentAtEnd: residentMegabytes,
             shapes: shapes, runs: runs, sgemmWork: (work[0], work[work.count / 2]))
+        if let start = deviceStart, let end = backend.statistics {
+            let n = Double(repeats)
+            result.device = [
+                "dispatches_per_step": Double(end.dispatches - start.dispatches) / n,
+                "submits_per_step": Double(end.submits - start.submits) / n,
+                "host_device_bytes_per_step":
+                    Double(end.bytesToDevice - start.bytesToDevice + end.bytesFromDevice - start.bytesFromDevice) / n,
+                "device_memory_weights_mb": Double(weightsBytes) / 1_048_576,
+                "device_memory_peak_mb": Double(end.memoryPeak) / 1_048_576,
+            ]
+        }
+        return result
     }
 
     /// The sgemm 2048³ that every benchmark of the process samples around its runs (its operands, 48 MB, allocated

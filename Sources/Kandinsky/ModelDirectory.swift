@@ -6,8 +6,10 @@ import Tensor
 public struct ModelDirectory: Sendable {
     public let path: String
     public let config: ModelConfig
-    /// Keep layer weights stored as F16/BF16 in half precision, expanded to float32 at each use (half the resident
-    /// memory, a conversion pass per layer call); off: every weight is float32 (F32 files mapped, others converted).
+    /// `--precision f16`: the text encoders' and UNets' layer weights in 16 bits. On the CPU, those stored as F16/BF16
+    /// stay as stored and are expanded to float32 at each use (half the resident memory, a conversion pass per layer
+    /// call); on a GPU they are uploaded as f16 (F32 ones converted). The autoencoder stays in f32 (the official 2.0
+    /// code runs it in fp32, and fp16 VAEs are known to overflow). Off: every weight is float32.
     public var keepHalfPrecision = false
     /// The backend the components are loaded onto (their weights uploaded once) and compute on.
     public var backend: any ComputeBackend = CPUBackend.shared
@@ -101,11 +103,42 @@ public struct ModelDirectory: Sendable {
             throw KandinskyError(.modelDirectory, "missing weights file", file: path)
         }
         let weights = try WeightFile(
-            path: path, checkFinite: checkFinite, keepHalf: keepHalfPrecision, backend: backend)
+            path: path, checkFinite: checkFinite, keepHalf: keepHalfPrecision && f != .vae, backend: backend)
         let module = try build(weights)
         return Loaded(
             module: module, file: path, parameters: weights.parameterCount, dtypes: weights.dtypes,
             unusedKeys: weights.unusedKeys)
+    }
+}
+
+extension ModelDirectory {
+    /// The bytes the weights take once loaded, and the largest tensor.
+    public struct WeightSizes: Sendable {
+        public var total: Int
+        public var largest: (key: String, file: String, bytes: Int)
+    }
+
+    /// What the weights files present take in f32, or with `halfPrecision` with layer matrices (rank ≥ 2) in 16 bits;
+    /// read from the files' headers, nothing loaded.
+    public func weightSizes(halfPrecision: Bool) throws(KandinskyError) -> WeightSizes {
+        var sizes = WeightSizes(total: 0, largest: ("", "", 0))
+        for f in [File.textEncoder1, .textEncoder2, .unet, .unetInpaint, .vae] {
+            let path = file(f)
+            guard FileManager.default.fileExists(atPath: path) else { continue }
+            let weights: SafetensorsFile
+            do {
+                weights = try SafetensorsFile(path: path)
+            } catch {
+                throw KandinskyError(.badWeight, error.message, file: path, key: error.tensor)
+            }
+            for (key, entry) in weights.entries {
+                let count = entry.shape.reduce(1, *)
+                let bytes = count * (halfPrecision && entry.shape.count >= 2 && f != .vae ? 2 : 4)
+                sizes.total += bytes
+                if bytes > sizes.largest.bytes { sizes.largest = (key, f.rawValue, bytes) }
+            }
+        }
+        return sizes
     }
 }
 

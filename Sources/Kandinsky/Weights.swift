@@ -36,10 +36,10 @@ public final class WeightFile: @unchecked Sendable {
     }
 
     /// A recorder: every request succeeds with zeros and is noted in `recorded`.
-    public init(recording label: String, backend: any ComputeBackend = CPUBackend.shared) {
+    public init(recording label: String, keepHalf: Bool = false, backend: any ComputeBackend = CPUBackend.shared) {
         file = nil
         checkFinite = false
-        keepHalf = false
+        self.keepHalf = keepHalf
         self.backend = backend
         self.label = label
     }
@@ -86,9 +86,13 @@ public final class WeightFile: @unchecked Sendable {
     /// on the CPU, an F16/BF16 tensor of the file as a view of the mapped values, expanded at each use. Otherwise
     /// the float32 tensor of `tensor(_:_:)`.
     public func matrix(_ key: String, _ shape: [Int]) throws(KandinskyError) -> StoredWeight {
-        guard keepHalf, let file, let entry = file.entries[key], entry.shape == shape else {
-            return .full(try tensor(key, shape))
+        guard keepHalf else { return .full(try tensor(key, shape)) }
+        guard let file else {
+            // A recorder's zero weights, in 16 bits where the device keeps them so (a benchmark's preset).
+            let host = try hostTensor(key, shape)
+            return .full(backend.uploadHalf(host) ?? backend.upload(host))
         }
+        guard let entry = file.entries[key], entry.shape == shape else { return .full(try tensor(key, shape)) }
         guard entry.dtype == .f16 || entry.dtype == .bf16 else {
             let host = try hostTensor(key, shape)
             return .full(backend.uploadHalf(host) ?? backend.upload(host))

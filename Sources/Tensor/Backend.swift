@@ -32,6 +32,26 @@ public enum Device: Hashable, Sendable, CustomStringConvertible {
 
 // MARK: - Backend
 
+/// A device backend's counters and memory, as `bench` and `/metrics` report them.
+public struct BackendStatistics: Sendable, Equatable {
+    /// Kernels dispatched, command buffers submitted, bytes copied host → device and device → host, since start.
+    public var dispatches: Int, submits: Int, bytesToDevice: Int, bytesFromDevice: Int
+    /// Device memory held by tensors now, at most since the last `resetPeak`, and held from the driver.
+    public var memoryInUse: Int, memoryPeak: Int, memoryReserved: Int
+    /// The device's memory (its largest device-local heap).
+    public var memoryTotal: Int
+
+    public init(
+        dispatches: Int, submits: Int, bytesToDevice: Int, bytesFromDevice: Int, memoryInUse: Int, memoryPeak: Int,
+        memoryReserved: Int, memoryTotal: Int
+    ) {
+        (self.dispatches, self.submits, self.bytesToDevice, self.bytesFromDevice) =
+            (dispatches, submits, bytesToDevice, bytesFromDevice)
+        (self.memoryInUse, self.memoryPeak, self.memoryReserved, self.memoryTotal) =
+            (memoryInUse, memoryPeak, memoryReserved, memoryTotal)
+    }
+}
+
 /// The operations the Kandinsky models and samplers compute with: one table per device, so that the model is
 /// written once and cannot tell the devices apart.
 ///
@@ -71,6 +91,10 @@ public protocol ComputeBackend: AnyObject, Sendable {
     func uploadHalf(_ host: Tensor) -> Tensor?
     /// The elements of `x` in host memory (waits for the work that makes them).
     func download(_ x: Tensor) -> [Float]
+    /// Waits until every operation recorded so far has run (a GPU's queue; nothing to wait for on the CPU).
+    func synchronize()
+    /// What the device has done and holds (for `bench`, `/metrics` and `health`); nil on the CPU.
+    var statistics: BackendStatistics? { get }
     /// Keeps up to `bytes` of freed activations for reuse by the next forward pass.
     func keepFreedActivations(upTo bytes: Int)
     /// Gives memory cached for reuse back to the system (between the stages of a generation and after it).

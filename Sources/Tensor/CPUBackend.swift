@@ -32,6 +32,11 @@ public final class CPUBackend: ComputeBackend {
 
     public func download(_ x: Tensor) -> [Float] { x.scalars }
 
+    /// Nothing to wait for: every operation has run when it returns.
+    public func synchronize() {}
+
+    public var statistics: BackendStatistics? { nil }
+
     public func keepFreedActivations(upTo bytes: Int) { TensorStorage.keepFreedBuffers(upTo: bytes) }
 
     public func releaseCachedMemory() { TensorStorage.releaseCachedBuffers() }

@@ -66,6 +66,15 @@ public final class VulkanBackend: @unchecked Sendable {
     /// Waits until the device has run every operation recorded so far.
     public func synchronize() { context.synchronize() }
 
+    public var statistics: BackendStatistics? {
+        let c = context.counters
+        let m = context.memory
+        return BackendStatistics(
+            dispatches: c.dispatches, submits: c.submits, bytesToDevice: c.bytesUp, bytesFromDevice: c.bytesDown,
+            memoryInUse: m.bytesInUse, memoryPeak: m.peakBytesInUse, memoryReserved: m.bytesReserved,
+            memoryTotal: Int(context.info.memoryBytes))
+    }
+
     /// Writes the pipeline cache now (it is also written when the backend goes).
     public func savePipelineCache() { context.savePipelineCache() }
 
@@ -81,6 +90,10 @@ public final class VulkanBackend: @unchecked Sendable {
         FileHandle.standardError.write(Data("kandinsky-worker: \(error.message)\n".utf8))
         exit(70)
     }
+
+    /// Arms the fault `KD_VULKAN_FAULT` names (`device-lost:N` or `hang:N`): the N-th submission from now on fails.
+    /// `serve` arms it once it is ready, so that a test's fault hits a batch, not the start-up.
+    nonisolated(unsafe) public static var faultArmed = false
 
     /// A small host-made buffer of 32-bit words (token ids, offsets) on the device, dtype `.i32`, shape `[count]`.
     func upload(words: [UInt32]) -> Tensor {
@@ -100,7 +113,9 @@ extension Int {
 
 // MARK: - Transfers and memory
 
-extension VulkanBackend {
+/// Every operation of the protocol: transfers here, the layers in `+Compute` and `+Ops`, layout in `+Layout`, the
+/// samplers' arithmetic in `+Sampler`.
+extension VulkanBackend: ComputeBackend {
     public func upload(_ values: [Float], shape: [Int]) -> Tensor {
         precondition(shape.reduce(1, *) == values.count, "\(values.count) values for shape \(shape)")
         return values.withUnsafeBytes { context.upload($0, shape: shape, dtype: .f32) }
@@ -109,7 +124,9 @@ extension VulkanBackend {
     public func upload(_ host: Tensor) -> Tensor {
         if host.device == device { return host }
         precondition(host.device == .cpu, "a \(host.device) tensor given to the backend of \(device)")
-        return host.withUnsafeBufferPointer { context.upload(UnsafeRawBufferPointer($0), shape: host.shape, dtype: .f32) }
+        return host.withUnsafeBufferPointer {
+            context.upload(UnsafeRawBufferPointer($0), shape: host.shape, dtype: .f32)
+        }
     }
 
     /// F16 weights as they are; BF16 ones converted to f16 when every value fits its range, else kept in f32.
@@ -141,7 +158,8 @@ extension VulkanBackend {
         case .f32:
             return bytes.withUnsafeBytes { Array($0.bindMemory(to: Float.self)) }
         case .f16:
-            return bytes.withUnsafeBytes { raw in raw.bindMemory(to: UInt16.self).map { Float(Float16(bitPattern: $0)) } }
+            return bytes.withUnsafeBytes { raw in raw.bindMemory(to: UInt16.self).map { Float(Float16(bitPattern: $0)) }
+            }
         default:
             preconditionFailure("download of a \(x.dtype.rawValue) tensor as floats")
         }
@@ -157,9 +175,8 @@ extension VulkanBackend {
     public func rgb8(_ images: Tensor, image: Int, width: Int, height: Int) -> [UInt8] {
         let (c, fullH, fullW) = (images.shape[1], images.shape[2], images.shape[3])
         precondition(width <= fullW && height <= fullH, "crop \(width)×\(height) of \(fullW)×\(fullH)")
-        let plane = c * fullH * fullW
-        let values = download(images)
-        let one = Tensor(shape: [1, c, fullH, fullW], values: Array(values[(image * plane)..<((image + 1) * plane)]))
+        let one = Tensor(
+            shape: [1, c, fullH, fullW], values: download(slice(images, axis: 0, image..<(image + 1))))
         return CPUBackend.shared.rgb8(one, image: 0, width: width, height: height)
     }
 }

@@ -58,7 +58,8 @@ final class VulkanInstance: @unchecked Sendable {
         do {
             functions = try InstanceFunctions(loader, instance, debugUtils: validation)
         } catch {
-            if let destroy = try? loader.function("vkDestroyInstance", instance: instance, as: PFN_vkDestroyInstance.self)
+            if let destroy = try? loader.function(
+                "vkDestroyInstance", instance: instance, as: PFN_vkDestroyInstance.self)
             {
                 destroy(instance, nil)
             }

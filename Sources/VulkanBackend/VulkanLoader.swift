@@ -18,7 +18,8 @@ final class VulkanLoader: @unchecked Sendable {
             guard let symbol = dlsym(handle, "vkGetInstanceProcAddr") else {
                 return .failure(VulkanError("\(name) has no vkGetInstanceProcAddr"))
             }
-            return .success(VulkanLoader(getInstanceProcAddr: unsafeBitCast(symbol, to: PFN_vkGetInstanceProcAddr.self)))
+            return .success(
+                VulkanLoader(getInstanceProcAddr: unsafeBitCast(symbol, to: PFN_vkGetInstanceProcAddr.self)))
         }
         return .failure(
             VulkanError(

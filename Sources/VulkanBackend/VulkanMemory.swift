@@ -30,7 +30,9 @@ final class MemoryBlock: @unchecked Sendable {
     /// Free ranges, sorted by offset, coalesced.
     var free: [(offset: Int, size: Int)]
 
-    init(device: LogicalDevice, size: Int, memoryType: UInt32, map: Bool, usage: VkBufferUsageFlags)
+    init(
+        device: LogicalDevice, size: Int, memoryType: UInt32, map: Bool, usage: VkBufferUsageFlags
+    )
         throws(VulkanError)
     {
         let f = device.functions

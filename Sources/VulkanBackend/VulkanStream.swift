@@ -32,6 +32,10 @@ final class VulkanContext: @unchecked Sendable {
     private let shaders: [String: (code: UnsafePointer<UInt32>, words: Int)]
     private let fault: Fault?
     private var submits = 0
+    /// `KD_VULKAN_PROFILE=1`: each dispatch waited for and timed, the totals per kernel printed at exit (a
+    /// diagnostic: it serialises the host and the device).
+    private let profiling = ProcessInfo.processInfo.environment["KD_VULKAN_PROFILE"] == "1"
+    private var profile: [String: (count: Int, seconds: Double)] = [:]
 
     /// Counters for `bench`: dispatches, submissions and bytes moved between host and device.
     private(set) var counters = Counters()
@@ -64,7 +68,8 @@ final class VulkanContext: @unchecked Sendable {
         let bindings: Int
     }
 
-    /// A fault to inject (`KD_VULKAN_FAULT`), for the tests of what happens when a device is lost or hangs.
+    /// A fault to inject (`KD_VULKAN_FAULT`), for the tests of what happens when a device is lost or hangs: the N-th
+    /// submission after `VulkanBackend.faultArmed` is set (by `serve` once it is ready to take jobs) fails.
     enum Fault {
         case deviceLost(afterSubmits: Int)
         case hang(afterSubmits: Int)
@@ -382,6 +387,20 @@ final class VulkanContext: @unchecked Sendable {
         barrier(frame)
         frame.dispatches += 1
         counters.dispatches += 1
+        if profiling {
+            let start = DispatchTime.now().uptimeNanoseconds
+            submit()
+            wait(frame, failOnError: true)
+            let seconds = Double(DispatchTime.now().uptimeNanoseconds - start) / 1e9
+            let name = "\(kernel) \(groups.x)×\(groups.y)×\(groups.z)"
+            profile[name, default: (0, 0)].count += 1
+            profile[name, default: (0, 0)].seconds += seconds
+            if profile.count == 1 && profile[name]?.count == 1 {
+                atexit { VulkanContext.printProfiles() }
+            }
+            VulkanContext.profiles[ObjectIdentifier(self)] = profile
+            return
+        }
         if frame.dispatches >= options.dispatchesPerSubmit { submit() }
     }
 
@@ -428,8 +447,8 @@ final class VulkanContext: @unchecked Sendable {
             fatal("could not end a command buffer on vulkan:\(info.index)")
         }
         frame.recording = false
-        submits += 1
         counters.submits += 1
+        if VulkanBackend.faultArmed { submits += 1 }
         if case .deviceLost(let n)? = fault, submits >= n {
             fatal("vulkan:\(info.index) (\(info.name)): VK_ERROR_DEVICE_LOST (injected by KD_VULKAN_FAULT)")
         }
@@ -595,6 +614,19 @@ final class VulkanContext: @unchecked Sendable {
             atPath: (path as NSString).deletingLastPathComponent, withIntermediateDirectories: true)
         if (try? Data(bytes.prefix(size)).write(to: URL(fileURLWithPath: path), options: .atomic)) != nil {
             pipelineCacheDirty = false
+        }
+    }
+
+    nonisolated(unsafe) static var profiles: [ObjectIdentifier: [String: (count: Int, seconds: Double)]] = [:]
+
+    static func printProfiles() {
+        for profile in profiles.values {
+            let total = profile.values.reduce(0) { $0 + $1.seconds }
+            var lines = ["vulkan kernel profile: \(String(format: "%.3f", total)) s"]
+            for (name, p) in profile.sorted(by: { $0.value.seconds > $1.value.seconds }).prefix(40) {
+                lines.append(String(format: "  %8.3f s  %5d×  %@", p.seconds, p.count, name))
+            }
+            FileHandle.standardError.write(Data((lines.joined(separator: "\n") + "\n").utf8))
         }
     }
 

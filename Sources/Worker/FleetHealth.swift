@@ -16,6 +16,19 @@ public struct FleetHealth: Sendable, Equatable {
         public var redisMaster: String? = nil
         public var lastFailoverMs: Int64? = nil
         public var previousMaster: String? = nil
+        /// The device it runs on, and that device's memory in use and in all (MiB; nil on the CPU).
+        public var device: String = ""
+        public var deviceMemoryMB: (used: Int, total: Int)? = nil
+
+        public static func == (a: WorkerInfo, b: WorkerInfo) -> Bool {
+            (a.name, a.heartbeatAgeMs, a.state, a.current, a.host, a.model) == (
+                b.name, b.heartbeatAgeMs, b.state, b.current, b.host, b.model
+            )
+                && (a.redisMaster, a.lastFailoverMs, a.previousMaster, a.device)
+                    == (b.redisMaster, b.lastFailoverMs, b.previousMaster, b.device)
+                && a.deviceMemoryMB?.used == b.deviceMemoryMB?.used
+                && a.deviceMemoryMB?.total == b.deviceMemoryMB?.total
+        }
     }
 
     /// The Redis servers behind the fleet, as the health command found them.
@@ -77,13 +90,19 @@ public struct FleetHealth: Sendable, Equatable {
         for name in names {
             let fields = try client.command(["HGETALL", keys.worker(name)]).fields
             let age = fields["last_beat_ms"].flatMap(Int64.init).map { nowMs - $0 }
-            workers.append(
-                WorkerInfo(
-                    name: name, heartbeatAgeMs: fields.isEmpty ? nil : age, state: fields["state"] ?? "gone",
-                    current: fields["current"] ?? "", host: fields["host"] ?? "", model: fields["model"] ?? "",
-                    redisMaster: fields["redis_master"],
-                    lastFailoverMs: fields["redis_last_failover_ms"].flatMap(Int64.init),
-                    previousMaster: fields["redis_previous_master"]))
+            var info = WorkerInfo(
+                name: name, heartbeatAgeMs: fields.isEmpty ? nil : age, state: fields["state"] ?? "gone",
+                current: fields["current"] ?? "", host: fields["host"] ?? "", model: fields["model"] ?? "",
+                redisMaster: fields["redis_master"],
+                lastFailoverMs: fields["redis_last_failover_ms"].flatMap(Int64.init),
+                previousMaster: fields["redis_previous_master"])
+            info.device = fields["device"] ?? ""
+            if let used = fields["device_memory_used_mb"].flatMap(Int.init),
+                let total = fields["device_memory_total_mb"].flatMap(Int.init)
+            {
+                info.deviceMemoryMB = (used, total)
+            }
+            workers.append(info)
             if let q = try client.command(["GET", keys.workerQueues(name)]).text {
                 queueNames.formUnion(q.split(separator: ",").map(String.init))
             }
@@ -124,7 +143,9 @@ public struct FleetHealth: Sendable, Equatable {
         for w in workers {
             let beat = w.heartbeatAgeMs.map { String(format: "beat %.1f s ago", Double($0) / 1000) } ?? "no heartbeat"
             let current = w.current.isEmpty ? "" : " [\(w.current)]"
-            lines.append("  \(w.name)  \(w.state)\(current)  \(beat)  \(w.host)  \(w.model)")
+            var device = w.device.isEmpty ? "" : "  \(w.device)"
+            if let m = w.deviceMemoryMB { device += " (\(m.used) of \(m.total) MiB in use, \(m.total - m.used) free)" }
+            lines.append("  \(w.name)  \(w.state)\(current)  \(beat)  \(w.host)\(device)  \(w.model)")
         }
         lines.append("queues:")
         for q in queues {

@@ -17,6 +17,8 @@ public final class QueueWorker: @unchecked Sendable {
         public var limits = JobLimits()
         /// Reported in the heartbeat hash.
         public var device = "cpu"
+        /// The device's memory in use and in all, for the heartbeat (nil on the CPU).
+        public var deviceMemory: (@Sendable () -> (used: Int, total: Int)?)? = nil
         public var model = ""
         public var version = productVersion
         /// More fields for the heartbeat hash (the daemon's HTTP address, say).
@@ -192,6 +194,22 @@ public final class QueueWorker: @unchecked Sendable {
     private func count(_ update: (inout Stats) -> Void) { lock.withLock { update(&_stats) } }
 
     private func log(_ message: String, job: String? = nil) { note(Note(message, jobId: job)) }
+
+    /// Hands every job this worker holds back to the front of its queue, over a connection of its own: for a failure
+    /// the process cannot continue after (a lost GPU), just before it exits. Returns how many went back.
+    public func handBackEverything(reason: String) -> Int {
+        let client = RedisClient(redisConfiguration, topology: topology)
+        let queue = ReliableQueue(client: client, configuration: options.queue)
+        let n =
+            (try? redis(
+                client,
+                { () throws(RedisError) in
+                    try queue.handBack(
+                        worker: options.queue.worker, recoveredBy: reason, fallbackQueues: options.queue.queues)
+                })) ?? 0
+        count { $0.handedBack += n }
+        return n
+    }
 
     // MARK: - Job loop
 
@@ -629,6 +647,10 @@ public final class QueueWorker: @unchecked Sendable {
                     if let m = seen.master { redisFields["redis_master"] = m.description }
                     if let t = seen.lastFailoverMs { redisFields["redis_last_failover_ms"] = String(t) }
                     if let p = seen.previousMaster { redisFields["redis_previous_master"] = p.description }
+                    if let memory = options.deviceMemory?() {
+                        redisFields["device_memory_used_mb"] = String(memory.used >> 20)
+                        redisFields["device_memory_total_mb"] = String(memory.total >> 20)
+                    }
                     try queue.heartbeat(
                         fields: options.heartbeatFields.merging(redisFields) { _, redis in redis }.merging([
                             "host": host, "pid": pid, "device": options.device, "model": options.model,

@@ -6,6 +6,7 @@ import ResultStore
 import ServiceLifecycle
 import Systemd
 import Tensor
+import VulkanBackend
 
 /// `kandinsky-worker serve`: a prelude (configuration, Redis, model load, warm-up), then the worker's loops until
 /// SIGTERM or SIGINT.
@@ -94,12 +95,15 @@ public final class WorkerDaemon: @unchecked Sendable {
         let c = configuration
         // The device and precision first: a host that cannot run them says so before anything starts.
         let device: DeviceInfo
+        let backend: any ComputeBackend
         do {
             device = try Devices.select(c.device, precision: c.precision.rawValue).device
+            backend = try Devices.backend(for: device.id, stateDirectory: c.stateDirectory)
         } catch {
             throw StartupError(message: error.message)
         }
         log("device \(device.line); precision \(c.precision.rawValue)")
+        installDeviceFailureHandler()
         let name = workerName
 
         // MARK: HTTP first, so /readyz answers 503 while the rest starts
@@ -150,6 +154,12 @@ public final class WorkerDaemon: @unchecked Sendable {
             try c.model.map { path throws(KandinskyError) in try ModelDirectory(path: path) }
             ?? ModelDirectory.embeddedDemo()
         directory.keepHalfPrecision = c.halfWeights
+        directory.backend = backend
+        do {
+            try Devices.checkCapacity(directory, on: device, precision: c.precision)
+        } catch {
+            throw StartupError(message: error.message)
+        }
         let service = try GenerationService(
             directory: directory, configurationDefaults: c.defaults, inputRoot: c.inputDirectory)
         let (pipeline, modelName, defaults) = (service.pipeline, service.modelName, service.defaults)
@@ -175,6 +185,10 @@ public final class WorkerDaemon: @unchecked Sendable {
         options.onFinished = { [weak self] job in self?.logFinished(job) }
         options.defaults = defaults
         options.device = c.device
+        if backend.statistics != nil {
+            options.deviceMemory = { [backend] in backend.statistics.map { ($0.memoryInUse, $0.memoryTotal) } }
+            metrics.setDevice(device.id.description) { [backend] in backend.statistics }
+        }
         options.model = modelName
         options.heartbeatFields = ["http": "\(host):\(server.port)"]
         options.stuck = { [liveness] in liveness.stall()?.description }
@@ -190,10 +204,12 @@ public final class WorkerDaemon: @unchecked Sendable {
         }
         generator.onJob = { [metrics] images, run in metrics.jobFinished(images: images, run: run) }
         try? FileManager.default.createDirectory(atPath: c.inputDirectory, withIntermediateDirectories: true)
+        // A test's injected GPU fault (KD_VULKAN_FAULT) counts from here: it hits a batch, not the warm-up.
+        VulkanBackend.faultArmed = true
         let worker = QueueWorker(
             options: options, generator: generator, store: ResultStore(root: c.storeRoot),
             log: { [weak self] note in self?.logFromWorker(note) })
-        self.worker = worker
+        stateLock.withLock { self.worker = worker }
 
         try worker.start()
         stateLock.withLock {
@@ -201,9 +217,11 @@ public final class WorkerDaemon: @unchecked Sendable {
             lastBeat = Date()
         }
         metrics.ready.set(1.0)
-        log(
-            "worker \(name) ready: queues \(c.queues.joined(separator: ", ")), store \(c.storeRoot); "
-                + "\(BLAS.threads) compute threads, OpenBLAS kernel \(BLAS.coreDescription)")
+        let compute =
+            device.kind == "gpu"
+            ? "device \(device.id)"
+            : "\(BLAS.threads) compute threads, OpenBLAS kernel \(BLAS.coreDescription)"
+        log("worker \(name) ready: queues \(c.queues.joined(separator: ", ")), store \(c.storeRoot); \(compute)")
         notify(["READY=1", "STATUS=ready: 0 jobs done"])
         return worker
     }
@@ -285,6 +303,20 @@ public final class WorkerDaemon: @unchecked Sendable {
     public func requestStop() { TerminationSignals.raiseStop() }
 
     private func notifyStatus(_ text: String) { notify(["STATUS=\(text)"]) }
+
+    /// A GPU that fails under a batch (lost, hung, out of memory) cannot be recovered in the process: the jobs this
+    /// worker holds go back to the front of their queues for another worker, and the process exits with status 75
+    /// (EX_TEMPFAIL), so that systemd restarts it (`Restart=on-failure`).
+    private func installDeviceFailureHandler() {
+        VulkanBackend.failureHandler = .init { [weak self, logger] error in
+            logger.critical("device failure: \(error.message)")
+            if let self, let worker = self.stateLock.withLock({ self.worker }) {
+                let n = worker.handBackEverything(reason: "device-failure")
+                logger.critical("handed back \(n) job(s) for another worker; exiting so that the service restarts")
+            }
+            _exit(75)
+        }
+    }
 
     private func notify(_ lines: [String]) {
         notifications.async { [notifier] in _ = try? notifier.notify(lines) }

@@ -1,6 +1,7 @@
 import Foundation
 import JobQueue
 import Prometheus
+import Tensor
 
 /// The worker's Prometheus metrics (names in Ops/prometheus-alerts.yml): updated from the daemon's threads,
 /// rendered by `/metrics`.
@@ -31,6 +32,25 @@ public final class WorkerMetrics: @unchecked Sendable {
     let runSeconds: DurationHistogram
     let batchImages: ValueHistogram
     let queueWait: DurationHistogram
+
+    /// The device's memory (`kd_device_memory_used_bytes`, `kd_device_memory_total_bytes` by device), read at each
+    /// scrape; set by `serve` for a GPU.
+    public func setDevice(_ device: String, statistics: @escaping @Sendable () -> BackendStatistics?) {
+        lock.withLock {
+            deviceGauges = (
+                registry.makeGauge(
+                    descriptor: Self.describe(
+                        "kd_device_memory_used_bytes", "Device memory held by the model's tensors"),
+                    labels: [("device", device)]),
+                registry.makeGauge(
+                    descriptor: Self.describe("kd_device_memory_total_bytes", "The device's memory"),
+                    labels: [("device", device)]),
+                statistics
+            )
+        }
+    }
+
+    private var deviceGauges: (used: Gauge, total: Gauge, read: @Sendable () -> BackendStatistics?)?
 
     public init() {
         ready = registry.makeGauge(
@@ -137,6 +157,10 @@ public final class WorkerMetrics: @unchecked Sendable {
 
     /// Prometheus text exposition.
     public func render() -> String {
+        if let d = lock.withLock({ deviceGauges }), let statistics = d.read() {
+            d.used.set(Double(statistics.memoryInUse))
+            d.total.set(Double(statistics.memoryTotal))
+        }
         var buffer: [UInt8] = []
         registry.emit(into: &buffer)
         return String(decoding: buffer, as: UTF8.self)

@@ -40,12 +40,14 @@ struct ModelBenchArguments: ParsableArguments {
     /// The library's options (after `validate`), for the device and precision chosen.
     func options() throws -> ModelBenchOptions {
         let size = latentSize!
-        let precision = try placement.select().precision
-        return ModelBenchOptions(
+        let (_, precision, backend) = try placement.open()
+        var options = ModelBenchOptions(
             source: model.map { .directory($0, keepHalfPrecision: precision == .f16) }
                 ?? .preset(ModelPreset(rawValue: preset)!),
             batch: batch, latentHeight: size.height, latentWidth: size.width, repeats: measurement.repeats,
-            threads: measurement.threads, layers: layers)
+            threads: measurement.threads, layers: layers, backend: backend)
+        options.halfPrecision = precision == .f16
+        return options
     }
 
     /// Runs one of `ModelBench`'s benchmarks (its header line first) and prints its report.

@@ -1,4 +1,6 @@
 import ArgumentParser
+import Kandinsky
+import Tensor
 import Worker
 
 /// `--device` and `--precision`, shared by the commands that run the model (`serve`, `generate`, `forward`,
@@ -14,6 +16,29 @@ struct DeviceOptions: ParsableArguments {
     func select() throws -> (device: DeviceInfo, precision: Precision) {
         do {
             return try Devices.select(device ?? "cpu", precision: precision ?? "f32")
+        } catch {
+            throw ValidationError(error.message)
+        }
+    }
+
+    /// The device and precision asked for, checked, with the device's backend opened.
+    func open() throws -> (device: DeviceInfo, precision: Precision, backend: any ComputeBackend) {
+        let (device, precision) = try select()
+        do {
+            return (device, precision, try Devices.backend(for: device.id))
+        } catch {
+            throw ValidationError(error.message)
+        }
+    }
+
+    /// `directory` set up for the device and precision asked for: its backend, half precision, and the check that
+    /// its weights fit the device.
+    func place(_ directory: inout ModelDirectory) throws {
+        let (device, precision, backend) = try open()
+        directory.keepHalfPrecision = precision == .f16
+        directory.backend = backend
+        do {
+            try Devices.checkCapacity(directory, on: device, precision: precision)
         } catch {
             throw ValidationError(error.message)
         }

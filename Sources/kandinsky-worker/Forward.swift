@@ -61,9 +61,9 @@ struct Forward: ParsableCommand {
     }
 
     func run() throws {
-        let precision = try placement.select().precision
+        _ = try placement.select()
         var directory = try ModelDirectory(path: model)
-        directory.keepHalfPrecision = precision == .f16
+        try placement.place(&directory)
         if component == .tokenize {
             try tokenize(directory)
             return
@@ -74,6 +74,9 @@ struct Forward: ParsableCommand {
             guard shape.count == 2 else { throw ValidationError("\(name) must be [N, L], got \(shape)") }
             return (0..<shape[0]).map { Array(values[($0 * shape[1])..<(($0 + 1) * shape[1])]) }
         }
+        let backend = directory.backend
+        /// An input tensor on the model's device.
+        func tensor(_ name: String) throws -> Tensor { backend.upload(try input.tensor(name)) }
         var out: [String: Tensor] = [:]
         switch component {
         case .tokenize: return
@@ -87,22 +90,22 @@ struct Forward: ParsableCommand {
         case .unet, .unetInpaint:
             let inpainting = component == .unetInpaint
             let unet = inpainting ? try directory.inpaintingUNet() : try directory.unet()
-            let x = try input.tensor("x")
+            let x = try tensor("x")
             let text = unet.module.textConditioning(
-                full1: try input.tensor("full_emb1"), pooled1: try input.tensor("pooled_emb1"),
-                full2: try input.tensor("full_emb2"))
-            let inpaint =
-                inpainting ? (image: try input.tensor("inpaint_image"), mask: try input.tensor("inpaint_mask")) : nil
+                full1: try tensor("full_emb1"), pooled1: try tensor("pooled_emb1"), full2: try tensor("full_emb2"))
+            let inpaint = inpainting ? (image: try tensor("inpaint_image"), mask: try tensor("inpaint_mask")) : nil
             out["out"] = unet.module(x, timesteps: try input.tensor("timesteps").scalars, text: text, inpaint: inpaint)
         case .vaeDecode:
-            out["decoded"] = try directory.vae().module.decode(try input.tensor("z"))
+            out["decoded"] = try directory.vae().module.decode(try tensor("z"))
         case .vaeEncode:
-            let (mean, logvar) = try directory.vae().module.encode(try input.tensor("image"))
+            let (mean, logvar) = try directory.vae().module.encode(try tensor("image"))
             out = ["posterior_mean": mean, "posterior_logvar": logvar]
         case .sample:
             out["latent"] = try sample(directory, input)
         }
-        try SafetensorsWriter.write(out.mapValues { .float($0, .f32) }, to: output!)
+        // Results come back to host memory to be written.
+        let host = out.mapValues { t in t.device == .cpu ? t : Tensor(shape: t.shape, values: backend.download(t)) }
+        try SafetensorsWriter.write(host.mapValues { .float($0, .f32) }, to: output!)
         print("wrote \(out.keys.sorted().joined(separator: ", ")) to \(output!)")
     }
 
@@ -115,14 +118,16 @@ struct Forward: ParsableCommand {
         }
         let inpainting = input.entries["init_latent"] != nil
         let unet = inpainting ? try directory.inpaintingUNet().module : try directory.unet().module
-        let full1 = try input.tensor("full_emb1")
+        let backend = directory.backend
+        let full1 = backend.upload(try input.tensor("full_emb1"))
         let rows = full1.shape[0]
         guard rows % 2 == 0 else {
             throw ValidationError("embeddings need conditional and unconditional rows (an even count)")
         }
         let b = rows / 2
         let text = unet.textConditioning(
-            full1: full1, pooled1: try input.tensor("pooled_emb1"), full2: try input.tensor("full_emb2"))
+            full1: full1, pooled1: backend.upload(try input.tensor("pooled_emb1")),
+            full2: backend.upload(try input.tensor("full_emb2")))
         let xT = try input.tensor("x_T")
         guard xT.rank == 4, xT.shape[0] >= b else {
             throw ValidationError("x_T must be [≥\(b), 4, h, w], got \(xT.shape)")
@@ -131,16 +136,17 @@ struct Forward: ParsableCommand {
             repeating: ImageSampling(guidanceScale: guidanceScale, eta: eta, dynamicThreshold: threshold), count: b)
         var run = SamplingRun(
             kind: kind, steps: steps, images: images, schedule: try DiffusionSchedule(directory.config.diffusion))
+        run.backend = backend
         var inpaint: (image: Tensor, mask: Tensor)?
         if inpainting {
-            let known = try input.tensor("init_latent")
-            let mask = try input.tensor("mask")
+            let known = backend.upload(try input.tensor("init_latent"))
+            let mask = backend.upload(try input.tensor("mask"))
             run.known = KnownRegion(latent: known, mask: mask)
             inpaint = (known, mask)
         }
         let denoise = KandinskyPipeline.guidedDenoiser(
             unet: unet, text: text, scales: images.map(\.guidanceScale), inpaint: inpaint, timesteps: run.timesteps)
-        let x = Kernels.slice(xT, axis: 0, 0..<b)
+        let x = backend.upload(Kernels.slice(xT, axis: 0, 0..<b))
         if input.entries["step_noise"] != nil {
             let recorded = try input.tensor("step_noise")
             let draws = (0..<b).map { i in

@@ -13,14 +13,14 @@ struct ModelOptions: ParsableArguments {
     /// The model directory opened (its model.json read; no weights loaded yet), after the device and precision are
     /// checked.
     func directory() throws -> ModelDirectory {
-        let precision = try placement.select().precision
+        _ = try placement.select()
         var directory: ModelDirectory
         if let model {
             directory = try ModelDirectory(path: model)
         } else {
             directory = try ModelDirectory.embeddedDemo()
         }
-        directory.keepHalfPrecision = precision == .f16
+        try placement.place(&directory)
         return directory
     }
 }

@@ -25,6 +25,38 @@ import Testing
         return (colours, shapes)
     }
 
+    /// `generate` on a GPU draws the CPU's picture: within 2 levels per pixel in f32, at 30 dB PSNR or better in f16.
+    @Test(arguments: TestDevice.available.filter { $0.name != "cpu" })
+    func theGPUDrawsTheCPUsPicture(device: TestDevice) throws {
+        var onDevice = try ModelDirectory.embeddedDemo()
+        (onDevice.backend, onDevice.keepHalfPrecision) = (device.backend, device.halfPrecision)
+        let defaults = GenerationDefaults().overridden(by: onDevice.config.defaults)
+        let requests = [
+            ImageRequest(prompt: "a red circle", seed: 21, defaults: defaults),
+            ImageRequest(prompt: "ein blaues Quadrat", seed: 22, defaults: defaults),
+        ]
+        let cpu = try KandinskyPipeline(directory: try ModelDirectory.embeddedDemo()).generate(requests)
+        let gpu = try KandinskyPipeline(directory: onDevice).generate(requests)
+        for (a, b) in zip(cpu, gpu) {
+            let (x, y) = (a[0].rgb, b[0].rgb)
+            try #require(x.count == y.count && !x.isEmpty)
+            var (worst, squares) = (0, 0.0)
+            for (p, q) in zip(x, y) {
+                let d = Int(p) - Int(q)
+                worst = max(worst, abs(d))
+                squares += Double(d * d)
+            }
+            let mse = squares / Double(x.count)
+            let psnr = mse == 0 ? Double.infinity : 10 * log10(255 * 255 / mse)
+            print("demo model on \(device.name): max pixel difference \(worst), PSNR \(psnr) dB")
+            if device.halfPrecision {
+                #expect(psnr >= 30, "PSNR \(psnr) dB against the CPU's picture")
+            } else {
+                #expect(worst <= 2, "max pixel difference \(worst) against the CPU's picture")
+            }
+        }
+    }
+
     @Test func drawsTheCaptionsColourAndShapeInSeveralLanguages() throws {
         let demo = try ShapesDemo(directory: try ModelDirectory.embeddedDemo())
         // One caption per (language, colour, shape) picked to cover six languages, every colour and every shape.

@@ -1,6 +1,8 @@
+import Foundation
 import Tensor
 import TestSupport
 import Testing
+import VulkanBackend
 
 @testable import Kandinsky
 
@@ -12,8 +14,29 @@ struct TestDevice: Sendable, CustomTestStringConvertible {
     var backend: any ComputeBackend
     /// 1 for the CPU: its backend is the reference arithmetic, and the tolerances are the fixtures README's.
     var toleranceFactor: Double
+    /// `--precision f16`: the layer weights in 16 bits on the device.
+    var halfPrecision = false
 
-    static let available: [TestDevice] = [TestDevice(name: "cpu", backend: CPUBackend.shared, toleranceFactor: 1)]
+    static let available: [TestDevice] = {
+        var devices = [TestDevice(name: "cpu", backend: CPUBackend.shared, toleranceFactor: 1)]
+        // vulkan:0 (lavapipe in CI) with the validation layer on; VulkanTests fail when it cannot be opened, unless
+        // KD_VULKAN_TESTS=off.
+        if ProcessInfo.processInfo.environment["KD_VULKAN_TESTS"] != "off",
+            let gpu = try? VulkanBackend(index: 0, options: VulkanOptions(validation: true))
+        {
+            devices.append(TestDevice(name: "vulkan:0", backend: gpu, toleranceFactor: 1))
+            if gpu.supportsF16 {
+                devices.append(
+                    TestDevice(name: "vulkan:0 f16", backend: gpu, toleranceFactor: Self.f16Factor, halfPrecision: true)
+                )
+            }
+        }
+        return devices
+    }()
+
+    /// f16 layer weights against the official f32 numbers: the tolerances times this (measured on lavapipe: see
+    /// the conformance tests' printed errors).
+    static let f16Factor = 100.0
 
     var testDescription: String { name }
 
@@ -21,6 +44,7 @@ struct TestDevice: Sendable, CustomTestStringConvertible {
     func tinyModel() throws -> ModelDirectory {
         var directory = try ModelDirectory(path: Fixtures.kandinsky2("tiny-model"))
         directory.backend = backend
+        directory.keepHalfPrecision = halfPrecision
         return directory
     }
 
@@ -28,7 +52,13 @@ struct TestDevice: Sendable, CustomTestStringConvertible {
     func upload(_ host: Tensor) -> Tensor { backend.upload(host) }
 
     /// A tensor of this device as a host tensor, to compare with a fixture.
-    func host(_ x: Tensor) -> Tensor {
-        x.device == .cpu ? x : Tensor(shape: x.shape, values: backend.download(x))
+    /// Every comparison also checks that the validation layer (on for a GPU) has printed nothing.
+    func host(_ x: Tensor, sourceLocation: SourceLocation = #_sourceLocation) -> Tensor {
+        guard x.device != .cpu else { return x }
+        let values = backend.download(x)
+        if let gpu = backend as? VulkanBackend {
+            #expect(gpu.validationMessages.isEmpty, "\(gpu.validationMessages)", sourceLocation: sourceLocation)
+        }
+        return Tensor(shape: x.shape, values: values)
     }
 }

@@ -308,7 +308,7 @@ import Testing
             ("defaults:\n  sampler: euler\n", "defaults.sampler"), ("http: nowhere\n", "http"),
             ("device: cuda:0\n", "device"), ("precision: f8\n", "precision"),
             // Well-formed, but not what this host runs: refused at start, before Redis or the model.
-            ("device: vulkan:0\n", "device vulkan:0 is not available"),
+            ("device: vulkan:7\n", "device vulkan:7 is not available"),
             ("precision: bf16\n", "precision bf16 is not available on device cpu"),
         ] {
             let file = dir.file("bad.yaml")
