@@ -133,6 +133,7 @@ let package = Package(
             ]),
         .testTarget(name: "SystemdTests", dependencies: ["Systemd", "TestSupport"]),
         .testTarget(
-            name: "BenchTests", dependencies: ["Bench", "JobQueue", "Kandinsky", "Redis", "Tensor", "TestSupport"]),
+            name: "BenchTests",
+            dependencies: ["Bench", "JobQueue", "Kandinsky", "Redis", "Tensor", "TestSupport", "VulkanBackend"]),
     ]
 )

@@ -2,6 +2,7 @@ import Foundation
 import Kandinsky
 import TestSupport
 import Testing
+import VulkanBackend
 
 @testable import Bench
 
@@ -15,6 +16,7 @@ import Testing
     static let documentKeys: Set<String> = [
         "best_s", "blas_kernel", "blas_vector_level", "breakdown", "breakdown_gflop", "gflops", "median_s",
         "peak_rss_mb", "rss_after_warmup_mb", "rss_end_mb", "runs", "sgemm_gflops", "sgemm_work_gflop", "threads",
+        "device", "precision",
     ]
 
     /// A result of `repeats` timed runs, each with positive seconds and the sgemm sampled around it, whose fastest
@@ -128,5 +130,31 @@ import Testing
                 ]), "\(object.keys.sorted())")
         #expect((object["parts"] as? [String: Any])?.count == 6, "\(object)")
         #expect(report.lines.contains { $0.hasPrefix("  dpmpp_2m_20_steps_estimate_s: ") }, "\(report.lines)")
+    }
+
+    /// `bench unet --device vulkan:0` (lavapipe in CI): the device's figures per step, and the weights resident on it
+    /// (f16 ones in half the memory); a step moves nothing between host and device (its inputs are uploaded before).
+    @Test(.enabled(if: ProcessInfo.processInfo.environment["KD_VULKAN_TESTS"] != "off"))
+    func unetOnTheGPUReportsDispatchesAndDeviceMemory() throws {
+        let gpu = try VulkanBackend(index: 0, options: VulkanOptions(validation: true))
+        var weights: [String: Double] = [:]
+        for half in [false, true] {
+            var options = ModelBenchOptions(
+                source: .preset(.tiny), latentHeight: 8, latentWidth: 8, repeats: 1, backend: gpu)
+            options.halfPrecision = half
+            let report = try ModelBench.unet(options)
+            let object = try parse(try report.jsonDocument())
+            #expect(object["device"] as? String == "vulkan:0")
+            #expect(object["precision"] as? String == (half ? "f16" : "f32"))
+            #expect(((object["dispatches_per_step"] as? Double) ?? 0) > 50, "\(object)")
+            #expect(((object["submits_per_step"] as? Double) ?? 0) >= 1, "\(object)")
+            #expect(object["host_device_bytes_per_step"] as? Double == 0, "\(object)")
+            let memory = try #require(object["device_memory_mb"] as? [String: Double], "\(object)")
+            #expect((memory["weights"] ?? 0) > 0 && (memory["peak"] ?? 0) >= (memory["weights"] ?? 0), "\(memory)")
+            weights[half ? "f16" : "f32"] = memory["weights"]
+        }
+        let (f32, f16) = (weights["f32"] ?? 0, weights["f16"] ?? 0)
+        #expect(f16 < 0.75 * f32, "f16 weights \(f16) MiB, f32 \(f32) MiB")
+        #expect(gpu.validationMessages.isEmpty, "\(gpu.validationMessages)")
     }
 }
