@@ -129,7 +129,7 @@ let package = Package(
             name: "WorkerTests",
             dependencies: [
                 "Worker", "WorkerTesting", "JobQueue", "Kandinsky", "ResultStore", "Tensor", "TestSupport",
-                .product(name: "Logging", package: "swift-log"),
+                "VulkanBackend", .product(name: "Logging", package: "swift-log"),
             ]),
         .testTarget(name: "SystemdTests", dependencies: ["Systemd", "TestSupport"]),
         .testTarget(

@@ -52,6 +52,17 @@ public struct VulkanDeviceInfo: Sendable, Equatable {
     public var unusableBecause: String?
     /// Features the backend uses, for the listing.
     public var features: [String]
+
+    public init(
+        index: Int, name: String, type: String, driver: String, apiVersion: String, memoryBytes: UInt64,
+        supportsF16: Bool, subgroupSize: Int, maxStorageBufferRange: UInt64, sharedMemoryBytes: Int,
+        unusableBecause: String?, features: [String]
+    ) {
+        (self.index, self.name, self.type, self.driver, self.apiVersion) = (index, name, type, driver, apiVersion)
+        (self.memoryBytes, self.supportsF16, self.subgroupSize) = (memoryBytes, supportsF16, subgroupSize)
+        (self.maxStorageBufferRange, self.sharedMemoryBytes) = (maxStorageBufferRange, sharedMemoryBytes)
+        (self.unusableBecause, self.features) = (unusableBecause, features)
+    }
 }
 
 /// Lists and opens devices.

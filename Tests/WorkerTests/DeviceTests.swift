@@ -1,7 +1,10 @@
 import Foundation
+import JobQueue
+import Kandinsky
 import Tensor
 import TestSupport
 import Testing
+import VulkanBackend
 
 @testable import Worker
 
@@ -65,6 +68,24 @@ import Testing
         }
     }
 
+    /// A GPU without 16-bit storage or f16 arithmetic runs f32 only: `--precision f16` is refused at start.
+    @Test func aGPUWithoutHalfPrecisionRefusesF16() throws {
+        let old = Devices.vulkan(
+            VulkanDeviceInfo(
+                index: 0, name: "Old GPU", type: "discrete", driver: "test", apiVersion: "1.2.0", memoryBytes: 8 << 30,
+                supportsF16: false, subgroupSize: 32, maxStorageBufferRange: 1 << 30, sharedMemoryBytes: 48 << 10,
+                unusableBecause: nil, features: []))
+        #expect(old.precisions == [.f32] && old.kind == "gpu")
+        let list = ([host.devices[0], old], [String]())
+        #expect(try Devices.select("vulkan:0", precision: "f32", from: list).device.name.hasPrefix("Old GPU"))
+        do {
+            _ = try Devices.select("vulkan:0", precision: "f16", from: list)
+            Issue.record("f16 accepted without 16-bit storage")
+        } catch {
+            #expect(error.message.contains("precision f16 is not available on device vulkan:0, which runs f32"))
+        }
+    }
+
     @Test func configurationTakesDeviceAndPrecision() throws {
         var c = ServeConfiguration()
         try c.apply(yaml: "device: vulkan:1\nprecision: F16\n", source: "t.yaml")
@@ -121,5 +142,80 @@ import Testing
         #expect(eventually(timeout: 60) { !process.isRunning }, "\(arguments) still running")
         #expect(process.terminate() != 0)
         #expect(process.log.contains(message), "\(arguments): \(process.log)")
+    }
+}
+
+/// Weights that do not fit the device stop start-up with the sizes, before anything is loaded: checked against a
+/// full-size model directory whose files hold the real headers and no data (sparse), on lavapipe's 2 GiB heap.
+@Suite struct DeviceCapacityTests {
+    /// A model directory of `preset`'s sizes: model.json and, per component, a safetensors header with every key and
+    /// shape, the data a hole in a sparse file.
+    static func sparseModel(_ preset: ModelPreset, at path: String) throws {
+        try FileManager.default.createDirectory(atPath: path, withIntermediateDirectories: true)
+        try Data((preset.modelJSON + "\n").utf8).write(to: URL(fileURLWithPath: "\(path)/model.json"))
+        for component in RandomModel.Component.allCases {
+            var members: [JSONObject.Member] = []
+            var offset = 0
+            for (key, shape) in try RandomModel.keys(of: component, config: preset.config) {
+                let bytes = 4 * shape.reduce(1, *)
+                members.append(
+                    (
+                        key,
+                        .object([
+                            "dtype": .string("F32"), "shape": .array(shape.map { .integer($0) }),
+                            "data_offsets": .array([.integer(offset), .integer(offset + bytes)]),
+                        ])
+                    ))
+                offset += bytes
+            }
+            let header = Array(JSONValue.object(JSONObject(members)).serialized.utf8)
+            var file = withUnsafeBytes(of: UInt64(header.count).littleEndian) { Array($0) }
+            file += header
+            let url = URL(fileURLWithPath: "\(path)/\(component.file.rawValue)")
+            try Data(file).write(to: url)
+            let handle = try FileHandle(forWritingTo: url)
+            try handle.truncate(atOffset: UInt64(file.count + offset))
+            try handle.close()
+        }
+    }
+
+    @Test(.enabled(if: ProcessInfo.processInfo.environment["KD_VULKAN_TESTS"] != "off"))
+    func theFullSizeModelDoesNotFitLavapipesHeap() throws {
+        let dir = try TemporaryDirectory(prefix: "kd-capacity")
+        defer { dir.remove() }
+        try Self.sparseModel(.full, at: dir.file("full"))
+        let directory = try ModelDirectory(path: dir.file("full"))
+        let gpu = try #require(Devices.list().devices.first { $0.id == .vulkan(0) })
+        #expect(throws: DeviceError.self) { try Devices.checkCapacity(directory, on: gpu, precision: .f32) }
+        do {
+            try Devices.checkCapacity(directory, on: gpu, precision: .f16)
+            Issue.record("the full-size model accepted on \(gpu.name)")
+        } catch {
+            print("capacity: \(error.message)")
+            #expect(error.message.contains("in f16 on vulkan:0, which has"), "\(error.message)")
+        }
+        // One binding's limit: a device with room enough but lavapipe's 128 MiB per binding names the tensor.
+        var roomy = gpu
+        roomy.memoryBytes = 64 << 30
+        do {
+            try Devices.checkCapacity(directory, on: roomy, precision: .f32)
+            Issue.record("a tensor over one binding accepted")
+        } catch {
+            print("capacity: \(error.message)")
+            #expect(error.message.contains("in one binding"), "\(error.message)")
+            #expect(error.message.contains("text_encoder1.safetensors"), "the XLM-R embedding: \(error.message)")
+        }
+        // The CPU takes it (its memory is the host's).
+        let cpu = try #require(Devices.list().devices.first)
+        try Devices.checkCapacity(directory, on: cpu, precision: .f32)
+
+        // The command line refuses it before loading anything.
+        let generate = try WorkerProcess(
+            name: "too-big",
+            command: ["generate", "x", "--model", dir.file("full"), "--device", "vulkan:0", "-o", dir.file("x.png")],
+            logDirectory: dir.path)
+        #expect(eventually(timeout: 120) { !generate.isRunning })
+        #expect(generate.terminate() != 0)
+        #expect(generate.log.contains("the model's weights need"), "\(generate.log)")
     }
 }
