@@ -280,6 +280,13 @@ public enum ModelBench {
             let weight = part.name == unet.name ? Double(steps) : part.name == window.name ? windows(steps) : 1
             for (key, value) in part.breakdown { total.breakdown[key, default: 0] += weight * value }
         }
+        // On a device: a sampling step's figures are the UNet step's; the memory, the most any part held.
+        if !unet.device.isEmpty {
+            total.device = unet.device
+            let parts = text + [unet, window, vae]
+            total.device["device_memory_weights_mb"] = parts.compactMap { $0.device["device_memory_weights_mb"] }.max()
+            total.device["device_memory_peak_mb"] = parts.compactMap { $0.device["device_memory_peak_mb"] }.max()
+        }
         // dpmpp_2m evaluates the UNet once per step, like DDIM.
         return report(
             [total] + text + [unet, window, vae], options: options,

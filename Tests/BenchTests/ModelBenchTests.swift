@@ -153,6 +153,14 @@ import VulkanBackend
             #expect((memory["weights"] ?? 0) > 0 && (memory["peak"] ?? 0) >= (memory["weights"] ?? 0), "\(memory)")
             weights[half ? "f16" : "f32"] = memory["weights"]
         }
+        // The pipeline estimate carries a sampling step's figures too.
+        let pipeline = try parse(
+            try ModelBench.pipeline(
+                ModelBenchOptions(source: .preset(.tiny), latentHeight: 8, latentWidth: 8, repeats: 1, backend: gpu),
+                steps: 4
+            ).jsonDocument())
+        #expect(((pipeline["dispatches_per_step"] as? Double) ?? 0) > 50, "\(pipeline)")
+        #expect(pipeline["device_memory_mb"] != nil, "\(pipeline)")
         let (f32, f16) = (weights["f32"] ?? 0, weights["f16"] ?? 0)
         #expect(f16 < 0.75 * f32, "f16 weights \(f16) MiB, f32 \(f32) MiB")
         #expect(gpu.validationMessages.isEmpty, "\(gpu.validationMessages)")
