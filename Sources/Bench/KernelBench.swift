@@ -95,13 +95,14 @@ public struct KernelBenchReport: Sendable {
 /// `bench kernels`: sgemm, 3×3 and kernel-1 convolution and attention GFLOP/s at the models' shapes, measured in the
 /// same run so their ratios hold on any machine.
 public enum KernelBench {
-    /// Sets the thread count, then times every case, passing a line to `log` as each one is measured (the header
+    /// Times every case on a CPU backend of `options.threads` threads (the shared one without), passing a line to `log` as each one is measured (the header
     /// first).
     public static func run(_ options: KernelBenchOptions, log: (String) -> Void = { _ in }) -> KernelBenchReport {
-        if let threads = options.threads { BLAS.threads = threads }
-        log(
-            "OpenBLAS \(BLAS.coreDescription) kernel, \(BLAS.threads) threads; compute pool \(ComputePool.shared.threadCount) threads"
-        )
+        // A backend of its own for another thread count; the kernels run on its resources, bound here.
+        let backend = options.threads.map { CPUBackend(threads: $0) } ?? CPUBackend.shared
+        let binding = backend.resources.enter()
+        defer { binding.leave() }
+        log("OpenBLAS \(BLAS.coreDescription) kernel, \(BLAS.threads) threads (the compute pool's)")
         let repeats = options.repeats
         let peak = KernelBenchmark.sgemm(repeats: repeats)
         log(line(peak, peak: peak.gflops))

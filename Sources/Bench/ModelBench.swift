@@ -42,7 +42,12 @@ public struct ModelBenchOptions: Sendable {
     ) {
         (self.source, self.batch, self.latentHeight, self.latentWidth) = (source, batch, latentHeight, latentWidth)
         (self.repeats, self.threads, self.layers, self.backend) = (repeats, threads, layers, backend)
+        // Another thread count on the CPU is a CPU backend of its own (its compute pool has that many threads).
+        if let threads, backend.device == .cpu { self.backend = CPUBackend(threads: threads) }
     }
+
+    /// The backend when it is the CPU's (its resources: the pool the sgemm probe shares, the kernel profile).
+    var cpu: CPUBackend? { backend as? CPUBackend }
 
     /// A host-made input on the benchmark's device.
     func input(_ host: Tensor) -> Tensor { backend.upload(host) }
@@ -79,7 +84,7 @@ public struct ModelBenchOptions: Sendable {
         case .directory(let path, _): weights = "model \(path)"
         }
         if backend.device != .cpu { return "device \(backend.device); \(weights)" }
-        return "OpenBLAS \(BLAS.coreDescription) kernel; \(BLAS.threads) threads; \(weights)"
+        return "OpenBLAS \(BLAS.coreDescription) kernel; \(cpu?.threads ?? BLAS.threads) threads; \(weights)"
     }
 }
 
@@ -229,7 +234,7 @@ public struct ModelBenchReport: Sendable {
 /// `bench unet|vae|text|pipeline`: the models' parts timed with every kernel profiled, each run paired with the sgemm
 /// the cores reached around it.
 ///
-/// The kernel profile (`KernelProfile`) is process-wide: run one model benchmark at a time.
+/// The kernel profile is the CPU backend's (`CPUResources.profile`): run one model benchmark per backend at a time.
 public enum ModelBench {
     // MARK: - The commands
 
@@ -296,16 +301,16 @@ public enum ModelBench {
             ])
     }
 
-    /// Sets the thread count before any kernel runs and describes the set-up (the header line).
-    static func prepare(_ options: ModelBenchOptions) -> String {
-        if let threads = options.threads { BLAS.threads = threads }
-        return options.description
-    }
+    /// Describes the set-up (the header line).
+    static func prepare(_ options: ModelBenchOptions) -> String { options.description }
 
     /// The results with the sgemm 2048³ measured once more and the process's peak RSS.
     public static func report(
         _ results: [ModelBenchResult], options: ModelBenchOptions, extra: [String: Double] = [:]
     ) -> ModelBenchReport {
+        // The sgemm probe runs on the CPU backend's own pool.
+        let binding = options.cpu?.resources.enter()
+        defer { binding?.leave() }
         var report = ModelBenchReport(
             results: results, extra: extra, sgemmGFLOPS: probe.gflops(repeats: 3), peakRSSMegabytes: peakRSSMegabytes,
             blasKernel: BLAS.coreName, blasVectorLevel: BLAS.vectorLevel(core: BLAS.coreName), threads: BLAS.threads,
@@ -412,8 +417,14 @@ public enum ModelBench {
         backend.synchronize()
         let weightsBytes = backend.statistics?.memoryInUse ?? 0
         var deviceStart = backend.statistics
-        (KernelProfile.enabled, KernelProfile.byShape) = (true, true)
-        defer { (KernelProfile.enabled, KernelProfile.byShape) = (false, false) }
+        // The CPU backend's resources (its pool runs the sgemm probe too) and profile; another device's work is not
+        // profiled (an empty profile).
+        let cpu = backend as? CPUBackend
+        let binding = cpu?.resources.enter()
+        defer { binding?.leave() }
+        let profile = cpu?.resources.profile ?? KernelProfile()
+        (KernelProfile.enabled, profile.byShape) = (true, true)
+        defer { (KernelProfile.enabled, profile.byShape) = (false, false) }
         var samples: [Double] = []
         var shapes: [String: KernelProfile.ShapeTotal] = [:]
         var breakdown: [String: Double] = [:]
@@ -424,7 +435,7 @@ public enum ModelBench {
         var runs: [(seconds: Double, sgemm: Double)] = []
         var before = 0.0
         for run in 0...repeats {
-            KernelProfile.reset()
+            profile.reset()
             let start = DispatchTime.now().uptimeNanoseconds
             try body()
             backend.synchronize()
@@ -437,13 +448,13 @@ public enum ModelBench {
             }
             samples.append(seconds)
             if seconds <= samples.min()! {
-                let totals = KernelProfile.totals
+                let totals = profile.totals
                 breakdown = Dictionary(uniqueKeysWithValues: totals.map { ($0.key.rawValue, $0.value) })
                 breakdown["other"] = max(0, seconds - totals.values.reduce(0, +))
-                flops = KernelProfile.flops
-                shapes = KernelProfile.shapeTotals
+                flops = profile.flops
+                shapes = profile.shapeTotals
                 breakdownFlops = Dictionary(
-                    uniqueKeysWithValues: KernelProfile.flopTotals.filter { $0.value > 0 }.map {
+                    uniqueKeysWithValues: profile.flopTotals.filter { $0.value > 0 }.map {
                         ($0.key.rawValue, $0.value)
                     })
             }

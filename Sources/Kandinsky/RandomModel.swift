@@ -134,7 +134,7 @@ public enum RandomModel {
             let bound = 1 / Float(max(1, fanIn)).squareRoot()
             let base = seed
             let p = buffer.baseAddress!
-            ComputePool.shared.parallelFor(count, minimumChunk: 1 << 16) { range in
+            ComputePool.current.parallelFor(count, minimumChunk: 1 << 16) { range in
                 var state = base &+ UInt64(range.lowerBound) &* 0x9E37_79B9_7F4A_7C15
                 for i in range {
                     state &+= 0x9E37_79B9_7F4A_7C15

@@ -172,17 +172,36 @@ public final class AutoencoderKL: @unchecked Sendable {
 
     /// Decodes a latent in the UNet's scale: `decoder(post_quant_conv(z / scale))` → `[N, 3, 8h, 8w]` ≈ [-1, 1].
     ///
-    /// One image at a time: the decoder's activations grow with the images decoded at once (four 512×512 images
-    /// together peaked 1.24 GB above one) and together they were no faster, so a batch's peak stays one image's, and
-    /// each image is decoded as its request alone would decode it.
+    /// The decoder's activations grow with the images decoded at once, so how many go through together is the
+    /// backend's memory policy (`ComputeBackend.imagesPerPass`), given the largest activation one image needs.
     public func decode(_ z: Tensor) -> Tensor {
         let n = z.shape[0]
-        if n <= 1 { return decodeImage(z) }
-        return backend.concat((0..<n).map { decodeImage(backend.slice(z, axis: 0, $0..<($0 + 1))) }, axis: 0)
+        let perPass = backend.imagesPerPass(
+            activationBytesPerImage: largestDecoderActivationBytes(latentHeight: z.shape[2], latentWidth: z.shape[3]),
+            images: n)
+        if perPass >= n { return decodeImages(z) }
+        let passes = stride(from: 0, to: n, by: perPass).map { start in
+            decodeImages(backend.slice(z, axis: 0, start..<min(n, start + perPass)))
+        }
+        return backend.concat(passes, axis: 0)
     }
 
-    /// `decode` for `[1, embed_dim, h, w]`.
-    private func decodeImage(_ z: Tensor) -> Tensor {
+    /// The bytes of the decoder's largest float32 activation for one image of `latentHeight × latentWidth`: the most
+    /// channels × pixels of any level's blocks or of its upsampled output (256 × 512² at Kandinsky 2.0's 64² latent).
+    func largestDecoderActivationBytes(latentHeight: Int, latentWidth: Int) -> Int {
+        let dd = config.ddconfig
+        var largest = 0
+        var pixels = latentHeight * latentWidth
+        for i in stride(from: dd.chMult.count - 1, through: 0, by: -1) {
+            let channels = dd.ch * dd.chMult[i]
+            if i != 0 { pixels *= 4 }  // the level's upsampling convolution, at the next level's size
+            largest = max(largest, channels * pixels)
+        }
+        return 4 * largest
+    }
+
+    /// `decode` for `[n, embed_dim, h, w]`, the images together.
+    private func decodeImages(_ z: Tensor) -> Tensor {
         var h = postQuantConv(backend.scale(z, by: Float(1 / config.scale)))
         h = decoderConvIn(h)
         h = decoderMid.2(decoderMid.1(decoderMid.0(h)))

@@ -81,21 +81,21 @@ public final class WeightFile: @unchecked Sendable {
         return t
     }
 
-    /// A layer's weight matrix `key` of shape `shape`. With `keepHalf` (`--precision f16`), in 16 bits: on a device
-    /// that stores half-precision weights, the file's F16/BF16 values or its F32 values converted, uploaded once;
-    /// on the CPU, an F16/BF16 tensor of the file as a view of the mapped values, expanded at each use. Otherwise
-    /// the float32 tensor of `tensor(_:_:)`.
-    public func matrix(_ key: String, _ shape: [Int]) throws(KandinskyError) -> StoredWeight {
-        guard keepHalf else { return .full(try tensor(key, shape)) }
+    /// A layer's weight matrix `key` of shape `shape`, for the backend's layer operations. With `keepHalf`
+    /// (`--precision f16`), in 16 bits where the backend keeps them so (`ComputeBackend.upload(_: HalfWeight)`): the
+    /// file's F16/BF16 values (on the CPU a view of the mapped values), or on a device that converts them its F32
+    /// values. Otherwise the float32 tensor of `tensor(_:_:)`.
+    public func matrix(_ key: String, _ shape: [Int]) throws(KandinskyError) -> Tensor {
+        guard keepHalf else { return try tensor(key, shape) }
         guard let file else {
             // A recorder's zero weights, in 16 bits where the device keeps them so (a benchmark's preset).
             let host = try hostTensor(key, shape)
-            return .full(backend.uploadHalf(host) ?? backend.upload(host))
+            return backend.uploadHalf(host) ?? backend.upload(host)
         }
-        guard let entry = file.entries[key], entry.shape == shape else { return .full(try tensor(key, shape)) }
+        guard let entry = file.entries[key], entry.shape == shape else { return try tensor(key, shape) }
         guard entry.dtype == .f16 || entry.dtype == .bf16 else {
             let host = try hostTensor(key, shape)
-            return .full(backend.uploadHalf(host) ?? backend.upload(host))
+            return backend.uploadHalf(host) ?? backend.upload(host)
         }
         let half: HalfWeight?
         do {
@@ -103,13 +103,12 @@ public final class WeightFile: @unchecked Sendable {
         } catch {
             throw KandinskyError(.badWeight, error.message, file: path, key: key)
         }
-        guard let half else { return .full(try tensor(key, shape)) }
+        guard let half, let weight = backend.upload(half) else { return try tensor(key, shape) }
         if checkFinite, let bad = half.firstNonFinite() {
             throw KandinskyError(.badWeight, "non-finite value \(bad.1) at element \(bad.0)", file: path, key: key)
         }
         used.insert(key)
-        if let onDevice = backend.upload(half) { return .full(onDevice) }
-        return .half(half)
+        return weight
     }
 
     /// Whether the file holds `key` (for optional parts such as a duplicated embedding).
@@ -148,25 +147,11 @@ public final class WeightFile: @unchecked Sendable {
 
 // MARK: - Layers holding weights
 
-/// A layer's weight: float32 (owned or mapped), or half precision expanded at each use.
-public enum StoredWeight: Sendable {
-    case full(Tensor)
-    case half(HalfWeight)
-
-    /// The float32 values; for a half-precision weight a per-thread buffer, valid only until the next expansion.
-    public var tensor: Tensor {
-        switch self {
-        case .full(let t): return t
-        case .half(let h): return h.expanded()
-        }
-    }
-}
-
 /// `nn.Linear`: `y = x·Wᵀ + b`.
 public struct Linear: Sendable {
-    public let stored: StoredWeight
+    /// float32, or 16 bits with `--precision f16` (`WeightFile.matrix`).
+    public let weight: Tensor
     public let bias: Tensor?
-    public var weight: Tensor { stored.tensor }
     public let backend: any ComputeBackend
 
     public init(
@@ -174,7 +159,7 @@ public struct Linear: Sendable {
     )
         throws(KandinskyError)
     {
-        stored = try w.matrix("\(prefix).weight", [outFeatures, inFeatures])
+        weight = try w.matrix("\(prefix).weight", [outFeatures, inFeatures])
         self.bias = bias ? try w.tensor("\(prefix).bias", [outFeatures]) : nil
         backend = w.backend
     }
@@ -188,9 +173,9 @@ public struct Linear: Sendable {
 
 /// `nn.Conv2d` (zero padding, square stride).
 public struct Conv2d: Sendable {
-    public let stored: StoredWeight
+    /// float32, or 16 bits with `--precision f16` (`WeightFile.matrix`).
+    public let weight: Tensor
     public let bias: Tensor?
-    public var weight: Tensor { stored.tensor }
     public let stride: Int
     public let padding: Padding
     public let backend: any ComputeBackend
@@ -199,7 +184,7 @@ public struct Conv2d: Sendable {
         _ w: WeightFile, _ prefix: String, in inChannels: Int, out outChannels: Int, kernel: Int,
         stride: Int = 1, padding: Padding? = nil
     ) throws(KandinskyError) {
-        stored = try w.matrix("\(prefix).weight", [outChannels, inChannels, kernel, kernel])
+        weight = try w.matrix("\(prefix).weight", [outChannels, inChannels, kernel, kernel])
         bias = try w.tensor("\(prefix).bias", [outChannels])
         self.stride = stride
         self.padding = padding ?? .uniform(kernel / 2)
@@ -219,13 +204,13 @@ public struct Conv2d: Sendable {
 
 /// `nn.Conv1d` with kernel size 1.
 public struct Conv1x1: Sendable {
-    public let stored: StoredWeight
+    /// float32, or 16 bits with `--precision f16` (`WeightFile.matrix`).
+    public let weight: Tensor
     public let bias: Tensor
-    public var weight: Tensor { stored.tensor }
     public let backend: any ComputeBackend
 
     public init(_ w: WeightFile, _ prefix: String, in inChannels: Int, out outChannels: Int) throws(KandinskyError) {
-        stored = try w.matrix("\(prefix).weight", [outChannels, inChannels, 1])
+        weight = try w.matrix("\(prefix).weight", [outChannels, inChannels, 1])
         bias = try w.tensor("\(prefix).bias", [outChannels])
         backend = w.backend
     }

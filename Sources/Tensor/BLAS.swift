@@ -4,7 +4,7 @@ import Foundation
 /// The one place that calls OpenBLAS. Every product in the kernels goes through `sgemm` here.
 ///
 /// OpenBLAS runs single-threaded; a product large enough to share is cut into one slab per thread of
-/// `ComputePool.shared`, so GEMMs and the element-wise kernels between them use the same threads. With OpenBLAS's own
+/// the current compute pool (`ComputePool.current`: the pool of the backend running the operation), so GEMMs and the element-wise kernels between them use the same threads. With OpenBLAS's own
 /// threads, its workers kept spinning in `sched_yield` after each product and competed with the pool for the cores
 /// (a tenth of all cycles on two cores).
 public enum BLAS {
@@ -26,7 +26,7 @@ public enum BLAS {
     ) {
         if m == 0 || n == 0 { return }
         KernelProfile.addFlops(2 * Double(m) * Double(n) * Double(k))
-        let pool = ComputePool.shared
+        let pool = ComputePool.current
         let pieces = pool.threadCount
         if pieces == 1 || m * n * k < parallelThreshold || pool.isInsideRegion || max(m, n) < 2 * pieces {
             sgemmSerial(
@@ -70,12 +70,9 @@ public enum BLAS {
             blasint(m), blasint(n), blasint(k), alpha, a, blasint(lda), b, blasint(ldb), beta, c, blasint(ldc))
     }
 
-    /// Threads one product uses: those of `ComputePool.shared`. Setting it only has an effect before the first
-    /// kernel runs (the pool is created then, with this many threads).
-    public static var threads: Int {
-        get { ComputePool.shared.threadCount }
-        set { ComputePool.requestedThreads = max(1, newValue) }
-    }
+    /// Threads one product uses here: those of the current compute pool (`ComputePool.current`); a CPU backend's
+    /// own are set when it is made (`CPUBackend(threads:)`).
+    public static var threads: Int { ComputePool.current.threadCount }
 
     /// The kernel family OpenBLAS picked for this processor (affected by `OPENBLAS_CORETYPE`).
     public static var coreName: String {

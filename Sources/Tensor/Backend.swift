@@ -83,8 +83,10 @@ public protocol ComputeBackend: AnyObject, Sendable {
     func upload(_ values: [Float], shape: [Int]) -> Tensor
     /// `host` (a tensor made on the host: noise, masks, a weight) on this device; on the CPU the same tensor.
     func upload(_ host: Tensor) -> Tensor
-    /// A layer weight held in 16 bits (`--precision f16`, an F16 or BF16 file) on this device in half precision, or
-    /// nil where the backend keeps such weights in host memory and expands them at each use (the CPU).
+    /// A layer weight held in 16 bits (`--precision f16`, an F16 or BF16 file) kept in half precision on this device
+    /// (the CPU keeps the mapped values and expands them at each use), or nil where the device cannot, and the
+    /// weight is taken in float32. Only the layer operations (`linear`, `conv2d`, `conv3x3Upsampled`, `conv1x1`)
+    /// take such a weight.
     func upload(_ weight: HalfWeight) -> Tensor?
     /// A float32 layer weight (`host`) kept in half precision on this device (`--precision f16` with an F32 file),
     /// or nil where the backend does not convert weights (the CPU, whose f16 mode needs 16-bit weights in the file).
@@ -99,6 +101,10 @@ public protocol ComputeBackend: AnyObject, Sendable {
     func keepFreedActivations(upTo bytes: Int)
     /// Gives memory cached for reuse back to the system (between the stages of a generation and after it).
     func releaseCachedMemory()
+    /// How many of `images` a memory-heavy stage (the autoencoder's decoder) takes in one pass when one image's
+    /// largest activation is `activationBytesPerImage`: the device's memory policy, so the model states only what
+    /// it needs. At least 1; the images' results are the same whichever number is chosen.
+    func imagesPerPass(activationBytesPerImage: Int, images: Int) -> Int
 
     // MARK: Layers
 

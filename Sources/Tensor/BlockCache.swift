@@ -7,17 +7,16 @@ import Foundation
 /// (17 % of a 512×512 VAE decode in `clear_page` and page-fault handling). The cache hands back the most recently
 /// freed block of the same rounded size; past `limitBytes` the oldest blocks are returned to the system, so the cache
 /// never holds more than that. A workload with larger activations raises the limit for itself (`keep(upTo:)`) until
-/// the next `trim()`.
+/// the next `trim()`. Each `CPUResources` (each CPU backend) has its own, of `CPUResources.defaultCacheBytes`:
+///
+/// 512 MiB: with 256 a UNet step at batch 2 still missed dozens of times, each miss page-faulting and zeroing its
+/// block again; with 512 it misses none after the first step and spends about 0.05 s less a step in the kernel,
+/// for 70–130 MiB more peak resident memory in the UNet.
 final class BlockCache: @unchecked Sendable {
     /// Blocks smaller than this go straight to `malloc` (its own free lists serve them well).
     static let minimumBytes = 1 << 20
     /// Sizes are rounded up to a multiple of this, so tensors of nearly equal size share blocks.
     static let granularity = 64 << 10
-
-    /// 512 MiB: with 256 a UNet step at batch 2 still missed dozens of times, each miss page-faulting and zeroing its
-    /// block again; with 512 it misses none after the first step and spends about 0.05 s less a step in the kernel,
-    /// for 70–130 MiB more peak resident memory in the UNet.
-    static let shared = BlockCache(limitBytes: 512 << 20)
 
     /// The limit a `trim()` goes back to.
     let defaultLimitBytes: Int

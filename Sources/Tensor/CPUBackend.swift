@@ -5,27 +5,43 @@ import Foundation
 /// Every operation is the arithmetic of the code it replaced, in the same order (no fused multiply-adds, no
 /// reassociation), so the models' outputs are bit for bit those from before the device seam.
 ///
-/// The kernels still reach the process-wide compute pool (`ComputePool.shared`, also OpenBLAS's threads), the block
-/// cache and the kernel profiler themselves; the backend is the one place model code goes through to reach them.
+/// Each instance owns its `CPUResources` — its compute pool (also OpenBLAS's threads), its block cache and its kernel
+/// profile — and binds them to the calling thread for each operation, so the kernels it runs use them (see
+/// `CPUResources` for why they are found that way).
 public final class CPUBackend: ComputeBackend {
-    /// The backend every module uses unless given another.
+    /// The backend every module uses unless given another: one thread per core. Kernels called outside any
+    /// backend's operation (tests, `bench kernels`) run on its resources.
     public static let shared = CPUBackend()
 
-    public init() {}
+    /// The pool, block cache and profile this backend computes with.
+    public let resources: CPUResources
+
+    /// A backend with a compute pool of `threads` threads (the calling thread included; one per core by default).
+    public init(threads: Int? = nil) {
+        resources = CPUResources(threads: threads ?? ProcessInfo.processInfo.activeProcessorCount)
+    }
+
+    /// Threads an operation runs on.
+    public var threads: Int { resources.pool.threadCount }
+
+    /// Runs `body` with this backend's resources current on the calling thread.
+    @inline(__always)
+    private func run<R>(_ body: () -> R) -> R { resources.bound(body) }
 
     public var device: Device { .cpu }
 
     // MARK: Transfers and memory
 
-    public func upload(_ values: [Float], shape: [Int]) -> Tensor { Tensor(shape: shape, values: values) }
+    public func upload(_ values: [Float], shape: [Int]) -> Tensor { run { Tensor(shape: shape, values: values) } }
 
     public func upload(_ host: Tensor) -> Tensor {
         precondition(host.device == .cpu, "a \(host.device) tensor given to the CPU backend")
         return host
     }
 
-    /// Nil: the CPU keeps half-precision weights mapped and expands them at use (`HalfWeight.expanded`).
-    public func upload(_ weight: HalfWeight) -> Tensor? { nil }
+    /// The weight as a host tensor of its 16-bit dtype, viewing the mapped file: half the resident memory of
+    /// float32, for one conversion pass per use (the layer operations expand it into a per-thread buffer first).
+    public func upload(_ weight: HalfWeight) -> Tensor? { weight.hostTensor }
 
     /// Nil: the CPU computes on float32 weights as the file stores them.
     public func uploadHalf(_ host: Tensor) -> Tensor? { nil }
@@ -37,85 +53,120 @@ public final class CPUBackend: ComputeBackend {
 
     public var statistics: BackendStatistics? { nil }
 
-    public func keepFreedActivations(upTo bytes: Int) { TensorStorage.keepFreedBuffers(upTo: bytes) }
+    public func keepFreedActivations(upTo bytes: Int) { resources.keepFreedBlocks(upTo: bytes) }
 
-    public func releaseCachedMemory() { TensorStorage.releaseCachedBuffers() }
+    public func releaseCachedMemory() { resources.releaseCachedMemory() }
+
+    /// One image at a time: the decoder's activations grow with the images decoded at once (four 512×512 images
+    /// together peaked 1.24 GB above one) and together they were no faster on the CPU, so a batch's peak stays one
+    /// image's, and each image is decoded as its request alone would decode it.
+    public func imagesPerPass(activationBytesPerImage: Int, images: Int) -> Int { 1 }
 
     // MARK: Layers
 
     public func linear(_ x: Tensor, weight: Tensor, bias: Tensor?, rowIndependent: Bool) -> Tensor {
-        Kernels.linear(x, weight: weight, bias: bias, rowIndependent: rowIndependent)
+        let binding = resources.enter()
+        defer { binding.leave() }
+        return Kernels.linear(x, weight: weight.expandedFromHalf(), bias: bias, rowIndependent: rowIndependent)
     }
 
     public func conv2d(_ x: Tensor, weight: Tensor, bias: Tensor?, stride: Int, padding: Padding) -> Tensor {
-        Kernels.conv2d(x, weight: weight, bias: bias, stride: stride, padding: padding)
+        let binding = resources.enter()
+        defer { binding.leave() }
+        return Kernels.conv2d(x, weight: weight.expandedFromHalf(), bias: bias, stride: stride, padding: padding)
     }
 
     public func conv3x3Upsampled(_ x: Tensor, weight: Tensor, bias: Tensor?) -> Tensor {
-        Kernels.conv3x3Upsampled(x, weight: weight, bias: bias)
+        let binding = resources.enter()
+        defer { binding.leave() }
+        return Kernels.conv3x3Upsampled(x, weight: weight.expandedFromHalf(), bias: bias)
     }
 
     public func conv1x1(_ x: Tensor, weight: Tensor, bias: Tensor?) -> Tensor {
-        Kernels.conv1x1(x, weight: weight, bias: bias)
+        let binding = resources.enter()
+        defer { binding.leave() }
+        return Kernels.conv1x1(x, weight: weight.expandedFromHalf(), bias: bias)
     }
 
     public func groupNorm(
         _ x: consuming Tensor, groups: Int, weight: Tensor?, bias: Tensor?, eps: Float, modulation: Tensor?, silu: Bool
     ) -> Tensor {
-        Kernels.groupNorm(
+        let binding = resources.enter()
+        defer { binding.leave() }
+        return Kernels.groupNorm(
             consume x, groups: groups, weight: weight, bias: bias, eps: eps, modulation: modulation, silu: silu)
     }
 
     public func layerNorm(_ x: Tensor, weight: Tensor?, bias: Tensor?, eps: Float) -> Tensor {
-        Kernels.layerNorm(x, weight: weight, bias: bias, eps: eps)
+        let binding = resources.enter()
+        defer { binding.leave() }
+        return Kernels.layerNorm(x, weight: weight, bias: bias, eps: eps)
     }
 
     public func rmsNorm(_ x: Tensor, weight: Tensor, eps: Float) -> Tensor {
-        Kernels.rmsNorm(x, weight: weight, eps: eps)
+        let binding = resources.enter()
+        defer { binding.leave() }
+        return Kernels.rmsNorm(x, weight: weight, eps: eps)
     }
 
     public func attention(q: Tensor, k: Tensor, v: Tensor, scale: Float, mask: Tensor?) -> Tensor {
-        Kernels.attention(q: q, k: k, v: v, scale: scale, mask: mask)
+        let binding = resources.enter()
+        defer { binding.leave() }
+        return Kernels.attention(q: q, k: k, v: v, scale: scale, mask: mask)
     }
 
     public func attentionChannelsFirst(q: Tensor, k: Tensor, v: Tensor, scale: Float) -> Tensor {
-        Kernels.attentionChannelsFirst(q: q, k: k, v: v, scale: scale)
+        let binding = resources.enter()
+        defer { binding.leave() }
+        return Kernels.attentionChannelsFirst(q: q, k: k, v: v, scale: scale)
     }
 
     public func attentionChannelsFirst(qkv: Tensor, textKV: Tensor?, scale: Float) -> Tensor {
-        Kernels.attentionChannelsFirst(qkv: qkv, textKV: textKV, scale: scale)
+        let binding = resources.enter()
+        defer { binding.leave() }
+        return Kernels.attentionChannelsFirst(qkv: qkv, textKV: textKV, scale: scale)
     }
 
-    public func gelu(_ x: Tensor) -> Tensor { Kernels.gelu(x) }
-    public func geluTanh(_ x: Tensor) -> Tensor { Kernels.geluTanh(x) }
-    public func silu(_ x: Tensor) -> Tensor { Kernels.silu(x) }
-    public func upsampleNearest2x(_ x: Tensor) -> Tensor { Kernels.upsampleNearest2x(x) }
-    public func avgPool2x2(_ x: Tensor) -> Tensor { Kernels.avgPool2x2(x) }
+    public func gelu(_ x: Tensor) -> Tensor { run { Kernels.gelu(x) } }
+    public func geluTanh(_ x: Tensor) -> Tensor { run { Kernels.geluTanh(x) } }
+    public func silu(_ x: Tensor) -> Tensor { run { Kernels.silu(x) } }
+    public func upsampleNearest2x(_ x: Tensor) -> Tensor { run { Kernels.upsampleNearest2x(x) } }
+    public func avgPool2x2(_ x: Tensor) -> Tensor { run { Kernels.avgPool2x2(x) } }
 
     // MARK: Element-wise and layout
 
-    public func add(_ a: Tensor, _ b: Tensor) -> Tensor { Kernels.add(a, b) }
-    public func add(_ a: Tensor, into b: inout Tensor) { Kernels.add(a, into: &b) }
-    public func mul(_ a: Tensor, _ b: Tensor) -> Tensor { Kernels.mul(a, b) }
-    public func addRows(_ x: Tensor, _ v: Tensor) -> Tensor { Kernels.addRows(x, v) }
-    public func scale(_ a: Tensor, by s: Float) -> Tensor { Kernels.scale(a, by: s) }
+    public func add(_ a: Tensor, _ b: Tensor) -> Tensor { run { Kernels.add(a, b) } }
+    public func add(_ a: Tensor, into b: inout Tensor) {
+        let binding = resources.enter()
+        defer { binding.leave() }
+        Kernels.add(a, into: &b)
+    }
+    public func mul(_ a: Tensor, _ b: Tensor) -> Tensor { run { Kernels.mul(a, b) } }
+    public func addRows(_ x: Tensor, _ v: Tensor) -> Tensor { run { Kernels.addRows(x, v) } }
+    public func scale(_ a: Tensor, by s: Float) -> Tensor { run { Kernels.scale(a, by: s) } }
 
     public func clamp(_ x: Tensor, lower: Float, upper: Float) -> Tensor {
-        Kernels.map(x) { min(max($0, lower), upper) }
+        let binding = resources.enter()
+        defer { binding.leave() }
+        return Kernels.map(x) { min(max($0, lower), upper) }
     }
 
-    public func embedding(_ table: Tensor, ids: [Int]) -> Tensor { Kernels.embedding(table, ids: ids) }
-    public func concat(_ parts: [Tensor], axis: Int) -> Tensor { Kernels.concat(parts, axis: axis) }
-    public func slice(_ x: Tensor, axis: Int, _ range: Range<Int>) -> Tensor { Kernels.slice(x, axis: axis, range) }
-    public func splitHeads(_ x: Tensor, heads: Int) -> Tensor { Kernels.splitHeads(x, heads: heads) }
-    public func mergeHeads(_ x: Tensor, heads: Int) -> Tensor { Kernels.mergeHeads(x, heads: heads) }
-    public func transposeLast2(_ x: Tensor) -> Tensor { Kernels.transposeLast2(x) }
+    public func embedding(_ table: Tensor, ids: [Int]) -> Tensor { run { Kernels.embedding(table, ids: ids) } }
+    public func concat(_ parts: [Tensor], axis: Int) -> Tensor { run { Kernels.concat(parts, axis: axis) } }
+    public func slice(_ x: Tensor, axis: Int, _ range: Range<Int>) -> Tensor {
+        run { Kernels.slice(x, axis: axis, range) }
+    }
+    public func splitHeads(_ x: Tensor, heads: Int) -> Tensor { run { Kernels.splitHeads(x, heads: heads) } }
+    public func mergeHeads(_ x: Tensor, heads: Int) -> Tensor { run { Kernels.mergeHeads(x, heads: heads) } }
+    public func transposeLast2(_ x: Tensor) -> Tensor { run { Kernels.transposeLast2(x) } }
 
     // MARK: Sampler operations
 
     /// One pass per term (`y = c₀·t₀`, then `y = y + cₖ·tₖ`, then `y = y / divisor`): each intermediate is rounded to
     /// float32 exactly as the closures it replaced (`c1 * $0 - c2 * $1` is `c1·x + (−c2)·y` bit for bit).
     public func weightedSum(_ terms: [Tensor], coefficients: [[Float]], dividedBy divisor: Float) -> Tensor {
+        let binding = resources.enter()
+        defer { binding.leave() }
         guard let first = terms.first else { preconditionFailure("a weighted sum of no terms") }
         let rows = first.shape.first ?? 1
         precondition(coefficients.count == rows, "\(coefficients.count) coefficient rows for \(rows) images")
@@ -143,6 +194,8 @@ public final class CPUBackend: ComputeBackend {
     }
 
     public func guidanceCombine(_ output: Tensor, scales: [Float]) -> (eps: Tensor, v: Tensor) {
+        let binding = resources.enter()
+        defer { binding.leave() }
         let b = output.shape[0] / 2
         precondition(output.shape[0] == 2 * b && scales.count == b, "\(scales.count) scales for \(output.shape)")
         let channels = output.shape[1] / 2
@@ -167,6 +220,8 @@ public final class CPUBackend: ComputeBackend {
         x0: Tensor, x: Tensor, v: Tensor, noise: Tensor, c1: Float, c2: Float,
         logVariance: (lower: Float, upper: Float), addNoise: Bool
     ) -> Tensor {
+        let binding = resources.enter()
+        defer { binding.leave() }
         precondition(x0.shape == x.shape && v.shape == x.shape && noise.shape == x.shape, "ancestral step shapes")
         let (lo, hi) = (logVariance.lower, logVariance.upper)
         let next = Tensor(uninitialized: x.shape)
@@ -183,6 +238,8 @@ public final class CPUBackend: ComputeBackend {
     }
 
     public func dynamicThreshold(_ x0: Tensor, percentiles: [Double?]) -> Tensor {
+        let binding = resources.enter()
+        defer { binding.leave() }
         let n = x0.shape[0]
         precondition(percentiles.count == n, "\(percentiles.count) percentiles for \(n) images")
         let per = x0.count / n
@@ -209,6 +266,8 @@ public final class CPUBackend: ComputeBackend {
     }
 
     public func maskedBlend(_ x0: Tensor, known: Tensor, mask: Tensor) -> Tensor {
+        let binding = resources.enter()
+        defer { binding.leave() }
         let (n, c) = (x0.shape[0], x0.shape[1])
         let plane = x0.count / (n * c)
         let out = Tensor(uninitialized: x0.shape)
@@ -231,6 +290,8 @@ public final class CPUBackend: ComputeBackend {
     }
 
     public func multiplyByMask(_ x: Tensor, _ mask: Tensor) -> Tensor {
+        let binding = resources.enter()
+        defer { binding.leave() }
         let (n, c) = (x.shape[0], x.shape[1])
         let plane = x.count / (n * c)
         precondition(mask.count == n * plane, "mask \(mask.shape) for \(x.shape)")
@@ -247,11 +308,15 @@ public final class CPUBackend: ComputeBackend {
     }
 
     public func gaussianSample(mean: Tensor, logVariance: Tensor, noise: Tensor, scale: Float) -> Tensor {
+        let binding = resources.enter()
+        defer { binding.leave() }
         let std = Kernels.map(logVariance) { expf(0.5 * $0) }
         return Kernels.scale(Kernels.add(mean, Kernels.mul(std, noise)), by: scale)
     }
 
     public func maskedMean(_ x: Tensor, mask: [[Int]]) -> Tensor {
+        let binding = resources.enter()
+        defer { binding.leave() }
         let (n, length, d) = (x.shape[0], x.shape[1], x.shape[2])
         precondition(mask.count == n, "\(mask.count) mask rows for \(x.shape)")
         let pooled = Tensor(zeros: [n, d])

@@ -9,12 +9,9 @@ import Synchronization
 /// takes part in the work, so a pool of `threads` uses `threads − 1` workers plus the caller. One parallel region
 /// runs at a time; a region started from inside another runs serially on the calling thread.
 public final class ComputePool: @unchecked Sendable {
-    /// The pool the kernels use: one thread per core, or `requestedThreads` if that was set before first use.
-    public static var shared: ComputePool { sharedPool }
-    private static let sharedPool = ComputePool(
-        threads: requestedThreads ?? ProcessInfo.processInfo.activeProcessorCount)
-    /// Threads for the shared pool, read once when the first kernel runs (benchmarks set it to compare 1 and 2).
-    nonisolated(unsafe) public static var requestedThreads: Int?
+    /// The pool the kernels called on this thread use: that of the current `CPUResources` (the backend running the
+    /// operation, else `CPUBackend.shared`).
+    public static var current: ComputePool { CPUResources.current.pool }
 
     /// Whether the calling thread is running a chunk of a region (a region started here runs serially).
     public var isInsideRegion: Bool { Self.insideRegion.value }
@@ -31,6 +28,10 @@ public final class ComputePool: @unchecked Sendable {
     private var generation = 0
     private var body: ((Int) -> Void)?
     private var chunkCount = 0
+    /// The caller's current `CPUResources` binding, taken by the workers for the region.
+    private var binding: UnsafeMutableRawPointer?
+    /// Regions run in parallel so far, guarded by `regionLock` (for tests: which pool a kernel ran on).
+    public private(set) var regionsRun = 0
     private var nextChunk = 0
     private var shuttingDown = false
     /// `generation`, readable without the mutex: idle workers spin on it for a while before they sleep.
@@ -64,11 +65,21 @@ public final class ComputePool: @unchecked Sendable {
         pthread_cond_init(&wake, nil)
         pthread_cond_init(&finished, nil)
         for index in 1..<threadCount {
-            let thread = Thread { [unowned self] in self.workerLoop() }
+            // Each worker holds the pool until `shutDown` lets it end.
+            let thread = Thread { self.workerLoop() }
             thread.name = "kd-compute-\(index)"
             thread.stackSize = 1 << 20
             thread.start()
         }
+    }
+
+    /// Lets the worker threads end once they are idle (the pool goes with the last of them); for a pool that runs
+    /// no more regions (its `CPUResources` are gone).
+    public func shutDown() {
+        pthread_mutex_lock(&mutex)
+        shuttingDown = true
+        pthread_cond_broadcast(&wake)
+        pthread_mutex_unlock(&mutex)
     }
 
     /// Runs `body(chunk)` for every chunk in `0..<count`, spread over the pool's threads, and returns when all are done.
@@ -85,6 +96,8 @@ public final class ComputePool: @unchecked Sendable {
             self.body = escaping
             chunkCount = count
             nextChunk = 0
+            binding = CPUResources.currentBinding
+            regionsRun += 1
             activeWorkers.store(threadCount - 1, ordering: .sequentiallyConsistent)
             generation &+= 1
             published.store(generation, ordering: .sequentiallyConsistent)
@@ -137,8 +150,11 @@ public final class ComputePool: @unchecked Sendable {
             if shuttingDown { break }
             seen = generation
             var body = self.body
+            let binding = self.binding
             pthread_mutex_unlock(&mutex)
+            CPUResources.bind(binding)
             if let region = body { drain(region) }
+            CPUResources.bind(nil)
             // Released before the caller may see the region finished: it leaves `withoutActuallyEscaping`, which
             // checks that no reference to the body is left.
             body = nil

@@ -1,12 +1,14 @@
 import Foundation
 
-/// Time spent in each kind of kernel, for the per-layer-type breakdown of `kandinsky-worker bench`.
+/// Time spent in each kind of kernel, for the per-layer-type breakdown of `kandinsky-worker bench`: one per CPU
+/// backend (`CPUResources.profile`).
 ///
-/// Off unless a benchmark turns it on; then each instrumented kernel adds its wall time to its category. Only the
-/// outermost instrumented call counts (a kernel calling another is not counted twice). For one calling thread at a
-/// time (the model's): the kernels record on the thread that called them, their own parallel regions run inside the
-/// measured calls, and only the thread that turned profiling on records.
-public enum KernelProfile {
+/// Off unless a benchmark turns it on; then each instrumented kernel adds its wall time to its category, in the
+/// profile of the resources it runs on (`CPUResources.current`). Only the outermost instrumented call counts (a
+/// kernel calling another is not counted twice). For one calling thread at a time (the model's): the kernels record
+/// on the thread that called them, their own parallel regions run inside the measured calls, and only the thread that
+/// turned profiling on records.
+public final class KernelProfile: @unchecked Sendable {
     public enum Category: String, CaseIterable, Sendable {
         case conv3x3 = "conv3x3", conv1x1 = "conv1x1", linear, attention, norms
     }
@@ -25,45 +27,53 @@ public enum KernelProfile {
     }
     private static let profiling = ThreadLocalFlag()
     /// Whether instrumented kernels that name their shape (the convolutions) also record time per shape.
-    nonisolated(unsafe) public static var byShape = false
-    nonisolated(unsafe) private static var shapes: [String: ShapeTotal] = [:]
-    nonisolated(unsafe) private static var seconds = [Double](repeating: 0, count: Category.allCases.count)
-    nonisolated(unsafe) private static var categoryFlops = [Double](repeating: 0, count: Category.allCases.count)
-    nonisolated(unsafe) private static var depth = 0
+    public var byShape = false
+    private var shapes: [String: ShapeTotal] = [:]
+    private var seconds = [Double](repeating: 0, count: Category.allCases.count)
+    private var categoryFlops = [Double](repeating: 0, count: Category.allCases.count)
+    private var depth = 0
     /// Direct-method FLOPs since the last `reset`: 2·m·n·k per product as issued, and for a Winograd convolution
     /// the FLOPs im2col + GEMM would have spent (so GFLOP/s figures are effective ones).
-    nonisolated(unsafe) public private(set) static var flops = 0.0
+    public private(set) var flops = 0.0
 
-    /// Adds to `flops` when profiling is on.
+    public init() {}
+
+    /// Adds to the current profile's `flops` when profiling is on.
     @inline(__always)
     static func addFlops(_ count: Double) {
-        if enabled { flops += count }
+        if enabled { CPUResources.current.profile.flops += count }
     }
 
     /// Clears the totals.
-    public static func reset() {
+    public func reset() {
         for i in seconds.indices { (seconds[i], categoryFlops[i]) = (0, 0) }
         flops = 0
         shapes = [:]
     }
 
     /// Seconds per category since the last `reset`.
-    public static var totals: [Category: Double] {
+    public var totals: [Category: Double] {
         Dictionary(uniqueKeysWithValues: Category.allCases.enumerated().map { ($0.element, seconds[$0.offset]) })
     }
 
     /// Direct-method FLOPs per category since the last `reset`.
-    public static var flopTotals: [Category: Double] {
+    public var flopTotals: [Category: Double] {
         Dictionary(uniqueKeysWithValues: Category.allCases.enumerated().map { ($0.element, categoryFlops[$0.offset]) })
     }
 
     /// Time, calls and FLOPs per layer shape since the last `reset` (when `byShape` is on).
-    public static var shapeTotals: [String: ShapeTotal] { shapes }
+    public var shapeTotals: [String: ShapeTotal] { shapes }
 
-    /// Runs `body`, adding its wall time to `category` (and to `shape`, when `byShape` is on) when profiling is on.
+    /// Runs `body`, adding its wall time to `category` (and to `shape`, when `byShape` is on) of the current
+    /// profile when profiling is on.
     @inline(__always)
     static func measure<R>(_ category: Category, shape: @autoclosure () -> String? = nil, _ body: () -> R) -> R {
-        if !enabled || depth > 0 { return body() }
+        if !enabled { return body() }
+        return CPUResources.current.profile.record(category, shape: shape(), body)
+    }
+
+    private func record<R>(_ category: Category, shape: @autoclosure () -> String?, _ body: () -> R) -> R {
+        if depth > 0 { return body() }
         depth += 1
         let (start, flopsBefore) = (DispatchTime.now().uptimeNanoseconds, flops)
         let result = body()

@@ -13,7 +13,7 @@ public enum NonFinite {
     /// `SIMD` was not specialised, even always inlined, and made loading more than ten times slower.
     static func firstIndex(count: Int, chunkHolds: (Int, Int) -> Bool, isBad: (Int) -> Bool) -> Int? {
         let found = Mutex<Int?>(nil)
-        ComputePool.shared.run(chunks: (count + chunk - 1) / chunk) { c in
+        ComputePool.current.run(chunks: (count + chunk - 1) / chunk) { c in
             let (start, end) = (c * chunk, min(count, (c + 1) * chunk))
             guard chunkHolds(start, end), let first = (start..<end).first(where: isBad) else { return }
             found.withLock { if $0.map({ first < $0 }) ?? true { $0 = first } }

@@ -374,7 +374,7 @@ public enum SafetensorsWriter {
 public enum HalfPrecision {
     /// IEEE binary16 → float32.
     public static func f16ToF32(_ raw: UnsafeRawBufferPointer, into dst: UnsafeMutablePointer<Float>, count: Int) {
-        ComputePool.shared.parallelFor(count, minimumChunk: 1 << 16) { range in
+        ComputePool.current.parallelFor(count, minimumChunk: 1 << 16) { range in
             for i in range {
                 dst[i] = Float(
                     Float16(bitPattern: UInt16(littleEndian: raw.loadUnaligned(fromByteOffset: 2 * i, as: UInt16.self)))
@@ -385,7 +385,7 @@ public enum HalfPrecision {
 
     /// bfloat16 (the high half of a float32) → float32.
     public static func bf16ToF32(_ raw: UnsafeRawBufferPointer, into dst: UnsafeMutablePointer<Float>, count: Int) {
-        ComputePool.shared.parallelFor(count, minimumChunk: 1 << 16) { range in
+        ComputePool.current.parallelFor(count, minimumChunk: 1 << 16) { range in
             for i in range {
                 let bits = UInt32(UInt16(littleEndian: raw.loadUnaligned(fromByteOffset: 2 * i, as: UInt16.self)))
                 dst[i] = Float(bitPattern: bits << 16)

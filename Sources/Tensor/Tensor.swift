@@ -21,13 +21,15 @@ public final class TensorStorage: @unchecked Sendable {
     /// the memory when the last tensor using it goes.
     public let allocation: AnyObject?
     private let owner: AnyObject?
-    private let owned: Bool
+    /// For owned memory: the cache it came from and goes back to (that of the resources current at allocation).
+    private let cache: BlockCache?
 
     /// Allocates `count` floats (64-byte aligned), zero-filled when `zeroed`.
     public init(count: Int, zeroed: Bool = true) {
         precondition(count >= 0, "negative element count")
         let bytes = max(count, 1) * MemoryLayout<Float>.stride
-        let raw = BlockCache.shared.allocate(bytes: bytes)
+        let cache = CPUResources.current.blocks
+        let raw = cache.allocate(bytes: bytes)
         if zeroed { raw.initializeMemory(as: UInt8.self, repeating: 0, count: bytes) }
         self.pointer = raw.bindMemory(to: Float.self, capacity: max(count, 1))
         self.count = count
@@ -36,7 +38,7 @@ public final class TensorStorage: @unchecked Sendable {
         self.dtype = .f32
         self.allocation = nil
         self.owner = nil
-        self.owned = true
+        self.cache = cache
     }
 
     /// A storage in `device`'s memory, whose elements only its backend reads and writes.
@@ -49,7 +51,7 @@ public final class TensorStorage: @unchecked Sendable {
         self.dtype = dtype
         self.allocation = allocation
         self.owner = nil
-        self.owned = false
+        self.cache = nil
     }
 
     /// The pointer of a storage without host memory (never read: host access to a device tensor stops first).
@@ -61,19 +63,23 @@ public final class TensorStorage: @unchecked Sendable {
         precondition(
             device == .cpu,
             "tried to \(what) the elements of a \(device) tensor on the host: download them through its backend")
+        precondition(dtype == .f32, "tried to \(what) the elements of a \(dtype.rawValue) tensor as float32")
     }
 
-    /// Returns the freed large buffers kept for reuse (see `BlockCache`) and the calling thread's kernel scratch
-    /// buffers to the system; call between the stages of a generation and after it.
-    public static func releaseCachedBuffers() {
-        Scratch.current.release()
-        BlockCache.shared.trim()
-    }
-
-    /// Keeps up to `bytes` of freed large buffers for reuse (512 MiB otherwise) until the next
-    /// `releaseCachedBuffers()`: for a workload whose activations outgrow the default (see `BlockCache`).
-    public static func keepFreedBuffers(upTo bytes: Int) {
-        BlockCache.shared.keep(upTo: bytes)
+    /// Wraps 16-bit values (`dtype` F16 or BF16) that `owner` keeps alive (a memory map), in host memory: a layer
+    /// weight the CPU backend expands to float32 at each use; never read or written as floats.
+    init(halfReadOnly raw: UnsafeRawBufferPointer, count: Int, dtype: DType, owner: AnyObject) {
+        precondition(dtype == .f16 || dtype == .bf16, "a 16-bit storage of dtype \(dtype.rawValue)")
+        precondition(raw.count == 2 * count, "\(raw.count) bytes for \(count) 16-bit values")
+        self.pointer = UnsafeMutableRawPointer(mutating: raw.baseAddress ?? UnsafeRawPointer(Self.noHostMemory))
+            .assumingMemoryBound(to: Float.self)
+        self.count = count
+        self.isReadOnly = true
+        self.device = .cpu
+        self.dtype = dtype
+        self.allocation = nil
+        self.owner = owner
+        self.cache = nil
     }
 
     /// Wraps memory that `owner` keeps alive (a memory map); the storage never writes to it.
@@ -85,11 +91,11 @@ public final class TensorStorage: @unchecked Sendable {
         self.dtype = .f32
         self.allocation = nil
         self.owner = owner
-        self.owned = false
+        self.cache = nil
     }
 
     deinit {
-        if owned { BlockCache.shared.release(UnsafeMutableRawPointer(pointer), bytes: max(count, 1) * 4) }
+        cache?.release(UnsafeMutableRawPointer(pointer), bytes: max(count, 1) * 4)
     }
 }
 

@@ -171,6 +171,16 @@ extension VulkanBackend: ComputeBackend {
     /// Returns wholly unused memory blocks to the driver (after the device has finished with them).
     public func releaseCachedMemory() { context.trim() }
 
+    /// As many images as fit both one storage binding (each activation is one) and a quarter of the memory the
+    /// device has free under its 3/4 budget (the decoder's peak holds about four of its largest activations):
+    /// fewer, larger dispatches than one image at a time, within the memory.
+    public func imagesPerPass(activationBytesPerImage bytes: Int, images: Int) -> Int {
+        let bytes = max(1, bytes)
+        let binding = context.maxStorageBufferRange / bytes
+        let free = (Int(context.info.memoryBytes) / 4 * 3 - context.memory.bytesInUse) / (4 * bytes)
+        return max(1, min(images, binding, free))
+    }
+
     /// Downloads image `image` and converts it like the CPU backend (`(x + 1)·127.5`, half to even, clamped).
     public func rgb8(_ images: Tensor, image: Int, width: Int, height: Int) -> [UInt8] {
         let (c, fullH, fullW) = (images.shape[1], images.shape[2], images.shape[3])

@@ -147,8 +147,9 @@ import Testing
 
     /// How many layer weights in `module` (searched recursively) are held in half precision and in float32.
     static func storedWeights(_ module: Any) -> (half: Int, full: Int) {
-        if let stored = module as? StoredWeight {
-            if case .half = stored { return (1, 0) }
+        let weight = (module as? Linear)?.weight ?? (module as? Conv2d)?.weight ?? (module as? Conv1x1)?.weight
+        if let weight {
+            if weight.dtype == .f16 || weight.dtype == .bf16 { return (1, 0) }
             return (0, 1)
         }
         return Mirror(reflecting: module).children.reduce((0, 0)) { total, child in

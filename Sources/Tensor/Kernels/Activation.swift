@@ -10,7 +10,7 @@ extension Kernels {
     static func mapLanes(_ x: Tensor, _ f: (VectorMath.Vector) -> VectorMath.Vector) -> Tensor {
         let y = Tensor(uninitialized: x.shape)
         let (xp, yp) = (x.storage.pointer, y.storage.pointer)
-        ComputePool.shared.parallelFor((x.count + 7) / 8, minimumChunk: 512) { range in
+        ComputePool.current.parallelFor((x.count + 7) / 8, minimumChunk: 512) { range in
             for i in range {
                 let first = 8 * i
                 if first + 8 <= x.count {
@@ -41,7 +41,7 @@ extension Kernels {
     public static func map(_ x: Tensor, _ f: (Float) -> Float) -> Tensor {
         let y = Tensor(uninitialized: x.shape)
         let (xp, yp) = (x.storage.pointer, y.storage.pointer)
-        ComputePool.shared.parallelFor(x.count, minimumChunk: 4096) { range in
+        ComputePool.current.parallelFor(x.count, minimumChunk: 4096) { range in
             for i in range { yp[i] = f(xp[i]) }
         }
         return y
@@ -58,7 +58,7 @@ extension Kernels {
 
     /// In-place softmax of `rows` rows of `width` floats.
     static func softmaxRows(_ p: UnsafeMutablePointer<Float>, rows: Int, width: Int) {
-        ComputePool.shared.parallelFor(rows, minimumChunk: 4) { range in
+        ComputePool.current.parallelFor(rows, minimumChunk: 4) { range in
             for r in range { VectorMath.softmaxRow(p + r * width, width: width) }
         }
     }

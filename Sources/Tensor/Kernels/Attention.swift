@@ -64,7 +64,7 @@ extension Kernels {
         _ body: (_ slice: Int, _ rows: Range<Int>, _ scores: UnsafeMutablePointer<Float>) -> Void
     ) {
         let blocks = (queries + queryBlock - 1) / queryBlock
-        ComputePool.shared.parallelFor(slices * blocks) { range in
+        ComputePool.current.parallelFor(slices * blocks) { range in
             let scores = Scratch.current.buffer(1, count: queryBlock * keys)
             for item in range {
                 let (slice, block) = (item / blocks, item % blocks)

@@ -135,7 +135,7 @@ extension Kernels {
                 BLAS.sgemm(m: cout, n: n, k: k, a: wp, lda: k, b: columns, ldb: n, c: product, ldc: n)
                 let bp = bias?.storage.pointer
                 let pp = product
-                ComputePool.shared.parallelFor(cout * count) { range in
+                ComputePool.current.parallelFor(cout * count) { range in
                     for item in range {
                         let (co, i) = (item / count, item % count)
                         let src = pp + co * n + i * plane
@@ -184,7 +184,7 @@ struct ConvGeometry {
     /// `col[(c·KH + i)·KW + j][(oh − rows.lower)·outW + ow] = x[c][oh·s − top + i][ow·s − left + j]` (0 outside).
     func im2col(_ image: UnsafePointer<Float>, rows: Range<Int>, into col: UnsafeMutablePointer<Float>, ldc: Int) {
         let kernelRows = channels * kernelH * kernelW
-        ComputePool.shared.parallelFor(kernelRows, minimumChunk: 4) { range in
+        ComputePool.current.parallelFor(kernelRows, minimumChunk: 4) { range in
             for r in range {
                 let c = r / (kernelH * kernelW)
                 let i = (r / kernelW) % kernelH

@@ -9,7 +9,7 @@ extension Kernels {
         precondition(a.shape == b.shape, "element-wise operands \(a.shape) and \(b.shape) differ")
         b.makeUnique()
         let (ap, bp) = (a.storage.pointer, b.storage.pointer)
-        ComputePool.shared.parallelFor(a.count, minimumChunk: 4096) { range in
+        ComputePool.current.parallelFor(a.count, minimumChunk: 4096) { range in
             for i in range { bp[i] += ap[i] }
         }
     }
@@ -25,7 +25,7 @@ extension Kernels {
         precondition(a.shape == b.shape, "element-wise operands \(a.shape) and \(b.shape) differ")
         let y = Tensor(uninitialized: a.shape)
         let (ap, bp, yp) = (a.storage.pointer, b.storage.pointer, y.storage.pointer)
-        ComputePool.shared.parallelFor(a.count, minimumChunk: 4096) { range in
+        ComputePool.current.parallelFor(a.count, minimumChunk: 4096) { range in
             for i in range { yp[i] = f(ap[i], bp[i]) }
         }
         return y
@@ -47,7 +47,7 @@ extension Kernels {
         let spatial = x.count / max(1, batch * channels)
         let y = Tensor(uninitialized: x.shape)
         let (xp, vp, yp) = (x.storage.pointer, v.storage.pointer, y.storage.pointer)
-        ComputePool.shared.parallelFor(batch * channels, minimumChunk: max(1, 4096 / max(1, spatial))) { range in
+        ComputePool.current.parallelFor(batch * channels, minimumChunk: max(1, 4096 / max(1, spatial))) { range in
             for plane in range {
                 let value = vp[perBatch ? plane : plane % channels]
                 let base = plane * spatial
@@ -91,7 +91,7 @@ extension Kernels {
         precondition(v.count == width, "row vector of \(v.count) for rows of \(width)")
         let y = Tensor(uninitialized: x.shape)
         let (xp, vp, yp) = (x.storage.pointer, v.storage.pointer, y.storage.pointer)
-        ComputePool.shared.parallelFor(x.count / max(1, width), minimumChunk: max(1, 4096 / max(1, width))) { range in
+        ComputePool.current.parallelFor(x.count / max(1, width), minimumChunk: max(1, 4096 / max(1, width))) { range in
             for r in range {
                 for i in 0..<width { yp[r * width + i] = xp[r * width + i] + vp[i] }
             }

@@ -13,7 +13,7 @@ extension Kernels {
         let inner = outShape.last ?? 1
         let innerStride = strides.last ?? 1
         let outer = x.count / max(1, inner)
-        ComputePool.shared.parallelFor(outer, minimumChunk: max(1, 4096 / max(1, inner))) { range in
+        ComputePool.current.parallelFor(outer, minimumChunk: max(1, 4096 / max(1, inner))) { range in
             for row in range {
                 // Offset of this output row in the input.
                 var rest = row
@@ -64,7 +64,7 @@ extension Kernels {
         }
         let starts = runs.reduce(into: [0]) { $0.append($0.last! + $1.count) }
         let yp = y.storage.pointer
-        ComputePool.shared.parallelFor(y.count, minimumChunk: 1 << 16) { range in
+        ComputePool.current.parallelFor(y.count, minimumChunk: 1 << 16) { range in
             // The first run that range overlaps, then each run's part within it.
             var r = max(0, (starts.firstIndex { $0 > range.lowerBound } ?? starts.count) - 1)
             var at = range.lowerBound

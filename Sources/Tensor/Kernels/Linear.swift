@@ -1,4 +1,4 @@
-/// CPU kernels on float32 tensors, spread over `ComputePool.shared`; products go through `BLAS.sgemm`.
+/// CPU kernels on float32 tensors, spread over `ComputePool.current`; products go through `BLAS.sgemm`.
 public enum Kernels {}
 
 extension Kernels {
@@ -99,7 +99,7 @@ extension Kernels {
         let scratch = Scratch.current
         let (columns, product) = (scratch.buffer(0, count: cin * n), scratch.buffer(1, count: cout * n))
         // Columns[c][b·L + l] = x[b][c][l]
-        ComputePool.shared.parallelFor(cin * batch, minimumChunk: max(1, 16_384 / length)) { range in
+        ComputePool.current.parallelFor(cin * batch, minimumChunk: max(1, 16_384 / length)) { range in
             for item in range {
                 let (c, b) = (item / batch, item % batch)
                 (columns + c * n + b * length).update(from: x + (b * cin + c) * length, count: length)
@@ -107,7 +107,7 @@ extension Kernels {
         }
         BLAS.sgemm(m: cout, n: n, k: cin, a: w, lda: cin, b: columns, ldb: n, c: product, ldc: n)
         let bp = bias?.storage.pointer
-        ComputePool.shared.parallelFor(cout * batch, minimumChunk: max(1, 16_384 / length)) { range in
+        ComputePool.current.parallelFor(cout * batch, minimumChunk: max(1, 16_384 / length)) { range in
             for item in range {
                 let (o, b) = (item / batch, item % batch)
                 let (src, dst, add) = (product + o * n + b * length, y + (b * cout + o) * length, bp?[o] ?? 0)
@@ -118,7 +118,7 @@ extension Kernels {
 
     /// Writes `width` values of `row` into each of `rows` consecutive rows.
     static func fillRows(_ dest: UnsafeMutablePointer<Float>, rows: Int, with row: UnsafePointer<Float>, width: Int) {
-        ComputePool.shared.parallelFor(rows, minimumChunk: max(1, 16_384 / max(1, width))) { range in
+        ComputePool.current.parallelFor(rows, minimumChunk: max(1, 16_384 / max(1, width))) { range in
             for r in range { (dest + r * width).update(from: row, count: width) }
         }
     }
@@ -127,7 +127,7 @@ extension Kernels {
     static func fillChannels(_ dest: UnsafeMutablePointer<Float>, channels: Int, size: Int, bias: Tensor?) {
         if let bias { precondition(bias.count == channels, "bias of \(bias.count) for \(channels) channels") }
         let bp = bias?.storage.pointer
-        ComputePool.shared.parallelFor(channels, minimumChunk: max(1, 16_384 / max(1, size))) { range in
+        ComputePool.current.parallelFor(channels, minimumChunk: max(1, 16_384 / max(1, size))) { range in
             for c in range { (dest + c * size).update(repeating: bp?[c] ?? 0, count: size) }
         }
     }

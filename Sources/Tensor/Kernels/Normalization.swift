@@ -48,7 +48,7 @@ extension Kernels {
             let wp = weight?.storage.pointer
             let bp = bias?.storage.pointer
             let mp = modulation?.storage.pointer
-            ComputePool.shared.parallelFor(batch * groups) { range in
+            ComputePool.current.parallelFor(batch * groups) { range in
                 for item in range {
                     let (b, g) = (item / groups, item % groups)
                     let base = item * perGroup * spatial
@@ -88,7 +88,7 @@ extension Kernels {
             let (xp, yp) = (x.storage.pointer, y.storage.pointer)
             let wp = weight?.storage.pointer
             let bp = bias?.storage.pointer
-            ComputePool.shared.parallelFor(x.count / max(1, width), minimumChunk: 8) { range in
+            ComputePool.current.parallelFor(x.count / max(1, width), minimumChunk: 8) { range in
                 for row in range {
                     let (mean, invStd) = meanAndInverseStd(xp + row * width, count: width, eps: eps)
                     let src = xp + row * width
@@ -108,7 +108,7 @@ extension Kernels {
             precondition(weight.count == width, "RMS norm weight \(weight.shape) for width \(width)")
             let y = Tensor(uninitialized: x.shape)
             let (xp, yp, wp) = (x.storage.pointer, y.storage.pointer, weight.storage.pointer)
-            ComputePool.shared.parallelFor(x.count / max(1, width), minimumChunk: 8) { range in
+            ComputePool.current.parallelFor(x.count / max(1, width), minimumChunk: 8) { range in
                 for row in range {
                     let src = xp + row * width
                     let dst = yp + row * width

@@ -67,7 +67,7 @@ extension Kernels {
         let sliceFloats = keyFloats + PanelGEMM.packedCount(rows: dv, k: s)
         let packed = TensorStorage(count: n * sliceFloats, zeroed: false)
         let (keyPairs, valueGroups) = ((s + step - 1) / step, (dv + step - 1) / step)
-        ComputePool.shared.parallelFor(n * (keyPairs + valueGroups)) { range in
+        ComputePool.current.parallelFor(n * (keyPairs + valueGroups)) { range in
             for item in range {
                 let (slice, g) = (item / (keyPairs + valueGroups), item % (keyPairs + valueGroups))
                 let a = packed.pointer + slice * sliceFloats
@@ -94,7 +94,7 @@ extension Kernels {
         let widest = pairs > 0 ? pairWidth : width
         let (keyRows, valueRows) = (PanelGEMM.packedRows(s), PanelGEMM.packedRows(dv))
         let (keyPanels, valuePanels) = (keyRows / 4, valueRows / 4)
-        ComputePool.shared.parallelFor(n * blocks) { range in
+        ComputePool.current.parallelFor(n * blocks) { range in
             let scratch = Scratch.current
             let panel = scratch.buffer(0, count: d * widest)
             let scores = scratch.buffer(1, count: keyRows * widest)

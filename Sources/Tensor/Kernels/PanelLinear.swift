@@ -18,14 +18,14 @@ extension Kernels {
         let packedX = Scratch.current.buffer(0, count: PanelGEMM.packedCount(rows: rows, k: k))
         let step = PanelGEMM.aStep
         // packedX[g][i][l] = x[8g + l][i] (zero past the last row).
-        ComputePool.shared.run(chunks: (rows + step - 1) / step) { g in
+        ComputePool.current.run(chunks: (rows + step - 1) / step) { g in
             interleave(
                 x + g * step * k, rows: min(step, rows - g * step), stride: k, k: k, into: packedX + g * step * k)
         }
         // Two panels of B per thread's share with the sixteen-lane tiles (`kw_gemm_8x48` takes them together).
         let width = PanelGEMM.panelColumns * (PanelGEMM.sixteenLanes ? 2 : 1)
         let panels = (outFeatures + width - 1) / width
-        ComputePool.shared.run(chunks: panels) { p in
+        ComputePool.current.run(chunks: panels) { p in
             let first = p * width
             let count = min(width, outFeatures - first)
             let columns = PanelGEMM.Columns(count)
@@ -42,7 +42,7 @@ extension Kernels {
             }
             // One row panel at a time, with the W rows of the panel this thread most likely takes next (the pool hands
             // them out in order) prefetched between them: the next transpose then reads them from L2.
-            let next = p + ComputePool.shared.threadCount
+            let next = p + ComputePool.current.threadCount
             let lines = next < panels ? (min(width, outFeatures - next * width) * k + 15) / 16 : 0
             let rowPanels = packedRows / PanelGEMM.panelRows
             var issued = 0

@@ -6,7 +6,7 @@ extension Kernels {
         let (planes, h, w) = (x.shape[0] * x.shape[1], x.shape[2], x.shape[3])
         let y = Tensor(uninitialized: [x.shape[0], x.shape[1], 2 * h, 2 * w])
         let (xp, yp) = (x.storage.pointer, y.storage.pointer)
-        ComputePool.shared.parallelFor(planes, minimumChunk: max(1, 4096 / max(1, h * w))) { range in
+        ComputePool.current.parallelFor(planes, minimumChunk: max(1, 4096 / max(1, h * w))) { range in
             for plane in range {
                 let src = xp + plane * h * w
                 let dst = yp + plane * 4 * h * w
@@ -32,7 +32,7 @@ extension Kernels {
         let (oh, ow) = (h / 2, w / 2)
         let y = Tensor(uninitialized: [x.shape[0], x.shape[1], oh, ow])
         let (xp, yp) = (x.storage.pointer, y.storage.pointer)
-        ComputePool.shared.parallelFor(planes, minimumChunk: max(1, 4096 / max(1, h * w))) { range in
+        ComputePool.current.parallelFor(planes, minimumChunk: max(1, 4096 / max(1, h * w))) { range in
             for plane in range {
                 let src = xp + plane * h * w
                 let dst = yp + plane * oh * ow

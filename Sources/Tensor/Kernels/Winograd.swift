@@ -183,7 +183,7 @@ extension Kernels {
             let mPlane = T.plane(rows * columns.padded)
             let lines = ((next?.count ?? 0) + 15) / 16
             let perProduct = (lines + points - 1) / points
-            ComputePool.shared.run(chunks: points) { xi in
+            ComputePool.current.run(chunks: points) { xi in
                 let mine = min(perProduct, max(0, lines - xi * perProduct))
                 let prefetch = PanelGEMM.Prefetch(
                     start: next.map { UnsafeRawPointer($0.baseAddress! + 16 * perProduct * xi) }, lines: mine)
@@ -278,7 +278,7 @@ extension Kernels {
         /// `PanelGEMM.Prefetch`), they are in L2 when the transform starts, which made the 8×8 level faster (the
         /// larger planes were unchanged).
         func nextWeights(after b: Int) -> UnsafeBufferPointer<Float>? {
-            let next = (b + ComputePool.shared.threadCount) * blockOut
+            let next = (b + ComputePool.current.threadCount) * blockOut
             guard next < cout else { return nil }
             return UnsafeBufferPointer(start: wp + next * cin * 9, count: min(blockOut, cout - next) * cin * 9)
         }
@@ -307,7 +307,7 @@ extension Kernels {
             let (pairs, ldm, kc) = (PanelGEMM.packedCount(rows: count, k: 1) / 8, columns.padded, fewTilesChunk)
             let (vPlane, mPlane) = (T.plane(cin * ldm), T.plane(8 * pairs * ldm))
             let tail = columns.fullPanels * PanelGEMM.panelColumns
-            let nextBlock = first + ComputePool.shared.threadCount * blockOut
+            let nextBlock = first + ComputePool.current.threadCount * blockOut
             var c0 = 0
             while c0 < cin {
                 let n = min(kc, cin - c0)
@@ -367,7 +367,7 @@ extension Kernels {
         _ work: (Int, UnsafeMutablePointer<Float>, UnsafeMutablePointer<Float>) -> Void
     ) {
         if own {
-            ComputePool.shared.run(chunks: count) { i in
+            ComputePool.current.run(chunks: count) { i in
                 let mine = Scratch.current
                 work(i, mine.buffer(slots.0, count: counts.0), mine.buffer(slots.1, count: counts.1))
             }
@@ -473,7 +473,7 @@ extension WinogradTiling {
         _ body: (_ band: Int, _ b: Int, _ ty: Int, _ channel: Int, _ buffer: UnsafeMutablePointer<Float>) -> Void
     ) {
         let tilesH = tilesH
-        ComputePool.shared.parallelFor(tileRows.count * channels) { range in
+        ComputePool.current.parallelFor(tileRows.count * channels) { range in
             let buffer = UnsafeMutablePointer<Float>.allocate(capacity: floats)
             defer { buffer.deallocate() }
             buffer.initialize(repeating: 0, count: floats)
@@ -597,7 +597,7 @@ extension WinogradTiling {
     ) {
         let plane = Self.plane(PanelGEMM.packedCount(rows: outChannels, k: inChannels))
         let rowFloats = rowFloats ?? inChannels * 9
-        ComputePool.shared.run(chunks: (outChannels + 7) / 8) { group in
+        ComputePool.current.run(chunks: (outChannels + 7) / 8) { group in
             let first = group * 8
             let lanes = min(8, outChannels - first)
             let row = w + first * rowFloats
