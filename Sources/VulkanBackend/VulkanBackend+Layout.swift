@@ -76,20 +76,8 @@ extension VulkanBackend {
     /// Concatenation along `axis` of tensors that agree on every other dimension — one `copy` per part into its
     /// region of the result. Exact.
     public func concat(_ parts: [Tensor], axis: Int) -> Tensor {
-        precondition(!parts.isEmpty, "nothing to concatenate")
-        let first = parts[0]
-        precondition(axis >= 0 && axis < first.rank, "axis \(axis) for rank \(first.rank)")
-        for p in parts {
-            checkSource(p, "concatenated tensor")
-            precondition(
-                p.rank == first.rank && p.shape[..<axis] == first.shape[..<axis]
-                    && p.shape[(axis + 1)...] == first.shape[(axis + 1)...],
-                "cannot concatenate \(p.shape) with \(first.shape) along \(axis)")
-        }
-        let outer = first.shape[..<axis].reduce(1, *)
-        let inner = first.shape[(axis + 1)...].reduce(1, *)
-        var shape = first.shape
-        shape[axis] = parts.reduce(0) { $0 + $1.shape[axis] }
+        for p in parts { checkSource(p, "concatenated tensor") }
+        let (shape, outer, inner) = LayoutShapes.concat(parts.map(\.shape), axis: axis)
         let y = empty(shape)
         var at = 0
         for p in parts {
@@ -107,13 +95,7 @@ extension VulkanBackend {
     /// The sub-tensor `range` along `axis` — one `copy`. Exact.
     public func slice(_ x: Tensor, axis: Int, _ range: Range<Int>) -> Tensor {
         checkSource(x, "sliced tensor")
-        precondition(axis >= 0 && axis < x.rank, "axis \(axis) for rank \(x.rank)")
-        precondition(
-            range.lowerBound >= 0 && range.upperBound <= x.shape[axis], "slice \(range) of \(x.shape) on \(axis)")
-        let outer = x.shape[..<axis].reduce(1, *)
-        let inner = x.shape[(axis + 1)...].reduce(1, *)
-        var shape = x.shape
-        shape[axis] = range.count
+        let (shape, outer, inner) = LayoutShapes.slice(x.shape, axis: axis, range)
         let y = empty(shape)
         copy(
             x, into: y,

@@ -39,19 +39,7 @@ extension Kernels {
 
     /// Concatenation along dimension `axis` of tensors that agree on every other dimension.
     public static func concat(_ parts: [Tensor], axis: Int) -> Tensor {
-        precondition(!parts.isEmpty, "nothing to concatenate")
-        let first = parts[0]
-        precondition(axis >= 0 && axis < first.rank, "axis \(axis) for rank \(first.rank)")
-        let outer = first.shape[..<axis].reduce(1, *)
-        let inner = first.shape[(axis + 1)...].reduce(1, *)
-        for p in parts {
-            precondition(
-                p.rank == first.rank && p.shape[..<axis] == first.shape[..<axis]
-                    && p.shape[(axis + 1)...] == first.shape[(axis + 1)...],
-                "cannot concatenate \(p.shape) with \(first.shape) along \(axis)")
-        }
-        var shape = first.shape
-        shape[axis] = parts.reduce(0) { $0 + $1.shape[axis] }
+        let (shape, outer, inner) = LayoutShapes.concat(parts.map(\.shape), axis: axis)
         let y = Tensor(uninitialized: shape)
         // The runs to copy, in y's order; shared out among the threads as ranges of y (the UNet's skip
         // concatenations are 25–50 MB, and one thread copying them kept the other waiting).
@@ -80,13 +68,7 @@ extension Kernels {
 
     /// The sub-tensor `range` along `axis`, copied.
     public static func slice(_ x: Tensor, axis: Int, _ range: Range<Int>) -> Tensor {
-        precondition(axis >= 0 && axis < x.rank, "axis \(axis) for rank \(x.rank)")
-        precondition(
-            range.lowerBound >= 0 && range.upperBound <= x.shape[axis], "slice \(range) of \(x.shape) on \(axis)")
-        let outer = x.shape[..<axis].reduce(1, *)
-        let inner = x.shape[(axis + 1)...].reduce(1, *)
-        var shape = x.shape
-        shape[axis] = range.count
+        let (shape, outer, inner) = LayoutShapes.slice(x.shape, axis: axis, range)
         let y = Tensor(uninitialized: shape)
         for o in 0..<outer {
             (y.storage.pointer + o * range.count * inner).update(
