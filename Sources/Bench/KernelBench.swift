@@ -95,8 +95,8 @@ public struct KernelBenchReport: Sendable {
 /// `bench kernels`: sgemm, 3×3 and kernel-1 convolution and attention GFLOP/s at the models' shapes, measured in the
 /// same run so their ratios hold on any machine.
 public enum KernelBench {
-    /// Times every case on a CPU backend of `options.threads` threads (the shared one without), passing a line to `log` as each one is measured (the header
-    /// first).
+    /// Times every case on a CPU backend of `options.threads` threads (the shared one without), passing a line to
+    /// `log` as each one is measured (the header first).
     public static func run(_ options: KernelBenchOptions, log: (String) -> Void = { _ in }) -> KernelBenchReport {
         // A backend of its own for another thread count; the kernels run on its resources, bound here.
         let backend = options.threads.map { CPUBackend(threads: $0) } ?? CPUBackend.shared

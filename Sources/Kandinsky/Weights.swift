@@ -103,10 +103,12 @@ public final class WeightFile: @unchecked Sendable {
         } catch {
             throw KandinskyError(.badWeight, error.message, file: path, key: key)
         }
-        guard let half, let weight = backend.upload(half) else { return try tensor(key, shape) }
+        guard let half else { return try tensor(key, shape) }
         if checkFinite, let bad = half.firstNonFinite() {
             throw KandinskyError(.badWeight, "non-finite value \(bad.1) at element \(bad.0)", file: path, key: key)
         }
+        // Checked before it goes to the device; a device that cannot keep 16 bits takes the float32 tensor.
+        guard let weight = backend.upload(half) else { return try tensor(key, shape) }
         used.insert(key)
         return weight
     }

@@ -3,10 +3,10 @@ import Foundation
 
 /// The one place that calls OpenBLAS. Every product in the kernels goes through `sgemm` here.
 ///
-/// OpenBLAS runs single-threaded; a product large enough to share is cut into one slab per thread of
-/// the current compute pool (`ComputePool.current`: the pool of the backend running the operation), so GEMMs and the element-wise kernels between them use the same threads. With OpenBLAS's own
-/// threads, its workers kept spinning in `sched_yield` after each product and competed with the pool for the cores
-/// (a tenth of all cycles on two cores).
+/// OpenBLAS runs single-threaded; a product large enough to share is cut into one slab per thread of the current
+/// compute pool (`ComputePool.current`: the pool of the backend running the operation), so GEMMs and the element-wise
+/// kernels between them use the same threads. With OpenBLAS's own threads, its workers kept spinning in `sched_yield`
+/// after each product and competed with the pool for the cores (a tenth of all cycles on two cores).
 public enum BLAS {
     /// Products below this many multiply-adds run on the calling thread: cutting them costs more than it saves.
     static let parallelThreshold = 1 << 18
