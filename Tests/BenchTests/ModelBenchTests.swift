@@ -134,7 +134,7 @@ import VulkanBackend
 
     /// `bench unet --device vulkan:0` (lavapipe in CI): the device's figures per step, and the weights resident on it
     /// (f16 ones in half the memory); a step moves nothing between host and device (its inputs are uploaded before).
-    @Test(.enabled(if: ProcessInfo.processInfo.environment["KD_VULKAN_TESTS"] != "off"))
+    @Test(.enabled(if: VulkanTesting.enabled))
     func unetOnTheGPUReportsDispatchesAndDeviceMemory() throws {
         let gpu = try VulkanBackend(index: 0, options: VulkanOptions(validation: true))
         var weights: [String: Double] = [:]

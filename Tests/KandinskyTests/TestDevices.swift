@@ -21,7 +21,7 @@ struct TestDevice: Sendable, CustomTestStringConvertible {
         var devices = [TestDevice(name: "cpu", backend: CPUBackend.shared, toleranceFactor: 1)]
         // vulkan:0 (lavapipe in CI) with the validation layer on; VulkanTests fail when it cannot be opened, unless
         // KD_VULKAN_TESTS=off.
-        if ProcessInfo.processInfo.environment["KD_VULKAN_TESTS"] != "off",
+        if VulkanTesting.enabled,
             let gpu = try? VulkanBackend(index: 0, options: VulkanOptions(validation: true))
         {
             devices.append(TestDevice(name: "vulkan:0", backend: gpu, toleranceFactor: 1))

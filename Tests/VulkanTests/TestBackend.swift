@@ -6,15 +6,12 @@ import Testing
 
 /// The device the Vulkan tests run on: `vulkan:0` (lavapipe in CI), opened once per process with the Khronos
 /// validation layer on. A machine without a Vulkan device fails these tests rather than skipping them, unless
-/// `KD_VULKAN_TESTS=off` says the run is meant to go without.
+/// `KD_VULKAN_TESTS=off` says the run is meant to go without (`VulkanTesting.enabled`).
 enum TestBackend {
     static let opened: Result<VulkanBackend, VulkanError> = Result {
         () throws(VulkanError) -> VulkanBackend in
         try VulkanBackend(index: 0, options: VulkanOptions(validation: true))
     }
-
-    /// Whether the Vulkan tests run: off only when the environment says so.
-    static let enabled = ProcessInfo.processInfo.environment["KD_VULKAN_TESTS"] != "off"
 
     /// The backend, or a failure naming why there is none.
     static func backend() throws -> VulkanBackend { try opened.get() }

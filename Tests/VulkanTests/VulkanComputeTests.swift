@@ -10,7 +10,7 @@ import Testing
 /// Tolerance: the error relative to the output's spread (`relativeMaxError`), 1e-5, because the shaders sum in other
 /// orders than OpenBLAS and the CPU kernels (a product's terms in ascending k; the softmax online, block by block);
 /// each test's comment gives the error measured on lavapipe.
-@Suite("Vulkan compute", .enabled(if: TestBackend.enabled))
+@Suite("Vulkan compute", .enabled(if: VulkanTesting.enabled))
 struct VulkanComputeTests {
     let cpu = CPUBackend.shared
     static let tolerance = 1e-5

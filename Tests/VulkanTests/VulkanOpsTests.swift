@@ -1,5 +1,6 @@
 import Foundation
 import Tensor
+import TestSupport
 import Testing
 
 @testable import VulkanBackend
@@ -10,7 +11,7 @@ import Testing
 /// whose shader does the CPU's correctly rounded adds and multiplies in its order must agree exactly; the others
 /// within a tolerance relative to the output's spread (`relativeMaxError`), each stated with the error measured on
 /// lavapipe (Mesa 22.3.6, LLVM 15).
-@Suite("Vulkan operations", .enabled(if: TestBackend.enabled), .serialized)
+@Suite("Vulkan operations", .enabled(if: VulkanTesting.enabled), .serialized)
 struct VulkanOpsTests {
     let cpu = CPUBackend.shared
 

@@ -1,10 +1,11 @@
 import Foundation
 import Tensor
+import TestSupport
 import Testing
 
 @testable import VulkanBackend
 
-@Suite("Vulkan runtime", .enabled(if: TestBackend.enabled))
+@Suite("Vulkan runtime", .enabled(if: VulkanTesting.enabled))
 struct VulkanRuntimeTests {
     @Test func listsTheDeviceItOpens() throws {
         let devices = try Vulkan.devices().get()

@@ -7,7 +7,7 @@ import Testing
 /// `serve --device vulkan:0` (lavapipe in CI) end to end through Redis, and what a GPU that fails under a batch does:
 /// the worker hands its jobs back and exits non-zero (75) so that systemd restarts it, and another worker finishes
 /// them. The fault comes from the backend's switch (`KD_VULKAN_FAULT`), armed once the worker is ready.
-@Suite(.enabled(if: ProcessInfo.processInfo.environment["KD_VULKAN_TESTS"] != "off"))
+@Suite(.enabled(if: VulkanTesting.enabled))
 struct GPUServeTests {
     @Test func servesAJobOnTheGPUAndReportsItsMemory() throws {
         let fleet = try Fleet(prefix: "kd-gpu", config: "device: vulkan:0\nheartbeat_ms: 300\n")
